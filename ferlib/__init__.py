@@ -1,0 +1,5 @@
+"""ferlib: real-time facial emotion recognition that a person can teach to their own face.
+
+No Streamlit import anywhere in this package: the app's pages only draw what ferlib computes.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""Plain data types shared by every part of ferlib (extractor, models, pipeline, store, app)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Face:
+    """One detected face in one frame.
+
+    landmarks: float32 (478, 3) in *pixel* coordinates of the frame the face was found in
+    (x right, y down, z in the same pixel scale as x, as MediaPipe's face mesh gives it times the
+    image width). box: (x0, y0, x1, y1) in pixels, clipped to the frame. score: detection
+    confidence in [0, 1]. face_id: stable id across frames of one video stream (0, 1, ...);
+    for still images the index of the face in the image, left to right.
+    pose: (yaw, pitch, roll) in degrees, or None when not computed.
+    """
+
+    landmarks: np.ndarray
+    box: tuple[float, float, float, float]
+    score: float
+    face_id: int = 0
+    pose: tuple[float, float, float] | None = None
+
+
+@dataclass
+class Prediction:
+    """A model's output for one face: probabilities over `classes` (same order)."""
+
+    face: Face
+    probs: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return self.classes[int(np.argmax(self.probs))]
+
+
+@dataclass
+class FrameResult:
+    """Everything the pipeline knows about one frame; an empty `predictions` list means no face."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    frame_index: int = 0
