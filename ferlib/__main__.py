@@ -1,0 +1,3 @@
+from ferlib.cli import main
+
+raise SystemExit(main())

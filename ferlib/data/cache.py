@@ -1,0 +1,377 @@
+"""Landmark extraction over a dataset with a content-keyed cache, and a face-crop cache.
+
+Cache layout: ``<cache dir>/<settings hash>/*.npz`` shards (default ``<repo>/cache/landmarks``, or
+``$FERLIB_CACHE``). The settings hash covers the extractor's arguments and tuning constants, the
+MediaPipe version, `resize_to` and the cache format, so a changed setting never reuses stale
+results. Within it, an entry's key is the sha256 of the image's bytes (file or zip member, or the
+decoded pixels of csv rows). Shards are written atomically every `shard_size` new results, so an
+interrupted run keeps what it had done and a re-run only hashes the images.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ferlib.errors import FerError, InputError
+from ferlib.store import atomic_write_bytes
+
+from .importers import read_bytes, resize_square
+
+CACHE_FORMAT = 1
+NUM_LANDMARKS = 478
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_EXTRACTOR = {"mode": "static", "max_faces": 5}
+ProgressCallback = Callable[[int, int], None]
+
+
+def default_cache_dir(kind: str = "landmarks") -> Path:
+    """``$FERLIB_CACHE/<kind>`` if FERLIB_CACHE is set, else ``<repo>/cache/<kind>``."""
+    env = os.environ.get("FERLIB_CACHE")
+    return (Path(env).expanduser() if env else REPO / "cache") / kind
+
+
+# ----------------------------------------------------------------------------- content keys
+def _payload(row: Any) -> bytes | np.ndarray:
+    image = row.get("image") if hasattr(row, "get") else None
+    return image if isinstance(image, np.ndarray) else read_bytes(str(row["path"]))
+
+
+def content_key(payload: bytes | np.ndarray) -> str:
+    """sha256 hex of encoded image bytes, or of a decoded array's shape, dtype and pixels."""
+    if isinstance(payload, np.ndarray):
+        a = np.ascontiguousarray(payload)
+        return hashlib.sha256(f"array{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _decode(payload: bytes | np.ndarray, resize_to: int | None, name: str) -> np.ndarray:
+    from ferlib.io import ensure_bgr, load_image
+
+    try:
+        img = ensure_bgr(payload, name=name) if isinstance(payload, np.ndarray) else load_image(payload)
+    except InputError as e:
+        raise InputError(f"image {name}: {str(e).partition(': ')[2] or e}") from None
+    return resize_square(img, resize_to) if resize_to else img
+
+
+# ----------------------------------------------------------------------------- shard store
+class ShardStore:
+    """Append-only ``.npz`` shards of per-key arrays in one folder (atomic writes)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def load(self) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+        """(key -> row, arrays) over every readable shard; unreadable shards are skipped with a warning."""
+        keys: list[np.ndarray] = []
+        arrays: dict[str, list[np.ndarray]] = {}
+        for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+            try:
+                with np.load(shard, allow_pickle=False) as z:
+                    data = {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError) as e:
+                warnings.warn(f"cache shard {shard} is unreadable and is ignored ({e})", stacklevel=2)
+                continue
+            keys.append(data.pop("keys"))
+            for k, v in data.items():
+                arrays.setdefault(k, []).append(v)
+        if not keys:
+            return {}, {}
+        all_keys = np.concatenate(keys)
+        index = {str(k): i for i, k in enumerate(all_keys)}  # later shards win on duplicates
+        return index, {k: np.concatenate(v) for k, v in arrays.items()}
+
+    def write(self, keys: list[str], **arrays: np.ndarray) -> Path:
+        """Write one shard atomically; returns its path."""
+        buf = io.BytesIO()
+        np.savez(buf, keys=np.array(keys, dtype="U64"), **arrays)
+        path = self.folder / f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+
+def _settings_dir(root: Path, settings: dict) -> Path:
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return root / hashlib.sha256(blob).hexdigest()[:16]
+
+
+def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | None = None) -> dict:
+    """Everything that changes extracted landmarks: the cache's settings key."""
+    import mediapipe
+
+    from ferlib import landmarks as lm
+
+    kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
+    consts = {k: getattr(lm, k) for k in dir(lm) if k.isupper() and isinstance(getattr(lm, k), (int, float))}
+    return {"format": CACHE_FORMAT, "extractor": kwargs, "constants": consts,
+            "mediapipe": mediapipe.__version__, "resize_to": resize_to}
+
+
+# ----------------------------------------------------------------------------- extraction
+@dataclass
+class Extraction:
+    """Landmarks of a dataset, row-aligned with its DataFrame.
+
+    landmarks: (N, 478, 3) float32 pixel coordinates of the (resized) image, NaN where no face.
+    detected: (N,) bool. score: (N,) float32 detector score (0 for whole-image mesh fallback,
+    NaN for misses). box: (N, 4) float32. errors: path -> reason for unreadable images (counted
+    as misses, never cached). summary: images / detected / rate per split and label, with totals.
+    """
+
+    landmarks: np.ndarray
+    detected: np.ndarray
+    score: np.ndarray
+    box: np.ndarray
+    summary: pd.DataFrame
+    errors: dict[str, str] = field(default_factory=dict)
+    n_cached: int = 0
+    n_extracted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def detection_rate(self) -> float:
+        return float(self.detected.mean()) if len(self.detected) else float("nan")
+
+
+def detection_summary(df: pd.DataFrame, detected: np.ndarray) -> pd.DataFrame:
+    """Images, detected faces, misses and detection rate per (split, label), with "all" totals."""
+    d = pd.DataFrame({"split": df["split"].astype(str).to_numpy(), "label": df["label"].astype(str).to_numpy(),
+                      "detected": np.asarray(detected, bool)})
+    parts = [d, d.assign(label="all"), d.assign(split="all", label="all")]
+    out = pd.concat(parts).groupby(["split", "label"], sort=False)["detected"].agg(images="size", detected="sum")
+    out["detected"] = out["detected"].astype(int)
+    out["missed"] = out["images"] - out["detected"]
+    out["rate"] = (out["detected"] / out["images"]).round(4)
+    order = {"train": 0, "val": 1, "test": 2, "all": 4}
+    return out.sort_index(key=lambda ix: ix.map(lambda v: (order.get(v, 3), v == "all", v)) if ix.name == "split"
+                          else ix.map(lambda v: (v == "all", v)))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(extractor_kwargs: dict, resize_to: int | None) -> None:
+    from ferlib.landmarks import LandmarkExtractor
+
+    _WORKER["extractor"] = LandmarkExtractor(**extractor_kwargs)
+    _WORKER["resize_to"] = resize_to
+
+
+def _extract_one(item: tuple[str, str, bytes | np.ndarray]) -> tuple[str, np.ndarray | None, float, tuple, str]:
+    """(key, landmarks or None, score, box, error) of the largest face in one image."""
+    key, name, payload = item
+    try:
+        img = _decode(payload, _WORKER["resize_to"], name)
+        faces = _WORKER["extractor"].process(img)
+    except FerError as e:
+        return key, None, float("nan"), (np.nan,) * 4, str(e)
+    if not faces:
+        return key, None, float("nan"), (np.nan,) * 4, ""
+    f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return key, f.landmarks.astype(np.float32), float(f.score), tuple(float(v) for v in f.box), ""
+
+
+def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None = None,
+                      workers: int | None = None, resize_to: int | None = None,
+                      extractor_kwargs: dict | None = None, progress: bool = True,
+                      callback: ProgressCallback | None = None, shard_size: int = 2000) -> Extraction:
+    """Landmarks of every row of a dataset DataFrame (largest face per image), cached by content.
+
+    `workers` processes (default: all cores, at most 2) each own one static-mode LandmarkExtractor;
+    ``workers=1`` runs in this process. `resize_to` defaults to ``df.attrs["resize_to"]``.
+    `callback(done, total)` is called as images finish (cached ones count as done at once); an
+    exception it raises cancels the run, and the images finished so far stay cached.
+    """
+    t0 = time.perf_counter()
+    if "path" not in df.columns:
+        raise InputError("extract_landmarks: the DataFrame has no 'path' column")
+    resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
+    kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
+    store = ShardStore(_settings_dir(Path(cache_dir) if cache_dir else default_cache_dir(),
+                                     extractor_settings(kwargs, resize_to)))
+    index, arrays = store.load()
+    rows = df.to_dict("records")
+    keys = [content_key(_payload(r)) for r in rows]
+    todo: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in index and k not in todo:
+            todo[k] = i
+    n_cached = sum(k in index for k in keys)
+    total = len(rows)
+    new: dict[str, tuple] = {}
+    errors: dict[str, str] = {}
+    pending: list[tuple] = []
+
+    def flush() -> None:
+        if pending:
+            store.write([p[0] for p in pending],
+                        landmarks=np.stack([p[1] for p in pending]).astype(np.float32),
+                        detected=np.array([p[2] for p in pending], bool),
+                        score=np.array([p[3] for p in pending], np.float32),
+                        box=np.array([p[4] for p in pending], np.float32))
+            pending.clear()
+
+    def items() -> Iterator[tuple[str, str, bytes | np.ndarray]]:
+        for k, i in todo.items():
+            yield k, str(rows[i]["path"]), _payload(rows[i])
+
+    miss = np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
+    rows_per_key = pd.Series(keys).value_counts().to_dict() if todo else {}
+    done = n_cached
+    bar = tqdm(total=total, initial=done, disable=not progress, desc="landmarks", unit="img",
+               smoothing=0.05, mininterval=1.0)
+    if callback:
+        callback(done, total)
+    try:
+        for key, pts, score, box, err in _run(items(), len(todo), kwargs, resize_to, workers):
+            if err:
+                errors[str(rows[todo[key]]["path"])] = err
+            else:
+                entry = (key, miss if pts is None else pts, pts is not None, score, box)
+                new[key] = entry
+                pending.append(entry)
+                if len(pending) >= shard_size:
+                    flush()
+            step = rows_per_key[key]
+            done += step
+            bar.update(step)
+            if callback:
+                callback(done, total)
+    finally:
+        flush()
+        bar.close()
+
+    n = len(rows)
+    landmarks = np.full((n, NUM_LANDMARKS, 3), np.nan, np.float32)
+    detected = np.zeros(n, bool)
+    score = np.full(n, np.nan, np.float32)
+    box = np.full((n, 4), np.nan, np.float32)
+    for i, k in enumerate(keys):
+        if k in new:
+            _, landmarks[i], detected[i], score[i], box[i] = new[k]
+        elif k in index:
+            j = index[k]
+            landmarks[i], detected[i] = arrays["landmarks"][j], arrays["detected"][j]
+            score[i], box[i] = arrays["score"][j], arrays["box"][j]
+    return Extraction(landmarks=landmarks, detected=detected, score=score, box=box,
+                      summary=detection_summary(df, detected), errors=errors, n_cached=n_cached,
+                      n_extracted=len(new),
+                      seconds=time.perf_counter() - t0)
+
+
+def _run(items: Iterable, n: int, kwargs: dict, resize_to: int | None, workers: int | None) -> Iterator[tuple]:
+    """Extract every item, in this process (1 worker / few items) or a spawn pool."""
+    if n == 0:
+        return
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers <= 1 or n < 8:
+        _init_worker(kwargs, resize_to)
+        try:
+            for it in items:
+                yield _extract_one(it)
+        finally:
+            _WORKER.pop("extractor").close()
+        return
+    ctx = multiprocessing.get_context("spawn")  # MediaPipe graphs must not be forked
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(kwargs, resize_to)) as pool:
+        yield from pool.imap_unordered(_extract_one, items, chunksize=16)
+
+
+# ----------------------------------------------------------------------------- crops
+@dataclass
+class Crops:
+    """Grey face crops row-aligned with a DataFrame: images (N, size, size) uint8; `cropped` is
+    False where the whole image was used (small tight crops, or no face found)."""
+
+    images: np.ndarray
+    cropped: np.ndarray
+    n_cached: int = 0
+
+
+def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
+                  landmarks: Extraction | None = None, resize_to: int | None = None,
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                  **extract_kw: Any) -> Crops:
+    """Grey size x size face crops for image models, cached by content.
+
+    mode "image": the whole image resized (FER2013-like tight crops); "face": ferlib.landmarks
+    .face_crop around the landmarks (from `landmarks`, else `extract_landmarks(df, **extract_kw)`),
+    the whole image where no face was found; "auto": "image" for images whose longer side is below
+    ferlib.landmarks.SMALL_SIDE, else "face".
+    """
+    from ferlib.landmarks import SMALL_SIDE, face_crop
+    from ferlib.types import Face
+
+    if mode not in ("auto", "image", "face"):
+        raise InputError(f"crop mode {mode!r}: expected 'auto', 'image' or 'face'")
+    if size < 1:
+        raise InputError(f"crop size must be >= 1, got {size}")
+    resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
+    root = Path(cache_dir) if cache_dir else default_cache_dir("crops")
+    lm_settings = extractor_settings(extract_kw.get("extractor_kwargs"), resize_to) if mode != "image" else None
+    store = ShardStore(_settings_dir(root, {"format": CACHE_FORMAT, "size": size, "mode": mode,
+                                            "resize_to": resize_to, "landmarks": lm_settings}))
+    index, arrays = store.load()
+    rows = df.to_dict("records")
+    payloads = [_payload(r) for r in rows]
+    keys = [content_key(p) for p in payloads]
+    n = len(rows)
+    images = np.zeros((n, size, size), np.uint8)
+    cropped = np.zeros(n, bool)
+    first_row: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in index:
+            first_row.setdefault(k, i)
+    use_face = {k: mode == "face" or (mode == "auto" and _longer_side(payloads[i], resize_to) >= SMALL_SIDE)
+                for k, i in first_row.items()}
+    face_rows = [i for k, i in first_row.items() if use_face[k]]
+    if landmarks is not None:
+        if len(landmarks.detected) != n:
+            raise InputError(f"extract_crops: landmarks for {len(landmarks.detected)} rows, DataFrame has {n}")
+        lm_row = {i: i for i in face_rows}
+    elif face_rows:
+        landmarks = extract_landmarks(df.iloc[face_rows], resize_to=resize_to, progress=progress, **extract_kw)
+        lm_row = {i: j for j, i in enumerate(face_rows)}
+    new: dict[str, tuple[np.ndarray, bool]] = {}
+    for k, i in tqdm(first_row.items(), desc="crops", unit="img", disable=not progress or not first_row):
+        img = _decode(payloads[i], resize_to, str(rows[i]["path"]))
+        j = lm_row[i] if use_face[k] else None
+        if j is not None and landmarks.detected[j]:
+            face = Face(landmarks=landmarks.landmarks[j], box=tuple(landmarks.box[j]), score=float(landmarks.score[j]))
+            new[k] = (face_crop(img, face, size=size, grey=True), True)
+        else:
+            new[k] = (resize_square(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), size), False)
+    for i, k in enumerate(keys):
+        images[i], cropped[i] = new[k] if k in new else (arrays["images"][index[k]], arrays["cropped"][index[k]])
+    if new:
+        store.write(list(new), images=np.stack([v[0] for v in new.values()]),
+                    cropped=np.array([v[1] for v in new.values()], bool))
+    return Crops(images=images, cropped=cropped, n_cached=n - sum(k in new for k in keys))
+
+
+def _longer_side(payload: bytes | np.ndarray, resize_to: int | None) -> int:
+    """Longer side of an image as models will see it (header only for encoded images)."""
+    if resize_to:
+        return int(resize_to)
+    if isinstance(payload, np.ndarray):
+        return max(payload.shape[:2])
+    from ferlib.io import image_size
+
+    try:
+        return max(image_size(payload))
+    except InputError:
+        return 0  # unreadable: _decode raises the clear error

@@ -1,0 +1,262 @@
+"""Face landmarks: full-range BlazeFace finds the faces, MediaPipe's face mesh (refined, 478 points)
+runs on a square crop of each, and the points are mapped back to frame pixels.
+
+An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per stream/thread.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ferlib.errors import InputError  # noqa: E402
+from ferlib.io import ensure_bgr  # noqa: E402
+from ferlib.types import Face  # noqa: E402
+
+CROP_MARGIN = 0.6
+"""Square mesh crop side = (1 + CROP_MARGIN) * the longer side of the BlazeFace box."""
+MESH_INPUT = 256
+"""Side in pixels that every crop is resized to before meshing."""
+SMALL_SIDE = 128
+"""Images whose longer side is below this are upscaled and padded before detection (FER2013 is 48)."""
+SMALL_UPSCALE = 192
+SMALL_PAD = 0.5
+"""Small images: upscale the longer side to SMALL_UPSCALE px, then pad SMALL_PAD of that on each side."""
+FER_CROP_MARGIN = 0.0
+"""face_crop default: square around the landmark box with this relative margin (FER2013-like framing)."""
+TRACK_IOU = 0.3
+TRACK_MAX_MISSES = 10
+
+
+def _quiet_mediapipe() -> None:
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with mediapipe
+        pass
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def square_crop(bgr: np.ndarray, cx: float, cy: float, side: float) -> tuple[np.ndarray, float, float]:
+    """Square crop of `side` px centred on (cx, cy), padded with replicated borders where it leaves
+    the frame. Returns (crop, x0, y0): crop pixel (u, v) is frame pixel (x0 + u, y0 + v)."""
+    side = max(int(round(side)), 2)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    h, w = bgr.shape[:2]
+    pl, pt = max(0, -x0), max(0, -y0)
+    pr, pb = max(0, x0 + side - w), max(0, y0 + side - h)
+    crop = bgr[max(0, y0):min(h, y0 + side), max(0, x0):min(w, x0 + side)]
+    if pl or pt or pr or pb:
+        crop = cv2.copyMakeBorder(crop, pt, pb, pl, pr, cv2.BORDER_REPLICATE)
+    return crop, float(x0), float(y0)
+
+
+class LandmarkExtractor:
+    """478-point face landmarks of every face in a frame.
+
+    mode "video": stable `face_id`s across consecutive frames (IoU matching with the previous
+    frame's boxes); "static": ids are the faces' left-to-right order. Both mesh each face crop with
+    a static face mesh (measured faster and as accurate as per-track tracking meshes: docs/landmarks.md).
+    Faces whose detector score is below `min_face_score` are dropped. `use_detector=False` skips
+    BlazeFace and meshes the whole (small-image padded) frame as one face: for tight face crops.
+    """
+
+    def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
+                 min_face_score: float = 0.0, use_detector: bool = True):
+        if mode not in ("video", "static"):
+            raise InputError(f"extractor mode must be 'video' or 'static', got {mode!r}")
+        if max_faces < 1:
+            raise InputError(f"max_faces must be >= 1, got {max_faces}")
+        if not 0.0 <= min_detection_confidence <= 1.0 or not 0.0 <= min_face_score <= 1.0:
+            raise InputError("min_detection_confidence and min_face_score must lie in [0, 1]")
+        _quiet_mediapipe()
+        import mediapipe as mp
+
+        self.mode, self.max_faces = mode, max_faces
+        self.min_face_score, self.use_detector = min_face_score, use_detector
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_detection_confidence) if use_detector else None
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence)
+        self._tracks: list[tuple[int, tuple, int]] = []  # (face_id, box, frames since seen)
+        self._next_id = 0
+        self._last_ts: float | None = None
+
+    # -- public -------------------------------------------------------------------------------
+    def process(self, bgr: np.ndarray, timestamp_ms: float | None = None) -> list[Face]:
+        """Faces in one BGR uint8 frame (an empty list means no face), ordered by face_id."""
+        if self._mesh is None:
+            raise InputError("LandmarkExtractor is closed")
+        bgr = ensure_bgr(bgr, name="frame")
+        h, w = bgr.shape[:2]
+        scale, ox, oy = 1.0, 0.0, 0.0
+        if max(h, w) < SMALL_SIDE:
+            bgr, scale, ox, oy = self._upscale_pad(bgr)
+        faces = []
+        for box, score in self._detect(bgr):
+            pts = self._mesh_box(bgr, box)
+            if pts is not None:
+                faces.append((pts, box, score))
+        if not faces and (max(h, w) < SMALL_SIDE or not self.use_detector):
+            # Tight crops (FER2013): BlazeFace often fails; mesh the whole padded image as one face.
+            pts = self._mesh_image(bgr)
+            if pts is not None:
+                faces.append((pts, self._box_of(pts), 0.0))
+        out = []
+        for pts, box, score in faces:
+            pts = pts.copy()
+            pts[:, :2] = (pts[:, :2] - (ox, oy)) / scale
+            pts[:, 2] /= scale
+            bx = ((box[0] - ox) / scale, (box[1] - oy) / scale, (box[2] - ox) / scale, (box[3] - oy) / scale)
+            bx = (max(0.0, bx[0]), max(0.0, bx[1]), min(float(w), bx[2]), min(float(h), bx[3]))
+            out.append(Face(landmarks=pts.astype(np.float32), box=bx, score=float(score)))
+        self._assign_ids(out, timestamp_ms)
+        for f in out:
+            f.pose = _pose(f.landmarks)
+        return out
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs (idempotent)."""
+        for g in (self._detector, self._mesh):
+            if g is not None:
+                g.close()
+        self._detector = self._mesh = None
+
+    def reset(self) -> None:
+        """Forget tracked faces (a new stream starts)."""
+        self._tracks, self._next_id, self._last_ts = [], 0, None
+
+    def __enter__(self) -> "LandmarkExtractor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+    @staticmethod
+    def _upscale_pad(bgr):
+        h, w = bgr.shape[:2]
+        scale = SMALL_UPSCALE / max(h, w)
+        big = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
+        pad = round(SMALL_UPSCALE * SMALL_PAD)
+        big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        return big, scale, float(pad), float(pad)
+
+    def _detect(self, bgr) -> list[tuple[tuple, float]]:
+        if self._detector is None:
+            return []
+        h, w = bgr.shape[:2]
+        res = self._detector.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        dets = []
+        for d in res.detections or []:
+            score = float(d.score[0])
+            if score < self.min_face_score:
+                continue
+            rb = d.location_data.relative_bounding_box
+            x0, y0 = rb.xmin * w, rb.ymin * h
+            dets.append(((x0, y0, x0 + rb.width * w, y0 + rb.height * h), score))
+        dets.sort(key=lambda d: -d[1])
+        return dets[: self.max_faces]
+
+    def _mesh_box(self, bgr, box) -> np.ndarray | None:
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = (1 + CROP_MARGIN) * max(box[2] - box[0], box[3] - box[1])
+        crop, x0, y0 = square_crop(bgr, cx, cy, side)
+        pts = self._mesh_image(crop)
+        if pts is None:
+            return None
+        pts[:, 0] += x0
+        pts[:, 1] += y0
+        return pts
+
+    def _mesh_image(self, bgr) -> np.ndarray | None:
+        """Mesh the one face in `bgr`; points in `bgr`'s pixels (z scaled like x), or None."""
+        h, w = bgr.shape[:2]
+        s = MESH_INPUT / max(h, w)
+        img = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))),
+                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        res = self._mesh.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        if not res.multi_face_landmarks:
+            return None
+        lm = res.multi_face_landmarks[0].landmark
+        ih, iw = img.shape[:2]
+        pts = np.array([(p.x * iw, p.y * ih, p.z * iw) for p in lm], dtype=np.float64) / s
+        return pts
+
+    @staticmethod
+    def _box_of(pts) -> tuple[float, float, float, float]:
+        return (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+
+    def _assign_ids(self, faces: list[Face], timestamp_ms) -> None:
+        if self.mode == "static":
+            faces.sort(key=lambda f: f.box[0])
+            for i, f in enumerate(faces):
+                f.face_id = i
+            return
+        if timestamp_ms is not None:
+            if self._last_ts is not None and timestamp_ms < self._last_ts:
+                self.reset()
+            self._last_ts = float(timestamp_ms)
+        pairs = sorted(((_iou(f.box, t[1]), fi, ti) for fi, f in enumerate(faces)
+                        for ti, t in enumerate(self._tracks)), reverse=True)
+        used_f, used_t = set(), set()
+        for iou, fi, ti in pairs:
+            if iou < TRACK_IOU or fi in used_f or ti in used_t:
+                continue
+            faces[fi].face_id = self._tracks[ti][0]
+            used_f.add(fi)
+            used_t.add(ti)
+        for fi in sorted(set(range(len(faces))) - used_f, key=lambda i: faces[i].box[0]):
+            faces[fi].face_id = self._next_id
+            self._next_id += 1
+        tracks = [(f.face_id, f.box, 0) for f in faces]
+        tracks += [(t[0], t[1], t[2] + 1) for ti, t in enumerate(self._tracks)
+                   if ti not in used_t and t[2] + 1 <= TRACK_MAX_MISSES]
+        self._tracks = tracks
+        faces.sort(key=lambda f: f.face_id)
+
+
+def _pose(pts: np.ndarray) -> tuple[float, float, float] | None:
+    from ferlib.errors import FerError
+    from ferlib.normalize import head_pose
+
+    try:
+        return head_pose(pts)
+    except FerError:  # no canonical face yet (scripts/make_canonical_face.py bootstraps it)
+        return None
+
+
+def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
+              margin: float = FER_CROP_MARGIN) -> np.ndarray:
+    """Square face crop for image models, framed like FER2013 (tight face) and resized to size x size.
+
+    Centred on the landmarks' bounding box (the detector box if landmarks are missing), side =
+    (1 + margin) * its longer side. Returns uint8 (size, size) when grey, else (size, size, 3) BGR.
+    """
+    bgr = ensure_bgr(bgr, name="frame")
+    if size < 1:
+        raise InputError(f"face crop size must be >= 1, got {size}")
+    lm = getattr(face, "landmarks", None)
+    if lm is not None and len(lm):
+        x0, y0, x1, y1 = LandmarkExtractor._box_of(np.asarray(lm))
+    else:
+        x0, y0, x1, y1 = face.box
+    side = (1 + margin) * max(x1 - x0, y1 - y0)
+    if side < 1:
+        raise InputError(f"face box {face.box} is empty")
+    crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2, side)
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if grey else crop

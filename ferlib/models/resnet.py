@@ -1,0 +1,61 @@
+"""`resnet18_attention`: ResNet18 for 48x48 grey faces with squeeze-and-excitation after the last stage."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import FerModel, register_model
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential() if stride == 1 and cin == cout else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel attention: global average pool -> bottleneck MLP -> sigmoid gate per channel."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(channels, max(channels // reduction, 4)), nn.ReLU(inplace=True),
+                                nn.Linear(max(channels // reduction, 4), channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.fc(x.mean(dim=(2, 3)))[:, :, None, None]
+
+
+@register_model("resnet18_attention")
+class ResNet18Attention(FerModel):
+    """BasicBlocks [2, 2, 2, 2] with widths width*(1, 2, 4, 8), 3x3 stem and no max-pool (48x48
+    input keeps 48/24/12/6 resolution), SE attention on the last stage, global pool, dropout, head.
+    width=64 is the standard ResNet18 (11.2M params); smaller widths for CPU training."""
+
+    input_kind = "image"
+    input_keys = ("image",)
+
+    def __init__(self, num_classes: int = 7, width: int = 64, se_reduction: int = 16, dropout: float = 0.3):
+        super().__init__()
+        self.hparams = dict(num_classes=num_classes, width=width, se_reduction=se_reduction, dropout=dropout)
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        c = width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            w = width * 2 ** i
+            layers += [BasicBlock(c, w, stride), BasicBlock(w, w, 1)]
+            c = w
+        layers += [SqueezeExcitation(c, se_reduction), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.check_batch(batch)
+        return self.head(self.features(batch["image"]))

@@ -1,0 +1,176 @@
+"""The one inference pipeline: frame -> faces (MediaPipe) -> model inputs -> probabilities.
+
+The same `Pipeline` serves the CLI (`python -m ferlib predict`), the Live page, the Studio and
+evaluation, so a face is prepared identically everywhere (through `ferlib.inputs.build_batch`).
+A Pipeline owns one MediaPipe graph: use one per stream / thread (the graphs are not thread-safe).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
+from ferlib.errors import InputError, ModelFileError
+from ferlib.inputs import InputSpec, build_batch
+from ferlib.io import ensure_bgr
+from ferlib.landmarks import LandmarkExtractor, face_crop
+from ferlib.types import Face, FrameResult, Prediction
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO_ROOT / "models"
+# Shipped models in order of preference for the default (the fast landmark path first).
+DEFAULT_MODELS = ("landmark_cnn1d_fer2013", "image_cnn_fer2013")
+SMOOTHING = ("none", "ema", "vote")
+
+
+def shipped_models() -> list[Path]:
+    """Card paths of the checkpoints shipped in models/ (sorted by name)."""
+    return sorted(p for p in MODELS_DIR.glob("*.json") if checkpoint_paths(p)[0].is_file())
+
+
+def default_model_path() -> Path:
+    """$FERLIB_MODEL if set, else the first shipped default model that exists."""
+    env = os.environ.get("FERLIB_MODEL")
+    if env:
+        return Path(env)
+    for stem in DEFAULT_MODELS:
+        w, c = checkpoint_paths(MODELS_DIR / stem)
+        if w.is_file() and c.is_file():
+            return c
+    raise ModelFileError(f"no default model found in {MODELS_DIR} (expected one of {DEFAULT_MODELS})")
+
+
+class Smoother:
+    """Temporal smoothing of one face's probabilities.
+
+    "ema": exponential moving average with weight `alpha` on the new frame. "vote": the source
+    design's best prediction over a batch of frames - the mean of the last `window` frames'
+    probabilities (its arg-max is the window's vote, weighted by confidence).
+    """
+
+    def __init__(self, kind: str = "none", alpha: float = 0.4, window: int = 8):
+        if kind not in SMOOTHING:
+            raise InputError(f"smoothing must be one of {SMOOTHING}, got {kind!r}")
+        if not 0.0 < alpha <= 1.0 or window < 1:
+            raise InputError(f"bad smoothing settings alpha={alpha}, window={window}")
+        self.kind, self.alpha, self.window = kind, alpha, window
+        self._state: dict[int, np.ndarray | deque] = {}
+
+    def __call__(self, face_id: int, probs: np.ndarray) -> np.ndarray:
+        if self.kind == "none":
+            return probs
+        if self.kind == "ema":
+            prev = self._state.get(face_id)
+            out = probs if prev is None else self.alpha * probs + (1 - self.alpha) * prev
+            self._state[face_id] = out
+            return out
+        q = self._state.setdefault(face_id, deque(maxlen=self.window))
+        q.append(probs)
+        return np.mean(q, axis=0)
+
+    def reset(self) -> None:
+        self._state.clear()
+
+
+class Pipeline:
+    """Faces and emotion probabilities for frames.
+
+    model: a checkpoint path (stem, .json or .safetensors), a `(model, card)` pair, or None for
+    the default model. extractor: a LandmarkExtractor (one is made in `mode` if None).
+    """
+
+    def __init__(self, model=None, extractor: LandmarkExtractor | None = None, smoothing: str = "none",
+                 mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
+                 smoothing_alpha: float = 0.4, smoothing_window: int = 8):
+        if model is None:
+            model = default_model_path()
+        if isinstance(model, (str, Path)):
+            self.model_path: Path | None = checkpoint_paths(model)[1]
+            self.model, self.card = load_checkpoint(model)
+        else:
+            self.model_path = None
+            self.model, self.card = model
+        self.model.eval()
+        self.classes: tuple[str, ...] = tuple(self.card["classes"])
+        self.spec: InputSpec = card_spec(self.card)
+        self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
+        self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score)
+        self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
+        self.baseline: np.ndarray | None = None
+
+    # -- configuration ---------------------------------------------------------------------------
+    def set_smoothing(self, kind: str, alpha: float = 0.4, window: int = 8) -> None:
+        self.smoother = Smoother(kind, alpha, window)
+
+    def set_neutral_baseline(self, landmarks_px: np.ndarray | None) -> None:
+        """The person's neutral face (478, 3) pixels, subtracted by models trained with it."""
+        if landmarks_px is not None:
+            landmarks_px = np.asarray(landmarks_px, dtype=np.float32)
+            if landmarks_px.shape != (478, 3) or not np.isfinite(landmarks_px).all():
+                raise InputError(f"neutral baseline must be finite (478, 3) landmarks, got {landmarks_px.shape}")
+        self.baseline = landmarks_px
+
+    @property
+    def needs_baseline(self) -> bool:
+        return bool(self.spec.subtract_baseline)
+
+    def reset(self) -> None:
+        """A new stream or source begins: forget face tracks and smoothing state."""
+        self.extractor.reset()
+        self.smoother.reset()
+
+    # -- inference -------------------------------------------------------------------------------
+    def inputs_for(self, bgr: np.ndarray, faces: list[Face]) -> dict[str, torch.Tensor]:
+        """The model's input batch for these faces of this frame."""
+        lm = np.stack([f.landmarks for f in faces]) if self.spec.needs_landmarks else None
+        crops = (np.stack([face_crop(bgr, f, size=self.spec.image_size) for f in faces])
+                 if self.spec.needs_crops else None)
+        base = self.baseline if self.spec.subtract_baseline else None
+        if self.spec.subtract_baseline and base is None:
+            raise InputError("this model needs a neutral baseline: calibrate neutral first")
+        return build_batch(self.spec, landmarks_px=lm, crops=crops, baseline=base)
+
+    def probabilities(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.model(batch)
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def predict_faces(self, bgr: np.ndarray, faces: list[Face], timings: dict | None = None) -> list[Prediction]:
+        """Predictions for already-detected faces (smoothing applied per face_id)."""
+        if not faces:
+            return []
+        t0 = time.perf_counter()
+        batch = self.inputs_for(bgr, faces)
+        t1 = time.perf_counter()
+        probs = self.probabilities(batch)
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings["prepare"] = (t1 - t0) * 1e3
+            timings["model"] = (t2 - t1) * 1e3
+        return [Prediction(face=f, probs=self.smoother(f.face_id, p), classes=self.classes)
+                for f, p in zip(faces, probs)]
+
+    def process(self, bgr: np.ndarray, timestamp_ms: float | None = None, frame_index: int = 0) -> FrameResult:
+        """Detect every face in a BGR frame and classify it; an empty result means no face."""
+        bgr = ensure_bgr(bgr, name="frame")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        faces = self.extractor.process(bgr, timestamp_ms)
+        timings["landmarks"] = (time.perf_counter() - t0) * 1e3
+        preds = self.predict_faces(bgr, faces, timings)
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return FrameResult(predictions=preds, timings_ms=timings, frame_index=frame_index)
+
+    def close(self) -> None:
+        self.extractor.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,275 @@
+"""Training and fine-tuning with a progress callback, cancellation, early stopping and a run folder.
+
+The defaults are the first source design's setup: Adam, lr 1e-3 decayed linearly to 1/10,
+early stopping on validation, cross-entropy with normalised inverse-frequency class weights.
+Options from the other designs: AdamW, cosine annealing, label smoothing, a weighted sampler,
+test-time flip averaging. Same data + same seed + same thread count -> the same weights.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ferlib.errors import InputError
+from ferlib.evaluate import keypoint_nme, macro_f1, predict_outputs
+from ferlib.inputs import Augmenter, TensorSet, spec_for_model
+from ferlib.models.registry import FerModel
+from ferlib.store import atomic_write_bytes
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("linear", "cosine", "constant")
+MONITORS = ("val_acc", "val_f1", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; saved as config.json in the run folder and in the model card.
+
+    schedule "linear" decays lr to lr/10 over all steps, "cosine" anneals to lr/100.
+    patience: epochs without improvement of `monitor` before stopping (0 = never stop early).
+    weight_decay is L2 (Adam) or decoupled decay (AdamW). dropout, when set, overrides every
+    nn.Dropout's rate. augment: ferlib.inputs.Augmenter during training (classification only).
+    num_threads > 0 sets torch's intra-op threads for the run.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "linear"
+    weight_decay: float = 0.0
+    dropout: float | None = None
+    class_weights: bool = True
+    label_smoothing: float = 0.0
+    weighted_sampler: bool = False
+    augment: bool = True
+    tta_flip: bool = False
+    patience: int = 5
+    monitor: str = "val_acc"
+    seed: int = 0
+    freeze_backbone: bool = False
+    num_threads: int = 0
+    eval_batch_size: int = 512
+
+    def __post_init__(self):
+        checks = [(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+                  (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+                  (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
+                  (self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2"),
+                  (self.lr > 0 and 0 <= self.label_smoothing < 1, "lr > 0 and 0 <= label_smoothing < 1")]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise InputError(f"bad TrainConfig {asdict(self)}: {'; '.join(bad)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError(f"TrainConfig has no fields {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a run; the model passed to train() holds the best validation weights."""
+
+    best_epoch: int = 0
+    best: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    cancelled: bool = False
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Normalised inverse class frequency (mean 1 over the classes present; 0 for absent ones)."""
+    counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    w = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    return (w / w[counts > 0].mean()).float()
+
+
+def _lr_factor(schedule: str, t: int, total: int) -> float:
+    frac = t / max(total, 1)
+    if schedule == "linear":
+        return 1.0 - 0.9 * frac
+    if schedule == "cosine":
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
+    return 1.0
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=float).encode())
+
+
+def _validate(model, data, config, spec, criterion_eval) -> dict:
+    out = predict_outputs(model, data, batch_size=config.eval_batch_size,
+                          tta_flip=config.tta_flip and model.task == "classification", spec=spec)
+    if model.task == "keypoints":
+        loss = float(nn.functional.mse_loss(out, data.labels.float()))
+        return {"val_loss": loss, "val_acc": None, "val_f1": None, "val_nme": keypoint_nme(out, data.labels)}
+    loss = float(criterion_eval(torch.log(out.clamp_min(1e-8)), data.labels.long()))
+    pred = out.argmax(1).numpy()
+    y = data.labels.numpy()
+    return {"val_loss": loss, "val_acc": float((pred == y).mean()),
+            "val_f1": macro_f1(y, pred, out.shape[1])}
+
+
+def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
+          callback: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
+          run_dir=None) -> TrainResult:
+    """Train `model` in place; it ends holding the best-validation weights (in eval mode).
+
+    callback gets dicts {event: "step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
+    val_loss, val_acc, val_f1, lr, elapsed_s}. cancel: set it to stop after the current step.
+    run_dir: config.json (at start), curves.json (every epoch), metrics.json (at the end).
+    """
+    if len(train_data) < 2:
+        raise InputError(f"training set has {len(train_data)} samples; need at least 2")
+    t0 = time.monotonic()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    g = torch.Generator().manual_seed(config.seed)
+    spec = train_data.spec or spec_for_model(model)
+    classify = model.task == "classification"
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        _write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model.config(),
+                                              "input": spec.to_dict(), "n_train": len(train_data),
+                                              "n_val": len(val_data)})
+    if config.dropout is not None:
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = config.dropout
+    if config.freeze_backbone:
+        for p in model.backbone_parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    opt = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    labels = train_data.labels
+    if classify:
+        weight = class_weights(labels, model.num_classes) if config.class_weights else None
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        sample_w = class_weights(labels, model.num_classes)[labels.long()] if config.weighted_sampler else None
+    else:
+        criterion = nn.MSELoss()
+        sample_w = None
+    criterion_eval = nn.NLLLoss()
+    augment = Augmenter(spec) if config.augment and classify else None
+    n = len(train_data)
+    steps = n // config.batch_size + (1 if n % config.batch_size >= 2 else 0)
+    total = steps * config.epochs
+    monitor = config.monitor if classify else "val_loss"
+    sign = -1.0 if monitor == "val_loss" else 1.0
+    best_score, best_state, bad_epochs = -math.inf, None, 0
+    result = TrainResult()
+
+    def emit(event: str, **kw) -> None:
+        if callback is not None:
+            ev = {"event": event, "epoch": None, "step": None, "steps": steps, "train_loss": None,
+                  "val_loss": None, "val_acc": None, "val_f1": None, "lr": opt.param_groups[0]["lr"],
+                  "elapsed_s": time.monotonic() - t0}
+            ev.update(kw)
+            callback(ev)
+
+    t = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        if config.freeze_backbone:
+            for m in model.backbone_modules():
+                m.eval()
+        order = (torch.multinomial(sample_w, n, replacement=True, generator=g) if sample_w is not None
+                 else torch.randperm(n, generator=g))
+        loss_sum, seen = 0.0, 0
+        for step in range(steps):
+            if cancel is not None and cancel.is_set():
+                result.cancelled = True
+                break
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            batch = train_data.batch(idx)
+            if augment is not None:
+                batch = augment(batch, g)
+            for pg in opt.param_groups:
+                pg["lr"] = config.lr * _lr_factor(config.schedule, t, total)
+            out = model(batch)
+            target = labels[idx].long() if classify else labels[idx].float()
+            loss = criterion(out, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            t += 1
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+            emit("step", epoch=epoch, step=step + 1, train_loss=loss_sum / seen)
+        if result.cancelled:
+            break
+        val = _validate(model, val_data, config, spec, criterion_eval)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), **val,
+               "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0}
+        result.history.append(row)
+        result.epochs_run = epoch
+        score = sign * row[monitor]
+        if score > best_score:
+            best_score, best_state, bad_epochs = score, copy.deepcopy(model.state_dict()), 0
+            result.best_epoch, result.best = epoch, dict(row)
+        else:
+            bad_epochs += 1
+        if run_dir is not None:
+            _write_json(run_dir / "curves.json", result.history)
+        emit("epoch", **{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_f1")},
+             step=steps)
+        if config.patience and bad_epochs >= config.patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.elapsed_s = time.monotonic() - t0
+    if run_dir is not None:
+        _write_json(run_dir / "metrics.json", {"status": "cancelled" if result.cancelled else "done",
+                                               **result.to_dict()})
+    best = result.best
+    emit("cancelled" if result.cancelled else "done", epoch=result.best_epoch,
+         **{k: best.get(k) for k in ("train_loss", "val_loss", "val_acc", "val_f1")})
+    return result
+
+
+def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
+             classes=None, callback=None, cancel=None, run_dir=None) -> tuple[FerModel, dict, TrainResult]:
+    """Fine-tune a checkpoint: a new head when `classes` differ from the card's, the backbone frozen
+    when config.freeze_backbone. Returns (model, updated card, result); save with save_checkpoint."""
+    from ferlib.checkpoint import card_spec, load_checkpoint
+
+    model, card = load_checkpoint(checkpoint_path)
+    classes = list(classes) if classes is not None else list(card["classes"])
+    if classes != card["classes"]:
+        model.replace_head(len(classes))
+    if train_data.spec is None:
+        train_data.spec = card_spec(card)
+    result = train(model, train_data, val_data, config, callback=callback, cancel=cancel, run_dir=run_dir)
+    card = {**card, "classes": classes,
+            "training": {"config": config.to_dict(), "finetuned_from": {
+                "model": card["model"], "classes": card["classes"], "weights_sha256": card["weights_sha256"],
+                "training": card.get("training", {})}},
+            "metrics": {"val": result.best}}
+    return model, card, result
+
+
+__all__ = ["TrainConfig", "TrainResult", "class_weights", "finetune", "train"]

@@ -1,0 +1,96 @@
+"""Evaluate: metrics, confusion matrices, per-class report and per-pose accuracy of one or two models."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ferlib.errors import FerError
+from ferlib.evaluate import confusion_figure
+from webapp import figures
+from webapp.resources import get_store, load_model, model_choices
+
+st.title("Evaluate")
+store = get_store()
+choices = model_choices(store)
+if not choices:
+    st.info("No model yet: shipped models live in `models/`; fine-tuned ones come from the Train page.")
+    st.stop()
+
+session_ids, folder, split, limit = [], "", "all", 300
+left, right = st.columns(2)
+with left:
+    picked = st.multiselect("Models (one, or two side by side)", choices, default=choices[:1], max_selections=2,
+                            format_func=lambda c: c.label, key="eval_models")
+with right:
+    source = st.radio("Data", ["Studio sessions", "Folder or zip dataset"], horizontal=True, key="eval_source")
+    if source == "Studio sessions":
+        sessions = store.sessions()
+        sessions = sessions[sessions["samples"] > 0]
+        labels = {int(r.id): f"{r.name} ({r.samples} samples)" for r in sessions.itertuples()}
+        session_ids = st.multiselect("Sessions", list(labels), default=list(labels)[:1], format_func=labels.get,
+                                     key="eval_sessions")
+        split = st.radio("Samples", ["test split", "all"], horizontal=True, key="eval_split",
+                         help="The chunked split per emotion and session: fine-tuned models never saw the test part")
+    else:
+        folder = st.text_input("Dataset folder or .zip (class-per-folder layout)", key="eval_folder")
+        limit = st.number_input("At most this many images (a seeded sample)", 10, 20000, 300, key="eval_limit")
+
+
+def _studio_inputs(spec, classes):
+    from webapp.datasets import split_sets, studio_frame, tensor_set
+
+    ts, df = tensor_set(studio_frame(store, session_ids), spec, classes)
+    if split == "test split":
+        sets = split_sets(ts, df)
+        if "test" not in sets:
+            raise FerError("no test samples: record more per emotion, or evaluate on all samples")
+        ts, df = sets["test"]
+    return {"data": ts, "labels": None, "detected": None, "poses": df[["yaw", "pitch", "roll"]].to_numpy(float)}
+
+
+def _run(choice) -> dict:
+    from ferlib.checkpoint import card_spec
+    from ferlib.evaluate import evaluate
+    from webapp.datasets import folder_frame, folder_inputs
+
+    model, card = load_model(choice.path)
+    spec, classes = card_spec(card), list(card["classes"])
+    if source == "Studio sessions":
+        inp = _studio_inputs(spec, classes)
+    else:
+        inp = folder_inputs(folder_frame(folder, int(limit)), spec, classes)
+    return evaluate(model, inp["labels"], classes, data=inp["data"], detected_mask=inp["detected"],
+                    poses=inp["poses"])
+
+
+ready = bool(picked) and (bool(session_ids) if source == "Studio sessions" else bool(folder.strip()))
+if st.button("Evaluate", type="primary", key="eval_run", disabled=not ready):
+    results = {}
+    with st.spinner("Evaluating"):
+        for c in picked:
+            try:
+                results[c.label] = _run(c)
+            except FerError as e:
+                st.error(f"{c.label}: {e}")
+    st.session_state["eval_results"] = results
+
+results = st.session_state.get("eval_results") or {}
+if results:
+    st.subheader("Metrics")
+    table = pd.DataFrame([{"model": k, "samples": m["n"], "detection rate": m["detection_rate"],
+                           "accuracy": m["accuracy"], "macro F1": m["macro_f1"],
+                           "accuracy (misses wrong)": m["accuracy_all"]} for k, m in results.items()])
+    st.dataframe(table, hide_index=True, key="eval_table")
+    pose_rows = []
+    cols = st.columns(len(results))
+    for col, (label, m) in zip(cols, results.items()):
+        with col:
+            st.markdown(f"**{label}**")
+            st.plotly_chart(confusion_figure(m, normalised=False), key=f"cm_{label}", width="stretch")
+            st.plotly_chart(confusion_figure(m, normalised=True), key=f"cmn_{label}", width="stretch")
+            st.dataframe(pd.DataFrame(m["per_class"]).T.rename_axis("class"), key=f"report_{label}")
+        for axis, rows in (m.get("pose_accuracy") or {}).items():
+            pose_rows += [{"model": label, "pose_bin": f"{axis} {r['bin']}", "accuracy": r["accuracy"] or np.nan,
+                           "n": r["n"]} for r in rows]
+    if pose_rows:
+        st.plotly_chart(figures.pose_accuracy_bar(pd.DataFrame(pose_rows)), key="eval_pose",
+                        width="stretch")

@@ -1,0 +1,91 @@
+"""Live: webcam -> ferlib pipeline -> annotated video, probability and performance charts."""
+from collections import deque
+
+import numpy as np
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from ferlib.errors import FerError
+from webapp import figures, video
+from webapp.resources import SMOOTHING, get_store, make_pipeline, model_choices, rtc_configuration
+
+st.title("Live")
+store = get_store()
+choices = model_choices(store)
+if not choices:
+    st.error("No model found: the shipped models belong in `models/` (see README), or train one on the Train page.")
+    st.stop()
+try:
+    rtc = rtc_configuration()
+except FerError as e:
+    st.error(str(e))
+    st.stop()
+
+controls, view, charts = st.columns([1, 2, 2])
+with controls:
+    choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="live_model")
+    smoothing = st.radio("Smoothing", list(SMOOTHING), key="live_smoothing",
+                         help="EMA of the probabilities, or the majority label over a window of frames")
+    mesh = st.toggle("Face-mesh overlay", key="live_mesh")
+    show_pose = st.toggle("Head-pose readout", value=True, key="live_pose")
+
+with view:
+    ctx = webrtc_streamer(
+        key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
+        media_stream_constraints={"video": True, "audio": False}, async_processing=True,
+        video_processor_factory=lambda: video.LiveProcessor(make_pipeline, choice.path, SMOOTHING[smoothing], mesh))
+    proc = ctx.video_processor
+    if proc is not None:  # settings reach the worker thread through plain attributes
+        proc.model_path, proc.smoothing, proc.mesh = choice.path, SMOOTHING[smoothing], mesh
+
+with controls:
+    if st.button("Calibrate neutral", key="live_calibrate", disabled=proc is None,
+                 help="Look neutral at the camera: averages your landmarks over a few frames as the "
+                      "baseline that models trained with subject conditioning subtract"):
+        proc.request_calibration()
+        st.toast("Calibrating: keep a neutral face for a second")
+    if st.button("Clear calibration", key="live_clear_calibration", disabled=proc is None):
+        proc.clear_calibration()
+
+history: deque = st.session_state.setdefault("live_history", deque(maxlen=1200))
+playing = bool(ctx.state.playing)
+
+
+@st.fragment(run_every=0.5 if playing else None)
+def live_panel() -> None:
+    p = ctx.video_processor
+    if p is not None:
+        for item in video.drain(p.results):
+            if "error" in item:
+                st.session_state["live_error"] = item["error"]
+            else:
+                history.append(item)
+        st.session_state["live_frames"] = p.frames
+    frames = st.session_state.get("live_frames", 0)
+    recent = [h for h in history if history and h["t"] >= history[-1]["t"] - 2.0]
+    span = recent[-1]["t"] - recent[0]["t"] if len(recent) > 1 else 0.0
+    fps = (len(recent) - 1) / span if span > 0 else 0.0
+    lat = [h["latency_ms"] for h in list(history)[-100:]]
+    p95 = float(np.percentile(lat, 95)) if lat else 0.0
+    with st.container(key="live-stats"):
+        st.markdown(f"Frames processed: {frames}  \nFPS: {fps:.1f}  \nLatency p95: {p95:.0f} ms")
+        last = history[-1] if history else None
+        if last and last["label"]:
+            st.markdown(f"Prediction: **{last['label']}** ({max(last['probs']):.0%})")
+            if show_pose and last["pose"]:
+                yaw, pitch, roll = last["pose"]
+                st.markdown(f"Head pose: yaw {yaw:+.0f}°, pitch {pitch:+.0f}°, roll {roll:+.0f}°")
+        elif last:
+            st.markdown("Prediction: no face")
+        if p is not None and p.calibrated:
+            st.caption("Neutral baseline calibrated.")
+    if st.session_state.get("live_error"):
+        st.warning(st.session_state["live_error"])
+    st.plotly_chart(figures.probability_timeline(list(history)), key="live_probs", width="stretch")
+    st.plotly_chart(figures.performance_chart(list(history)), key="live_perf", width="stretch")
+
+
+with charts:
+    if not playing and not history:
+        st.info("Press START to open your webcam. Frames stay on this machine.")
+    live_panel()

@@ -1,0 +1,140 @@
+"""Studio: record your own labelled faces (consent first), see the coverage, review and export."""
+import time
+
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from ferlib.classes import CLASSES
+from ferlib.errors import FerError
+from ferlib.store import CONDITIONS
+from webapp import figures, video
+from webapp.resources import get_store, make_extractor, rtc_configuration
+
+st.title("Studio")
+store = get_store()
+
+CONSENT = (
+    "**Consent.** The Studio records images of your face (or, in landmarks-only mode, only the 478 "
+    "face-mesh points) with the emotion you choose, and stores them in the data folder on this machine "
+    f"(`{store.root}`). Nothing is sent anywhere. Record only yourself, or people who agreed to it. You "
+    "can delete any sample or session at any time below, which removes its files.")
+st.markdown(CONSENT)
+consent = st.checkbox("I understand and agree to record my face", key="studio_consent")
+
+record_tab, review_tab = st.tabs(["Record", "Review"])
+
+
+def _session_id(name: str, condition: str, landmarks_only: bool) -> int | None:
+    """The id of session `name`, created on first use; None (with an error shown) for a bad name."""
+    try:
+        sid = store.session_by_name(name)
+        return sid if sid is not None else store.create_session(name, condition, landmarks_only)
+    except FerError as e:
+        st.error(str(e))
+        return None
+
+
+with record_tab:
+    if not consent:
+        st.info("Tick the consent box above to start the camera.")
+    else:
+        left, right = st.columns([2, 3])
+        with left:
+            name = st.text_input("Session name", value="my session", key="studio_session", max_chars=64)
+            emotion = st.selectbox("Emotion", CLASSES, index=CLASSES.index("neutral"), key="studio_emotion")
+            condition = st.radio("Condition", CONDITIONS, horizontal=True, key="studio_condition")
+            landmarks_only = st.toggle("Landmarks only (store no images)", key="studio_landmarks_only",
+                                       help="Applies when the session is created")
+            rate = st.slider("Recording rate (samples per second)", 0.5, 10.0, 2.0, 0.5, key="studio_rate")
+        try:
+            rtc = rtc_configuration()
+        except FerError as e:
+            st.error(str(e))
+            st.stop()
+        with right:
+            ctx = webrtc_streamer(
+                key="studio", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
+                media_stream_constraints={"video": True, "audio": False}, async_processing=True,
+                video_processor_factory=lambda: video.StudioRecorder(store, make_extractor, None, emotion,
+                                                                     condition, rate))
+        proc = ctx.video_processor
+        if proc is None:  # no camera: never resume recording silently when it starts again
+            st.session_state["studio_recording"] = False
+        with left:
+            recording = st.toggle("Record continuously", key="studio_recording", disabled=proc is None)
+            capture = st.button("Capture sample", key="studio_capture", disabled=proc is None)
+        sid = _session_id(name, condition, landmarks_only) if (recording or capture) else None
+        if proc is not None:  # settings reach the worker thread through plain attributes
+            proc.session_id, proc.emotion, proc.condition, proc.rate_hz = sid, emotion, condition, rate
+            proc.recording = bool(recording and sid is not None)
+            if capture and sid is not None:
+                proc.capture_one()
+        playing = bool(ctx.state.playing)
+
+        @st.fragment(run_every=1.0 if playing else None)
+        def studio_panel() -> None:
+            p = ctx.video_processor
+            if p is not None:
+                for item in video.drain(p.results):
+                    if "error" in item:
+                        st.session_state["studio_error"] = item["error"]
+            known = store.session_by_name(name)
+            n = store.count_samples(known) if known is not None else 0
+            with st.container(key="studio-stats"):
+                st.markdown(f"Samples recorded: {n}  \nSession: {name}  \nRecording: "
+                            f"{'yes, ' + emotion if p is not None and p.recording else 'no'}")
+            if st.session_state.get("studio_error"):
+                st.warning(st.session_state["studio_error"])
+            scope = st.radio("Coverage of", ["this session", "all sessions"], horizontal=True, key="studio_cov")
+            ids = None if scope == "all sessions" else ([known] if known is not None else [])
+            st.plotly_chart(figures.coverage_heatmap(store.coverage(ids)), key="studio_coverage",
+                            width="stretch")
+
+        studio_panel()
+
+with review_tab:
+    sessions = store.sessions()
+    if sessions.empty:
+        st.info("No sessions yet.")
+    else:
+        st.dataframe(sessions.assign(created=[time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+                                              for t in sessions["created"]]),
+                     hide_index=True, key="studio_sessions_table")
+        labels = {int(r.id): f"{r.name} ({r.samples} samples)" for r in sessions.itertuples()}
+        chosen = st.selectbox("Session", list(labels), format_func=labels.get, key="review_session")
+        samples = store.samples([chosen])
+        per_page = 12
+        pages = max(1, -(-len(samples) // per_page))
+        page = st.number_input("Page", 1, pages, 1, key="review_page") if pages > 1 else 1
+        cols = st.columns(6)
+        for k, r in enumerate(samples.iloc[(page - 1) * per_page: page * per_page].itertuples()):
+            with cols[k % 6]:
+                crop = store.load_crop(r.id)
+                if crop is not None:
+                    st.image(crop[:, :, ::-1], width=96)
+                else:
+                    st.caption("landmarks only")
+                st.caption(f"#{r.id} {r.emotion}, yaw {r.yaw:+.0f}°" if r.yaw == r.yaw else f"#{r.id} {r.emotion}")
+                if st.button("Delete", key=f"del_sample_{r.id}"):
+                    store.delete_sample(r.id)
+                    st.rerun()
+        c1, c2 = st.columns(2)
+        with c1:
+            sure = st.checkbox("Yes, delete this whole session and its files", key="review_confirm")
+            if st.button("Delete session", key="review_delete_session", disabled=not sure):
+                store.delete_session(chosen)
+                st.session_state.pop("review_session", None)
+                st.rerun()
+        with c2:
+            export_ids = st.multiselect("Sessions to export", list(labels), default=[chosen],
+                                        format_func=labels.get, key="export_sessions")
+            if st.button("Build dataset zip", key="export_build", disabled=not export_ids):
+                try:
+                    path = store.export_zip(export_ids, store.root / "exports" / f"studio-{int(time.time())}.zip")
+                    st.session_state["export_path"] = str(path)
+                except FerError as e:
+                    st.error(str(e))
+            if st.session_state.get("export_path"):
+                with open(st.session_state["export_path"], "rb") as f:
+                    st.download_button("Download zip", f.read(), file_name="ferlib-studio.zip",
+                                       mime="application/zip", key="export_download")

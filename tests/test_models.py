@@ -1,0 +1,91 @@
+"""One parametrised test over every registered model: forward, backward, save/load round trip."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
+from ferlib.classes import FER7
+from ferlib.errors import InputError
+from ferlib.inputs import spec_for_model
+from ferlib.models import count_parameters, create_model, list_models
+
+VARIANTS = [("hybrid_heatmap", {"patches": True, "heatmap_channels": 4}),
+            ("distance_mlp", {"n_strata": 3, "num_features": 45}),
+            ("resnet18_attention", {"width": 16})]
+CASES = [(name, {}) for name in list_models()] + VARIANTS
+SMALL_ENOUGH = {"landmark_cnn1d": 1_000_000, "image_cnn": 1_000_000}
+
+
+def synthetic_batch(model, n: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    hp = model.hparams
+    shapes = {"landmarks": (n, 3, hp.get("num_points", 102)), "image": (n, 1, 48, 48),
+              "heatmaps": (n, hp.get("heatmap_channels", 1), 48, 48), "patches": (n, 3, 24, 24),
+              "distances": (n, hp.get("num_features", 0))}
+    batch = {k: torch.rand(shapes[k], generator=g) for k in model.input_keys if k != "stratum"}
+    if "stratum" in model.input_keys:
+        batch["stratum"] = torch.tensor([0, 1, 2, 2])[:n]
+    return batch
+
+
+def test_every_registered_model_is_covered():
+    assert {"landmark_cnn1d", "image_cnn", "resnet18_attention", "hybrid_heatmap", "hybrid_fusion",
+            "distance_mlp", "keypoint_regressor"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}{'-' + '-'.join(kw) if kw else ''}" for n, kw in CASES])
+def test_model_forward_backward_roundtrip(name, kwargs, tmp_path, record_property):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=len(FER7), **kwargs)
+    n_params = count_parameters(model)
+    record_property("params", n_params)
+    print(f"{name} {kwargs}: {n_params} parameters")
+    if name in SMALL_ENOUGH and not kwargs:
+        assert n_params < SMALL_ENOUGH[name]
+    batch = synthetic_batch(model)
+    model.train()
+    out = model(batch)
+    expected = (4, model.hparams["num_keypoints"], 2) if model.task == "keypoints" else (4, len(FER7))
+    assert tuple(out.shape) == expected
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    # backbone / head split covers every parameter exactly once
+    assert len(model.backbone_parameters()) + len(list(model.head.parameters())) == len(list(model.parameters()))
+
+    model.eval()
+    with torch.no_grad():
+        before = model(batch)
+    classes = [] if model.task == "keypoints" else FER7
+    spec = spec_for_model(model, clarity_edges=(10.0, 100.0)) if kwargs.get("n_strata") else spec_for_model(model)
+    save_checkpoint(model, tmp_path / name, make_card(model, classes, spec))
+    loaded, card = load_checkpoint(tmp_path / f"{name}.safetensors")
+    assert type(loaded) is type(model) and card["model"]["name"] == name
+    with torch.no_grad():
+        after = loaded(batch)
+    assert torch.equal(before, after)
+
+
+def test_missing_batch_key_is_a_clear_error():
+    model = create_model("image_cnn")
+    with pytest.raises(InputError, match="image"):
+        model({"landmarks": torch.zeros(2, 3, 102)})
+
+
+def test_unknown_model_and_bad_kwargs():
+    with pytest.raises(InputError, match="unknown model 'nope'"):
+        create_model("nope")
+    with pytest.raises(InputError, match="bad arguments"):
+        create_model("image_cnn", colour=True)
+
+
+def test_replace_head_keeps_backbone():
+    torch.manual_seed(0)
+    model = create_model("landmark_cnn1d", num_classes=7)
+    backbone = [p.clone() for p in model.backbone_parameters()]
+    model.replace_head(3)
+    assert model.num_classes == 3 and model.head.out_features == 3
+    assert all(torch.equal(a, b) for a, b in zip(backbone, model.backbone_parameters()))
+    assert model({"landmarks": torch.rand(2, 3, 102)}).shape == (2, 3)

@@ -1,0 +1,152 @@
+"""Training jobs that outlive a page reload: a module-level registry of background threads.
+
+A job trains outside the Streamlit script thread (`threading.Thread`, one torch thread), tracks
+itself in the store's `runs` table (running -> done/failed/cancelled; a killed app leaves
+'running', which Store.check() marks 'interrupted' at the next start) and registers its result
+as a new model version with its card.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ferlib.store import Store
+
+_JOBS: dict[int, "TrainJob"] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass
+class TrainSpec:
+    """What the Train page asks for. base_path None = train `model_type` from scratch."""
+
+    name: str
+    session_ids: Sequence[int]
+    base_path: str | None = None
+    model_type: str = "landmark_cnn1d"
+    normalisation: str = "proposed"
+    subject_conditioning: bool = False
+    freeze_backbone: bool = False
+    batch_size: int = 32
+    epochs: int = 20
+    patience: int = 5
+    lr: float = 1e-3
+
+
+@dataclass
+class TrainJob:
+    run_id: int
+    spec: TrainSpec
+    cancel: threading.Event = field(default_factory=threading.Event)
+    history: list[dict] = field(default_factory=list)
+    progress: float = 0.0
+    status: str = "running"
+    message: str = ""
+    model_id: int | None = None
+    test_metrics: dict | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+def active_ids() -> list[int]:
+    """Run ids of jobs whose thread is still running in this process."""
+    with _LOCK:
+        return [i for i, j in _JOBS.items() if j.alive]
+
+
+def get(run_id: int) -> TrainJob | None:
+    with _LOCK:
+        return _JOBS.get(int(run_id))
+
+
+def start(store: Store, spec: TrainSpec) -> TrainJob:
+    """Validate, record the run and start the background thread; returns at once."""
+    from ferlib.store import validate_name
+
+    validate_name(spec.name, "model name")
+    run_id = store.start_run(spec.name, {k: (list(v) if k == "session_ids" else v)
+                                         for k, v in spec.__dict__.items()})
+    job = TrainJob(run_id, spec)
+    job.thread = threading.Thread(target=_work, args=(store, job), name=f"ferlib-train-{run_id}", daemon=True)
+    with _LOCK:
+        _JOBS[run_id] = job
+    job.thread.start()
+    return job
+
+
+def _work(store: Store, job: TrainJob) -> None:
+    import torch
+
+    from ferlib.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
+    from ferlib.classes import FER7
+    from ferlib.evaluate import evaluate
+    from ferlib.inputs import spec_for_model
+    from ferlib.models import create_model
+    from ferlib.train import TrainConfig, finetune, train
+    from webapp.datasets import split_sets, studio_frame, tensor_set
+
+    s = job.spec
+    try:
+        torch.set_num_threads(1)
+        if s.base_path:
+            _, base_card = load_checkpoint(s.base_path)
+            classes, in_spec = list(base_card["classes"]), card_spec(base_card)
+        else:
+            classes = list(FER7)
+            model = create_model(s.model_type, num_classes=len(classes))
+            in_spec = spec_for_model(model, method=s.normalisation, subtract_baseline=s.subject_conditioning)
+        job.message = "loading data"
+        ts, df = tensor_set(studio_frame(store, s.session_ids), in_spec, classes)
+        sets = split_sets(ts, df)
+        if "train" not in sets:
+            raise ValueError("too few samples for a training split: record more per emotion")
+        tr = sets["train"][0]
+        va = sets.get("val", sets["train"])[0]
+        config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, patience=s.patience, lr=s.lr,
+                             freeze_backbone=s.freeze_backbone, num_threads=1)
+        run_dir = store.root / "runs" / str(job.run_id)
+
+        def on_event(ev: dict) -> None:
+            if ev["event"] in ("step", "epoch") and ev["epoch"]:
+                job.progress = min(1.0, ((ev["epoch"] - 1) * ev["steps"] + (ev["step"] or 0))
+                                   / max(1, s.epochs * ev["steps"]))
+            if ev["event"] == "epoch":
+                job.history.append({k: ev[k] for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_f1")})
+                store.update_run(job.run_id, {"history": job.history})
+            job.message = f"epoch {ev['epoch']}/{s.epochs}"
+
+        job.message = "training"
+        if s.base_path:
+            model, card, result = finetune(s.base_path, tr, va, config, classes=classes, callback=on_event,
+                                           cancel=job.cancel, run_dir=run_dir)
+        else:
+            result = train(model, tr, va, config, callback=on_event, cancel=job.cancel, run_dir=run_dir)
+            card = make_card(model, classes, in_spec, training={"config": config.to_dict()},
+                             metrics={"val": result.best})
+        if result.cancelled:
+            job.status = "cancelled"
+            store.finish_run(job.run_id, "cancelled", {"history": job.history})
+            return
+        if "test" in sets:
+            job.test_metrics = evaluate(model, classes=classes, data=sets["test"][0])
+        card["data"] = {"studio_sessions": list(map(int, s.session_ids)), "split": "chunked per emotion and session",
+                        "counts": {k: len(v[1]) for k, v in sets.items()}}
+        card["metrics"] = {**card.get("metrics", {}), "test": job.test_metrics}
+        wpath, _ = save_checkpoint(model, store.model_dir(s.name) / "model", card)
+        job.model_id = store.register_model(s.name, wpath, card)
+        job.progress, job.status = 1.0, "done"
+        job.message = "done" + (" (stopped early)" if result.stopped_early else "")
+        store.finish_run(job.run_id, "done", {"history": job.history, "model_id": job.model_id,
+                                             "best": result.best, "test": job.test_metrics})
+    except Exception as e:  # the UI shows it; the run row records it
+        job.status, job.message = "failed", f"{type(e).__name__}: {e}"
+        try:
+            store.finish_run(job.run_id, "failed", {"history": job.history, "error": job.message,
+                                                   "traceback": traceback.format_exc(limit=5)})
+        except Exception:
+            pass

@@ -1,0 +1,107 @@
+"""Cached resources and small shared helpers of the pages: store, model list, pipelines, ICE servers."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ferlib.errors import InputError
+from ferlib.store import REPO, Store, default_root
+
+SHIPPED_MODELS = REPO / "models"
+SMOOTHING = {"none": None, "EMA": "ema", "window vote": "vote"}
+
+
+@st.cache_resource(show_spinner=False)
+def _store_for(root: str) -> Store:
+    from webapp import jobs
+
+    store = Store(Path(root))
+    store.check(active_run_ids=jobs.active_ids())
+    return store
+
+
+def get_store() -> Store:
+    """The Store of the data folder ($FERLIB_DATA or <repo>/data), checked once at start-up."""
+    return _store_for(str(default_root()))
+
+
+def ice_servers() -> list[dict]:
+    """ICE servers from $FERLIB_ICE_SERVERS (a JSON list of RTCIceServer dicts); none by default."""
+    raw = os.environ.get("FERLIB_ICE_SERVERS", "").strip()
+    if not raw:
+        return []
+    try:
+        servers = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(f"FERLIB_ICE_SERVERS is not valid JSON: {e}") from None
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+        raise InputError('FERLIB_ICE_SERVERS must be a JSON list like [{"urls": ["stun:host:3478"]}]')
+    return servers
+
+
+def rtc_configuration() -> dict:
+    """The RTCConfiguration of every stream: no external STUN unless configured."""
+    return {"iceServers": ice_servers()}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str
+    path: str           # the checkpoint's .safetensors path
+    store_id: int | None = None
+    is_live: bool = False
+
+
+def model_choices(store: Store) -> list[ModelChoice]:
+    """Fine-tuned models of the store (live one first), then shipped models in <repo>/models."""
+    out: list[ModelChoice] = []
+    for r in store.models().itertuples(index=False):
+        m = store.get_model(r.id)
+        out.append(ModelChoice(f"{r.name} v{r.version}" + (" (live)" if r.is_live else ""),
+                               m["abs_path"], int(r.id), bool(r.is_live)))
+    out.sort(key=lambda c: not c.is_live)
+    for p in sorted(SHIPPED_MODELS.glob("*.safetensors")):
+        if p.with_suffix(".json").exists():
+            out.append(ModelChoice(f"shipped: {p.stem}", str(p)))
+    return out
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_model(path: str):
+    """(model, card) of a checkpoint, loaded once (safetensors, validated)."""
+    from ferlib.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def make_pipeline(model_path: str, smoothing: str | None = None):
+    """A fresh Pipeline (its own MediaPipe graph) for one stream; called in the stream's worker thread."""
+    from ferlib.pipeline import Pipeline
+
+    return Pipeline(model_path, smoothing=smoothing)
+
+
+def make_extractor():
+    """A fresh LandmarkExtractor for one Studio stream."""
+    from ferlib.landmarks import LandmarkExtractor
+
+    return LandmarkExtractor(mode="video", max_faces=1)
+
+
+@st.cache_resource(show_spinner=False)
+def classifier_types() -> list[str]:
+    """Registry names of the classification models (the Train page's model types)."""
+    from ferlib.models import create_model, list_models
+
+    out = []
+    for name in list_models():
+        try:
+            if create_model(name).task == "classification":
+                out.append(name)
+        except Exception:  # a family that cannot be built here is simply not offered
+            continue
+    return out

@@ -1,0 +1,249 @@
+"""WebRTC video processors of the Live and Studio pages, and the overlay drawing.
+
+The processors run in streamlit-webrtc's worker thread: no ``st.*`` call in here. The page sets
+their settings through plain attributes (read once per frame) and reads their results from
+``self.results``, a bounded queue that drops the oldest item when full. Each processor builds its
+own Pipeline / LandmarkExtractor lazily in the worker thread (MediaPipe graphs are not
+thread-safe) and closes it in ``on_ended`` so closed tabs release their graphs.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import av
+import cv2
+import numpy as np
+from streamlit_webrtc import VideoProcessorBase
+
+from ferlib.errors import FerError
+from ferlib.types import Face, FrameResult
+
+log = logging.getLogger(__name__)
+QUEUE_SIZE = 512
+CALIBRATION_FRAMES = 15
+STUDIO_CROP_SIZE = 112
+
+
+def put_dropping(q: queue.Queue, item: Any) -> None:
+    """Put `item` on a bounded queue, dropping the oldest item when it is full."""
+    while True:
+        try:
+            q.put_nowait(item)
+            return
+        except queue.Full:
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+
+
+def drain(q: queue.Queue) -> list:
+    """Everything currently in `q`."""
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def _colour(label: str) -> tuple[int, int, int]:
+    return {"happy": (60, 200, 60), "sad": (200, 120, 40), "angry": (40, 40, 220), "surprise": (0, 200, 230),
+            "fear": (170, 60, 170), "disgust": (40, 140, 90), "neutral": (200, 200, 200),
+            "contempt": (120, 120, 200)}.get(label, (255, 255, 255))
+
+
+def draw_faces(bgr: np.ndarray, faces: list[Face], mesh: bool = False,
+               colour: tuple[int, int, int] = (0, 200, 255)) -> np.ndarray:
+    """Draw face boxes (and the 478-point mesh) on `bgr` in place; returns it."""
+    for f in faces:
+        x0, y0, x1, y1 = (int(round(v)) for v in f.box)
+        cv2.rectangle(bgr, (x0, y0), (x1, y1), colour, 2)
+        if mesh:
+            for x, y in f.landmarks[:, :2].astype(int):
+                cv2.circle(bgr, (int(x), int(y)), 1, (0, 255, 0), -1)
+    return bgr
+
+
+def draw_result(bgr: np.ndarray, result: FrameResult, mesh: bool = False) -> np.ndarray:
+    """Draw each face's box (or mesh), its label and a probability bar chart on `bgr` in place."""
+    h, w = bgr.shape[:2]
+    for p in result.predictions:
+        label, colour = p.label, _colour(p.label)
+        draw_faces(bgr, [p.face], mesh, colour)
+        x0, y0, x1, _ = (int(round(v)) for v in p.face.box)
+        text = f"{label} {float(np.max(p.probs)):.0%}"
+        cv2.putText(bgr, text, (x0, max(14, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+        # probability bars beside the box (left of it when there is no room on the right)
+        bar_w, row = 70, 13
+        bx = x1 + 6 if x1 + 6 + bar_w + 60 < w else max(0, x0 - bar_w - 66)
+        for k, (c, v) in enumerate(zip(p.classes, p.probs)):
+            y = y0 + k * row
+            if y + row > h:
+                break
+            cv2.rectangle(bgr, (bx + 58, y + 2), (bx + 58 + int(bar_w * float(v)), y + row - 2), _colour(c), -1)
+            cv2.putText(bgr, c[:8], (bx, y + row - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+    return bgr
+
+
+class LiveProcessor(VideoProcessorBase):
+    """Runs a Pipeline on each frame, draws its result and queues per-frame stats.
+
+    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh``; ``request_calibration()``
+    averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
+    ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None.
+    Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, timings) or
+    dict(error=message).
+    """
+
+    def __init__(self, pipeline_factory: Callable[[str, str | None], Any], model_path: str,
+                 smoothing: str | None = None, mesh: bool = False):
+        self.pipeline_factory = pipeline_factory
+        self.model_path, self.smoothing, self.mesh = model_path, smoothing, mesh
+        self.results: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.frames = 0
+        self._pipeline = None
+        self._built_for: tuple | None = None
+        self._lock = threading.Lock()
+        self._calib: list[np.ndarray] | None = None
+        self._clear_calib = False
+        self.calibrated = False
+
+    def request_calibration(self) -> None:
+        with self._lock:
+            self._calib = []
+
+    def clear_calibration(self) -> None:
+        with self._lock:
+            self._clear_calib = True
+
+    def _get_pipeline(self):
+        key = (self.model_path, self.smoothing)
+        if self._pipeline is None or self._built_for != key:
+            self._close()
+            self._pipeline = self.pipeline_factory(*key)
+            self._built_for = key
+            self.calibrated = False
+        return self._pipeline
+
+    def _calibrate(self, pipe, result: FrameResult) -> None:
+        with self._lock:
+            if self._clear_calib:
+                self._clear_calib, self._calib = False, None
+                pipe.set_neutral_baseline(None)
+                self.calibrated = False
+            if self._calib is None or not result.predictions:
+                return
+            from ferlib.normalize import normalize
+
+            method = getattr(pipe, "normalization", None) or "proposed"
+            self._calib.append(normalize(result.predictions[0].face.landmarks, method))
+            if len(self._calib) >= CALIBRATION_FRAMES:
+                pipe.set_neutral_baseline(np.mean(self._calib, axis=0).astype(np.float32))
+                self._calib = None
+                self.calibrated = True
+
+    def recv(self, frame: av.VideoFrame) -> av.VideoFrame:
+        bgr = frame.to_ndarray(format="bgr24")
+        t0 = time.perf_counter()
+        try:
+            pipe = self._get_pipeline()
+            ts = frame.time * 1000.0 if frame.time is not None else None
+            result = pipe.process(bgr, ts)
+            self._calibrate(pipe, result)
+        except (FerError, RuntimeError, ValueError) as e:
+            put_dropping(self.results, {"error": f"{type(e).__name__}: {e}"})
+            return frame
+        latency = (time.perf_counter() - t0) * 1000.0
+        self.frames += 1
+        main = result.predictions[0] if result.predictions else None
+        put_dropping(self.results, {
+            "t": time.time(), "frame": self.frames, "latency_ms": latency, "faces": len(result.predictions),
+            "label": main.label if main else None,
+            "probs": main.probs.astype(float).tolist() if main else None,
+            "classes": list(main.classes) if main else None,
+            "pose": main.face.pose if main else None, "timings": dict(result.timings_ms)})
+        out = draw_result(bgr.copy(), result, self.mesh)
+        return av.VideoFrame.from_ndarray(out, format="bgr24")
+
+    def _close(self) -> None:
+        close = getattr(self._pipeline, "close", None)
+        if close is not None:
+            close()
+        self._pipeline = None
+
+    def on_ended(self) -> None:
+        self._close()
+
+
+class StudioRecorder(VideoProcessorBase):
+    """Finds the main face on each frame and stores samples into the Store.
+
+    Settings (set by the page): ``session_id``, ``emotion``, ``condition``, ``recording`` (bool),
+    ``rate_hz`` (continuous recording rate); ``capture_one()`` stores the next face seen.
+    Queue items: dict(saved=sample id, emotion=..., frame=...) or dict(error=message); a
+    StorageError stops the recording.
+    """
+
+    def __init__(self, store, extractor_factory: Callable[[], Any], session_id: int, emotion: str,
+                 condition: str, rate_hz: float = 2.0):
+        self.store, self.extractor_factory = store, extractor_factory
+        self.session_id, self.emotion, self.condition, self.rate_hz = session_id, emotion, condition, rate_hz
+        self.recording = False
+        self.results: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.saved = 0
+        self.frames = 0
+        self._extractor = None
+        self._capture = threading.Event()
+        self._last_save = 0.0
+
+    def capture_one(self) -> None:
+        self._capture.set()
+
+    def recv(self, frame: av.VideoFrame) -> av.VideoFrame:
+        from ferlib.errors import StorageError
+        from ferlib.landmarks import face_crop
+
+        bgr = frame.to_ndarray(format="bgr24")
+        self.frames += 1
+        try:
+            if self._extractor is None:
+                self._extractor = self.extractor_factory()
+            faces = self._extractor.process(bgr, frame.time * 1000.0 if frame.time is not None else None)
+        except (FerError, RuntimeError, ValueError) as e:
+            put_dropping(self.results, {"error": f"{type(e).__name__}: {e}"})
+            return frame
+        now = time.monotonic()
+        due = self.recording and now - self._last_save >= 1.0 / max(self.rate_hz, 0.01)
+        if faces and (due or self._capture.is_set()):
+            face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            self._capture.clear()
+            self._last_save = now
+            try:
+                sid = self.store.add_sample(
+                    self.session_id, self.emotion, face.landmarks,
+                    crop=face_crop(bgr, face, size=STUDIO_CROP_SIZE, grey=False), pose=face.pose,
+                    confidence=face.score, condition=self.condition, timestamp=time.time(),
+                    frame_index=self.frames)
+                self.saved += 1
+                put_dropping(self.results, {"saved": sid, "emotion": self.emotion, "frame": self.frames})
+            except StorageError as e:
+                self.recording = False
+                put_dropping(self.results, {"error": f"recording stopped: {e}"})
+            except FerError as e:
+                put_dropping(self.results, {"error": str(e)})
+        out = draw_faces(bgr.copy(), faces)
+        if self.recording:
+            cv2.circle(out, (18, 18), 8, (0, 0, 255), -1)
+            cv2.putText(out, f"REC {self.emotion}", (32, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
+        return av.VideoFrame.from_ndarray(out, format="bgr24")
+
+    def on_ended(self) -> None:
+        if self._extractor is not None:
+            self._extractor.close()
+            self._extractor = None
