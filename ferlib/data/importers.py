@@ -154,10 +154,10 @@ def read_sample(row: Mapping[str, Any], resize_to: int | None = None) -> np.ndar
 
 
 # ----------------------------------------------------------------------------- listing
-def _list_images(root: str | os.PathLike) -> tuple[list[tuple[str, tuple[str, ...]]], str | None]:
+def _list_images(root: str | os.PathLike) -> list[tuple[str, tuple[str, ...]]]:
     """(sample path, path parts relative to root) of every image under a folder or in a zip.
 
-    Returns the zip file too (None for a folder). Hidden files and __MACOSX are ignored.
+    Hidden files and __MACOSX are ignored.
     """
     root = Path(root)
     out: list[tuple[str, tuple[str, ...]]] = []
@@ -166,7 +166,7 @@ def _list_images(root: str | os.PathLike) -> tuple[list[tuple[str, tuple[str, ..
             rel = p.relative_to(root).parts
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(rel):
                 out.append((str(p.resolve()), rel))
-        return out, None
+        return out
     if not root.exists():
         raise InputError(f"dataset {root}: no such file or folder")
     if not zipfile.is_zipfile(root):
@@ -177,7 +177,7 @@ def _list_images(root: str | os.PathLike) -> tuple[list[tuple[str, tuple[str, ..
         if not name.endswith("/") and PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS \
                 and not _hidden(rel):
             out.append((zip_path(root, name), rel))
-    return out, str(root.resolve())
+    return out
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
@@ -185,9 +185,7 @@ def _hidden(parts: tuple[str, ...]) -> bool:
 
 
 def _frame(rows: list[dict[str, Any]], extra: Iterable[str] = ()) -> pd.DataFrame:
-    cols = list(COLUMNS) + [c for c in extra if c not in COLUMNS]
-    df = pd.DataFrame(rows, columns=cols)
-    return df.reset_index(drop=True)
+    return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in extra if c not in COLUMNS])
 
 
 def _class_of(folder: str, codes: str | None) -> str:
@@ -208,7 +206,7 @@ def import_image_folder(root: str | os.PathLike, *, source: str | None = None,
     """
     if on_unknown not in ("error", "skip"):
         raise InputError(f"on_unknown={on_unknown!r}: expected 'error' or 'skip'")
-    files, _ = _list_images(root)
+    files = _list_images(root)
     source = source or Path(root).stem
     rows, unknown = [], Counter()
     for path, rel in files:
