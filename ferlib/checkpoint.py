@@ -152,6 +152,9 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     if model.task == "classification" and len(card["classes"]) != model.num_classes:
         raise ModelFileError(f"{cpath}: class list has {len(card['classes'])} names but the model "
                              f"has {model.num_classes} outputs")
+    if model.task == "keypoints" and len(card.get("keypoints", [])) != model.hparams["num_keypoints"]:
+        raise ModelFileError(f"{cpath}: a keypoint model needs 'keypoints' naming its "
+                             f"{model.hparams['num_keypoints']} points, got {card.get('keypoints')!r}")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:

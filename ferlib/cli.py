@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 from pathlib import Path
 
-from ferlib.errors import FerError
+from ferlib.data.tensors import DATASET_KINDS
+from ferlib.errors import FerError, InputError
 
 
 def _write_csv(df, out: Path) -> None:
@@ -35,6 +37,345 @@ def cmd_predict(args) -> int:
     return 2 if report.errors else 0
 
 
+# --------------------------------------------------------------------------- data helpers
+def _datasets(args, attr: str = "data") -> list:
+    """Import every --data DATASET with its --kind (one for all, or one per dataset) and splits."""
+    from ferlib.data.tensors import import_dataset
+
+    paths = getattr(args, attr) or []
+    paths = [paths] if isinstance(paths, str) else paths
+    kinds = [args.kind] if isinstance(args.kind, str) else (args.kind or ["auto"])
+    if len(kinds) not in (1, len(paths)):
+        raise InputError(f"--kind given {len(kinds)} times for {len(paths)} --data datasets: give it once "
+                         "(for all) or once per --data")
+    kinds = kinds * len(paths) if len(kinds) == 1 else kinds
+    return [import_dataset(p, k, val_frac=args.val_frac, seed=args.seed) for p, k in zip(paths, kinds)]
+
+
+def _classes(arg: str | None, frames) -> list[str]:
+    """--classes (comma list or 'fer7'), else the canonical classes present in the data."""
+    from ferlib.classes import CLASSES, FER7, UnknownClassError, canonical
+
+    if arg:
+        if arg.strip().lower() == "fer7":
+            return list(FER7)
+        try:
+            names = [canonical(c) for c in arg.split(",") if c.strip()]
+        except UnknownClassError as e:
+            raise InputError(f"--classes: {e}") from None
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise InputError(f"--classes needs at least two distinct classes, got {names}")
+        return names
+    present = set().union(*(set(df["label"]) for df in frames))
+    return [c for c in CLASSES if c in present]
+
+
+def _prepare(frames, spec, classes, args, train_only=()):
+    """One Prepared over every dataset (train-only ones forced into the train split)."""
+    from ferlib.data.tensors import concat_prepared, prepare
+
+    parts = []
+    for df in [*frames, *train_only]:
+        if any(df is t for t in train_only):
+            attrs = df.attrs
+            df = df.assign(split="train")
+            df.attrs = attrs
+        print(f"data {df.attrs['root']} ({df.attrs['kind']}): {len(df)} samples, splits "
+              f"{df['split'].value_counts().to_dict()}", file=sys.stderr)
+        p = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
+                    cache_dir=args.cache_dir, progress=True)
+        if p.info["dropped_labels"]:
+            print(f"  left out labels not among {classes}: {p.info['dropped_labels']}", file=sys.stderr)
+        if p.info["no_crop"]:
+            print(f"  left out {p.info['no_crop']} landmarks-only samples (the model needs crops)", file=sys.stderr)
+        parts.append(p)
+    return concat_prepared(parts) if len(parts) > 1 else parts[0]
+
+
+def _data_card(frames, train_only, sets) -> dict:
+    from ferlib.data.tensors import dataset_sha256
+
+    all_frames = [*frames, *train_only]
+    return {"names": [Path(df.attrs["root"]).name for df in all_frames],
+            "datasets": [{"name": Path(df.attrs["root"]).name, "kind": df.attrs["kind"],
+                          "sha256": dataset_sha256(df), "use": "train only" if any(df is t for t in train_only)
+                          else "splits"} for df in all_frames],
+            "splits": {"train": "each dataset's train split (rows without a split train)",
+                       "val": "each dataset's val split, else a seeded stratified share of its train rows",
+                       "test": "each dataset's test split"},
+            "split_rules": {"fer2013": "official Training/PublicTest/PrivateTest", "ckplus": "by subject (seed)",
+                            "studio": "chunked per emotion and session (70/15/15)"},
+            "n": {k: len(v) for k, v in sets.items()},
+            "detection_rate": {k: v.detection_rate for k, v in sets.items()}}
+
+
+def _sets(prep) -> dict:
+    from ferlib.data.tensors import split_prepared
+
+    sets = split_prepared(prep)
+    for need in ("train", "val"):
+        if need not in sets:
+            raise InputError(f"the data has no {need!r} rows (splits: {sorted(sets)}); add samples or --val-frac")
+    return sets
+
+
+def _train_config(args):
+    from ferlib.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                       optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
+                       label_smoothing=args.label_smoothing, weighted_sampler=args.weighted_sampler,
+                       augment=not args.no_augment, tta_flip=args.tta, seed=args.seed, num_threads=args.threads,
+                       freeze_backbone=getattr(args, "freeze_backbone", False))
+
+
+def _log_epoch(ev: dict) -> None:
+    if ev["event"] == "epoch":
+        f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"epoch {ev['epoch']}: train_loss {f(ev['train_loss'])} val_loss {f(ev['val_loss'])} "
+              f"val_acc {f(ev['val_acc'])} val_f1 {f(ev['val_f1'])} ({ev['elapsed_s']:.0f} s)", file=sys.stderr)
+
+
+def _split_metrics(model, sets, tta: bool) -> dict:
+    from ferlib.evaluate import evaluate
+
+    out = {}
+    for name in ("val", "test"):
+        if name in sets and sets[name].detected.any():
+            out[name] = evaluate(model, classes=list(sets[name].classes), tta_flip=tta, **sets[name].eval_inputs())
+    return out
+
+
+def _finish_training(model, card, sets, result, args, run_dir: Path) -> int:
+    from ferlib.checkpoint import save_checkpoint
+    from ferlib.evaluate import save_metrics
+
+    metrics = _split_metrics(model, sets, args.tta)
+    for name, m in metrics.items():
+        save_metrics(m, run_dir / f"{name}_metrics.json")
+        print(f"{name}: accuracy {m['accuracy_all']:.4f} (misses counted as wrong; detection rate "
+              f"{m['detection_rate']:.4f}), on detected faces {m['accuracy']:.4f}, macro F1 {m['macro_f1_all']:.4f}",
+              file=sys.stderr)
+    card["metrics"] = {**card.get("metrics", {}), **metrics,
+                       "note": "accuracy_all / macro_f1_all count faces MediaPipe missed as wrong"}
+    card["training"] = {**card.get("training", {}), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                        "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s,
+                        "command": " ".join(["python -m ferlib", *sys.argv[1:]])}
+    w, c = save_checkpoint(model, Path(args.out), card)
+    print(f"saved {w} and {c}; run folder {run_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from ferlib.data.tensors import import_dataset, landmarks_of
+    from ferlib.data.cache import detection_summary
+
+    report = {}
+    for path in args.datasets:
+        df = import_dataset(path, args.dataset_kind)
+        lm, found, ex = landmarks_of(df, workers=args.workers, cache_dir=args.cache_dir, progress=True)
+        summary = detection_summary(df, found)
+        print(f"{path} ({df.attrs['kind']}): {len(df)} images, detection rate {found.mean():.4f}"
+              + (f"; {ex.n_extracted} extracted, {ex.n_cached} cached, {ex.seconds:.1f} s" if ex else
+                 "; landmarks stored with the recordings"))
+        print(summary.to_string())
+        errors = ex.errors if ex else {}
+        for p, why in list(errors.items())[:10]:
+            print(f"unreadable: {p}: {why}", file=sys.stderr)
+        report[str(path)] = {"kind": df.attrs["kind"], "images": len(df), "detection_rate": float(found.mean()),
+                             "errors": errors,
+                             "summary": [{"split": s, "label": lab, **{k: (float(v) if k == "rate" else int(v))
+                                                                      for k, v in row.items()}}
+                                         for (s, lab), row in summary.iterrows()]}
+    if args.json:
+        _write_json(report, Path(args.json))
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from ferlib.checkpoint import make_card
+    from ferlib.inputs import spec_for_model
+    from ferlib.models import count_parameters, create_model
+    from ferlib.train import train
+
+    model_kw = _json_arg(args.model_kw, "--model-kw")
+    frames = _datasets(args)
+    extra = _datasets(args, "extra_train")
+    classes = _classes(args.classes, frames + extra)
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, num_classes=len(classes), **model_kw)
+    overrides = {"method": args.method, "subtract_baseline": args.subject_conditioning}
+    if args.subset:
+        overrides["subset"] = args.subset
+    spec = spec_for_model(model, **overrides)
+    config = _train_config(args)
+    sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
+    print(f"{args.model}: {count_parameters(model)} parameters, classes {classes}, "
+          f"{ {k: len(v) for k, v in sets.items()} } samples", file=sys.stderr)
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    result = train(model, sets["train"].tensor_set(), sets["val"].tensor_set(), config, callback=_log_epoch,
+                   run_dir=run_dir)
+    card = make_card(model, classes, spec, training={"config": config.to_dict()},
+                     data=_data_card(frames, extra, sets), metrics={"val_at_best_epoch": result.best})
+    return _finish_training(model, card, sets, result, args, run_dir)
+
+
+def cmd_finetune(args) -> int:
+    from ferlib.checkpoint import card_spec, load_checkpoint
+    from ferlib.train import finetune
+
+    _, base = load_checkpoint(args.checkpoint)
+    frames = _datasets(args)
+    extra = _datasets(args, "extra_train")
+    classes = _classes(args.classes, []) if args.classes else list(base["classes"])
+    spec = card_spec(base)
+    sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    model, card, result = finetune(args.checkpoint, sets["train"].tensor_set(), sets["val"].tensor_set(),
+                                   _train_config(args), classes=classes, callback=_log_epoch, run_dir=run_dir)
+    card["data"] = _data_card(frames, extra, sets)
+    card["metrics"] = {"val_at_best_epoch": result.best}
+    return _finish_training(model, card, sets, result, args, run_dir)
+
+
+def cmd_evaluate(args) -> int:
+    from ferlib.checkpoint import card_spec, load_checkpoint
+    from ferlib.data.tensors import prepare
+    from ferlib.evaluate import confusion_figure, evaluate, occlusion_test, save_metrics
+
+    model, card = load_checkpoint(args.checkpoint)
+    classes, spec = list(card["classes"]), card_spec(card)
+    regions = [r.strip() for r in args.occlusion.split(",") if r.strip()] if args.occlusion else []
+    bad = [r for r in regions if r not in ("eyes", "mouth")]
+    if bad:
+        raise InputError(f"--occlusion regions {bad} are not among eyes, mouth")
+    (df,) = _datasets(args)
+    if args.split != "all":
+        present = sorted(set(df["split"]))
+        if args.split not in present:
+            raise InputError(f"dataset {args.data[0]} has no {args.split!r} rows (splits: {present}); "
+                             "choose another --split or --split all")
+        attrs = df.attrs
+        df = df[df["split"] == args.split].reset_index(drop=True)
+        df.attrs = attrs
+    prep = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
+                   cache_dir=args.cache_dir, progress=True)
+    inputs = prep.eval_inputs()
+    metrics = evaluate(model, classes=classes, tta_flip=args.tta, **inputs)
+    if regions:
+        metrics["occlusion"] = {r: occlusion_test(model, spec, inputs["data"], region=r) for r in regions}
+    metrics.update({"checkpoint": str(args.checkpoint), "dataset": df.attrs["root"], "kind": df.attrs["kind"],
+                    "split": args.split, "tta_flip": bool(args.tta), "dropped_labels": prep.info["dropped_labels"]})
+    print(_report(metrics))
+    if args.out:
+        save_metrics(metrics, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    if args.figure:
+        from ferlib.store import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.figure), confusion_figure(metrics).to_html(include_plotlyjs="cdn").encode())
+        print(f"wrote {args.figure}", file=sys.stderr)
+    return 0
+
+
+def _report(m: dict) -> str:
+    """Metrics as text: headline figures, per-class report, confusion matrix (rows true)."""
+    classes = m["classes"]
+    w = max(8, *(len(c) for c in classes))
+    lines = [f"accuracy {m['accuracy_all']:.4f} over {m['n']} samples (misses counted as wrong); "
+             f"detection rate {m['detection_rate']:.4f} ({m['n_detected']} faces)",
+             f"accuracy on detected faces {m['accuracy']:.4f}; macro F1 {m['macro_f1_all']:.4f} "
+             f"(detected only {m['macro_f1']:.4f})", "",
+             f"{'class':<{w}} precision  recall      f1  support"]
+    for c in classes:
+        r = m["per_class"][c]
+        lines.append(f"{c:<{w}} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:7.3f} {r['support']:8d}")
+    lines += ["", "confusion (rows true, columns predicted; detected faces):",
+              " " * w + "".join(f"{c[:7]:>8}" for c in classes)]
+    for c, row in zip(classes, m["confusion"]):
+        lines.append(f"{c:<{w}}" + "".join(f"{v:8d}" for v in row))
+    for axis, bins in m.get("pose_accuracy", {}).items():
+        lines.append(f"accuracy by {axis}: " + ", ".join(
+            f"{b['bin']} {b['accuracy']:.3f} (n={b['n']})" for b in bins if b["n"]))
+    for r, o in m.get("occlusion", {}).items():
+        lines.append(f"occlusion {r}: accuracy {o['accuracy']:.4f} -> {o['accuracy_occluded']:.4f} "
+                     f"(drop {o['drop']:.4f})")
+    return "\n".join(lines)
+
+
+def _json_arg(text: str, what: str) -> dict:
+    try:
+        v = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{what} is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(v, dict):
+        raise InputError(f"{what} must be a JSON object, got {text!r}")
+    return v
+
+
+def _write_json(obj, out: Path) -> None:
+    from ferlib.store import atomic_write_bytes
+
+    atomic_write_bytes(out, json.dumps(obj, indent=2, default=float).encode())
+
+
+# --------------------------------------------------------------------------- parser
+def _data_options(p, multiple: bool = True) -> None:
+    p.add_argument("--data", required=True, action="append" if multiple else "store",
+                   help="dataset: class folders or zip, FER2013 zip/csv, AffectNet, CK+, or a studio data folder"
+                   + (" (repeat for several)" if multiple else ""))
+    p.add_argument("--kind", action="append" if multiple else "store", choices=DATASET_KINDS,
+                   help="dataset kind (default auto: by name / layout)" + (
+                       "; once for all --data or once per --data" if multiple else ""))
+    p.add_argument("--drop-unknown", action="store_true", help="leave out samples whose class the model lacks")
+    p.add_argument("--val-frac", type=float, default=0.1, help="validation share of train when a dataset has no val split")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and training")
+    p.add_argument("--workers", type=int, default=None, help="landmark extraction processes (default: cores, max 2)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (landmarks/, crops/); default $FERLIB_CACHE or ./cache")
+
+
+def _train_options(p, lr: float) -> None:
+    p.add_argument("--extra-train", action="append", default=[], metavar="DATASET",
+                   help="dataset used for training only (every sample; e.g. the AffectNet subset); repeatable")
+    p.add_argument("--classes", default=None, help="comma list or 'fer7' (default: the classes in the data; "
+                   "finetune: the checkpoint's)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw"))
+    p.add_argument("--schedule", default="linear", choices=("linear", "cosine", "constant"))
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam) or decoupled decay (adamw)")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--weighted-sampler", action="store_true", help="WeightedRandomSampler-style class balancing")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--tta", action="store_true", help="test-time flip averaging (validation and metrics)")
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", required=True, help="checkpoint stem: writes STEM.safetensors and STEM.json")
+    p.add_argument("--run-dir", default=None, help="run folder (config, curves, metrics); default runs/<stem name>")
+
+
+def cmd_export(args) -> int:
+    from ferlib.export import export_checkpoint
+
+    out, diff = export_checkpoint(args.model, args.format, args.out)
+    print(f"wrote {out} ({args.format}); max |output - PyTorch| on example batches: {diff:.1e}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ferlib.bench import BenchConfig, run_bench, write_report
+
+    report = run_bench(BenchConfig.quick_config() if args.quick else BenchConfig())
+    command = f"python -m ferlib bench{' --quick' if args.quick else ''} --out {args.out}"
+    jpath, mpath, md = write_report(report, args.out, args.name or ("bench-quick" if args.quick else "bench"), command)
+    print(md)
+    print(f"wrote {jpath} and {mpath}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ferlib", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -46,6 +387,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", default="none", choices=("none", "ema", "vote"), help="temporal smoothing for videos")
     p.add_argument("--max-frames", type=int, default=None, help="stop each video after this many frames")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("extract", help="fill the landmark cache of datasets and print detection rates")
+    p.add_argument("datasets", nargs="+", metavar="DATASET")
+    p.add_argument("--dataset-kind", default="auto", choices=DATASET_KINDS)
+    p.add_argument("--workers", type=int, default=None, help="extraction processes (default: cores, max 2)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (landmarks/ inside); default $FERLIB_CACHE or ./cache")
+    p.add_argument("--json", default=None, help="also write the detection report as JSON")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train", help="train a registered model on datasets; writes a checkpoint with its card")
+    p.add_argument("--model", required=True, help="registered model name (ferlib.models.list_models())")
+    p.add_argument("--model-kw", default="{}", help="JSON keyword arguments of create_model")
+    p.add_argument("--method", default="proposed", choices=("proposed", "minmax", "similarity"),
+                   help="landmark normalisation")
+    p.add_argument("--subset", default=None, help="landmark subset (default: the model's)")
+    p.add_argument("--subject-conditioning", action="store_true",
+                   help="subtract each session's neutral landmarks (studio recordings)")
+    _data_options(p)
+    _train_options(p, lr=1e-3)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint on datasets (new head when --classes differ)")
+    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem)")
+    p.add_argument("--freeze-backbone", action="store_true", help="train the final layer only")
+    _data_options(p)
+    _train_options(p, lr=1e-4)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem)")
+    _data_options(p, multiple=False)
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    p.add_argument("--tta", action="store_true", help="test-time flip averaging")
+    p.add_argument("--occlusion", default=None, help="comma list of regions to occlude: eyes,mouth")
+    p.add_argument("--out", default=None, help="metrics JSON to write (atomically)")
+    p.add_argument("--figure", default=None, help="confusion matrix as a plotly HTML file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a checkpoint's model to ONNX or TorchScript (checked against PyTorch)")
+    p.add_argument("model", help="checkpoint (.json/.safetensors/stem) or the name of a model in models/")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--out", required=True, help="file to write (atomically)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="benchmark pipeline, models, dataset import and fine-tuning; Markdown + JSON")
+    p.add_argument("--quick", action="store_true", help="a few seconds on a few frames (checks the plumbing)")
+    p.add_argument("--out", default="benchmarks", help="folder for <date>-<name>.json and .md (default: benchmarks)")
+    p.add_argument("--name", default=None, help="file name part (default: bench, or bench-quick with --quick)")
+    p.set_defaults(func=cmd_bench)
+
     return ap
 
 

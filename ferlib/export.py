@@ -4,7 +4,7 @@
 batch key, the model card in the metadata) after checking that ONNX Runtime reproduces the PyTorch
 outputs within PARITY_ATOL on two example batches of different sizes. `OnnxModel` runs such a
 file or blob: `OnnxModel(...)(batch_dict) -> logits tensor`, like the torch model, so a Pipeline can
-use it (`Pipeline((OnnxModel.from_torch(model), card))`). `export_torchscript` traces the model.
+use it (`Pipeline((OnnxModel.from_torch(model), card))`). `export_torchscript` traces the model (TorchScript is deprecated in torch 2.13; ONNX is the fast path).
 """
 from __future__ import annotations
 
@@ -63,7 +63,12 @@ def _onnx_ready(model: FerModel, batch: dict[str, torch.Tensor]) -> FerModel:
     import copy
 
     lengths: dict[str, int] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: lengths.setdefault(name, args[0].shape[-1]))
+    def hook(name):
+        def record(module, args):
+            lengths[name] = int(args[0].shape[-1])
+        return record
+
+    hooks = [m.register_forward_pre_hook(hook(name))
              for name, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool1d)]
     try:
         _torch_out(model, batch)
@@ -169,7 +174,9 @@ def export_torchscript(model: FerModel, out=None, card: dict | None = None,
         extra = {KEYS_KEY: json.dumps(list(keys))}
         if card is not None:
             extra[CARD_KEY] = json.dumps(card, default=_json_default)
-        torch.jit.save(traced, buf, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream
+            torch.jit.save(traced, buf, _extra_files=extra)
         atomic_write_bytes(Path(out), buf.getvalue())
     return runner
 
@@ -258,7 +265,9 @@ class TorchScriptModel:
             raise ModelFileError(f"TorchScript model {p}: no such file")
         extra = {KEYS_KEY: "", CARD_KEY: ""}
         try:
-            module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
         except (RuntimeError, ValueError) as e:
             raise ModelFileError(f"TorchScript model {p}: cannot be loaded ({e})") from None
         if not extra[KEYS_KEY]:

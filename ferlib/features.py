@@ -35,7 +35,8 @@ def pairwise_distances(points_norm, indices=DISTANCE_POINTS) -> np.ndarray:
     if p.ndim != 3 or p.shape[1:] != (NUM_LANDMARKS, 3):
         raise InputError(f"landmarks must have shape (478, 3) or (N, 478, 3), got {np.shape(points_norm)}")
     idx = np.asarray(indices, dtype=np.int64)
-    if idx.ndim != 1 or len(idx) < 2 or idx.min() < 0 or idx.max() >= NUM_LANDMARKS or len(set(idx.tolist())) != len(idx):
+    if (idx.ndim != 1 or len(idx) < 2 or idx.min() < 0 or idx.max() >= NUM_LANDMARKS
+            or len(set(idx.tolist())) != len(idx)):
         raise InputError(f"distance indices must be >= 2 distinct values in [0, 477], got {list(indices)[:10]}...")
     sel = p[:, idx]
     i, j = np.triu_indices(len(idx), 1)

@@ -107,7 +107,13 @@ def spec_for_model(model, **overrides) -> InputSpec:
     if "subset" in hp:
         kw["subset"] = hp["subset"]
     if hp.get("heatmap_channels", 1) > 1:
+        from ferlib.normalize import SUBSETS
+
         kw["heatmap_per_point"] = True
+        subset = overrides.get("heatmap_subset", "default")
+        if len(SUBSETS[subset]) != hp["heatmap_channels"]:
+            raise InputError(f"model has {hp['heatmap_channels']} heatmap channels but heatmap subset "
+                             f"{subset!r} has {len(SUBSETS[subset])} points")
     if hp.get("n_strata", 1) > 1 and "clarity_edges" not in overrides:
         raise InputError("a model with clarity strata needs clarity_edges in its InputSpec")
     kw.update(overrides)

@@ -6,6 +6,9 @@ An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per strea
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from contextlib import contextmanager
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -13,8 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ferlib.errors import InputError  # noqa: E402
+from ferlib.errors import FerError, InputError  # noqa: E402
 from ferlib.io import ensure_bgr  # noqa: E402
+from ferlib.normalize import head_pose  # noqa: E402
 from ferlib.types import Face  # noqa: E402
 
 CROP_MARGIN = 0.6
@@ -26,8 +30,10 @@ SMALL_SIDE = 128
 SMALL_UPSCALE = 192
 SMALL_PAD = 0.5
 """Small images: upscale the longer side to SMALL_UPSCALE px, then pad SMALL_PAD of that on each side."""
-FER_CROP_MARGIN = 0.0
-"""face_crop default: square around the landmark box with this relative margin (FER2013-like framing)."""
+FER_CROP_MARGIN = 0.11
+FER_CROP_SHIFT = -0.05
+"""face_crop defaults, measured on FER2013 PublicTest: there the landmark box's longer side is a median
+0.90 of the image side (margin 1/0.9 - 1) and its centre lies 0.05 of that side below the image centre."""
 TRACK_IOU = 0.3
 TRACK_MAX_MISSES = 10
 
@@ -39,6 +45,29 @@ def _quiet_mediapipe() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover - absl comes with mediapipe
         pass
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Mute fd 2 while MediaPipe's C++ graphs start: their TFLite/absl start-up warnings ignore
+    GLOG_minloglevel. Python exceptions are unaffected (they are raised, not printed)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _iou(a, b) -> float:
@@ -67,10 +96,11 @@ class LandmarkExtractor:
     """478-point face landmarks of every face in a frame.
 
     mode "video": stable `face_id`s across consecutive frames (IoU matching with the previous
-    frame's boxes); "static": ids are the faces' left-to-right order. Both mesh each face crop with
-    a static face mesh (measured faster and as accurate as per-track tracking meshes: docs/landmarks.md).
-    Faces whose detector score is below `min_face_score` are dropped. `use_detector=False` skips
-    BlazeFace and meshes the whole (small-image padded) frame as one face: for tight face crops.
+    frame's boxes); "static": ids are the faces' left-to-right order. Both modes mesh each face crop
+    with one static face mesh: a tracking mesh per face measured no faster (docs/landmarks.md).
+    Faces whose detector score is below `min_face_score` are dropped. Small images (< SMALL_SIDE px)
+    are upscaled and padded; when BlazeFace finds nothing there (or `use_detector=False`), the whole
+    image is meshed as one face with score 0.0 (no detector confidence), unless min_face_score > 0.
     """
 
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
@@ -86,11 +116,16 @@ class LandmarkExtractor:
 
         self.mode, self.max_faces = mode, max_faces
         self.min_face_score, self.use_detector = min_face_score, use_detector
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_detection_confidence) if use_detector else None
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence)
+        with _STDERR_LOCK, _native_stderr_silenced():
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_detection_confidence) if use_detector else None
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence)
+            blank = np.full((64, 64, 3), 128, np.uint8)  # start the graphs now, while muted
+            for g in (self._detector, self._mesh):
+                if g is not None:
+                    g.process(blank)
         self._tracks: list[tuple[int, tuple, int]] = []  # (face_id, box, frames since seen)
         self._next_id = 0
         self._last_ts: float | None = None
@@ -110,7 +145,7 @@ class LandmarkExtractor:
             pts = self._mesh_box(bgr, box)
             if pts is not None:
                 faces.append((pts, box, score))
-        if not faces and (max(h, w) < SMALL_SIDE or not self.use_detector):
+        if not faces and self.min_face_score == 0 and (max(h, w) < SMALL_SIDE or not self.use_detector):
             # Tight crops (FER2013): BlazeFace often fails; mesh the whole padded image as one face.
             pts = self._mesh_image(bgr)
             if pts is not None:
@@ -230,9 +265,6 @@ class LandmarkExtractor:
 
 
 def _pose(pts: np.ndarray) -> tuple[float, float, float] | None:
-    from ferlib.errors import FerError
-    from ferlib.normalize import head_pose
-
     try:
         return head_pose(pts)
     except FerError:  # no canonical face yet (scripts/make_canonical_face.py bootstraps it)
@@ -243,8 +275,9 @@ def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
               margin: float = FER_CROP_MARGIN) -> np.ndarray:
     """Square face crop for image models, framed like FER2013 (tight face) and resized to size x size.
 
-    Centred on the landmarks' bounding box (the detector box if landmarks are missing), side =
-    (1 + margin) * its longer side. Returns uint8 (size, size) when grey, else (size, size, 3) BGR.
+    Square of side (1 + margin) * the longer side of the landmarks' bounding box (the detector box
+    if landmarks are missing), its centre moved FER_CROP_SHIFT * that side down (negative: up).
+    Returns uint8 (size, size) when grey, else (size, size, 3) BGR.
     """
     bgr = ensure_bgr(bgr, name="frame")
     if size < 1:
@@ -254,9 +287,10 @@ def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
         x0, y0, x1, y1 = LandmarkExtractor._box_of(np.asarray(lm))
     else:
         x0, y0, x1, y1 = face.box
-    side = (1 + margin) * max(x1 - x0, y1 - y0)
+    longer = max(x1 - x0, y1 - y0)
+    side = (1 + margin) * longer
     if side < 1:
         raise InputError(f"face box {face.box} is empty")
-    crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2, side)
+    crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer, side)
     crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
     return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if grey else crop

@@ -148,6 +148,10 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     g = torch.Generator().manual_seed(config.seed)
     spec = train_data.spec or spec_for_model(model)
     classify = model.task == "classification"
+    for name, data in (("training", train_data), ("validation", val_data)):
+        if classify and not 0 <= int(data.labels.min()) <= int(data.labels.max()) < model.num_classes:
+            raise InputError(f"{name} labels span {int(data.labels.min())}..{int(data.labels.max())} but the model has "
+                             f"{model.num_classes} classes: the class list does not match the data")
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         _write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model.config(),
@@ -240,6 +244,8 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    for p in model.parameters():
+        p.requires_grad_(True)
     model.eval()
     result.elapsed_s = time.monotonic() - t0
     if run_dir is not None:

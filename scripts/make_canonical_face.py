@@ -10,7 +10,9 @@ Canonical face = generalised Procrustes mean of frontal, neutral faces:
   4. keep faces within --max-angle degrees of that mean (yaw, pitch, roll), GPA again, orient;
   5. mirror permutation: optimal assignment of each point to the nearest mirrored point (x -> -x),
      checked to be an involution; symmetrise the mean with it; centre; unit RMS radius.
-Deterministic for the same inputs. Usage:
+Deterministic for the same inputs. Also writes tests/fixtures/clip_landmarks.npy (float32
+(12, 478, 3): the fixture clip's frames 0, 40, ..., 440 in static mode) for the fast tests.
+Usage:
   nice -n 10 .venv/bin/python scripts/make_canonical_face.py [--source fer|clip|both]
 """
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ferlib.normalize import CANONICAL_PATH, MIRROR_PATH, _angles, _umeyama  # n
 from ferlib.store import atomic_write_bytes  # noqa: E402
 
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
+CLIP_LANDMARKS = ROOT / "tests" / "fixtures" / "clip_landmarks.npy"
+FIXTURE_FRAMES = tuple(range(0, 480, 40))
 FER_ZIP = ROOT.parent / "shared" / "data" / "fer2013.zip"
 # Landmarks on the face's vertical midline in MediaPipe's topology (nose bridge, lips, chin, forehead).
 MIDLINE = (0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 151, 152, 164, 168,
@@ -47,6 +51,18 @@ def clip_faces() -> list[np.ndarray]:
             if i % 2 == 0:
                 out += [f.landmarks for f in ex.process(frame)]
     return out
+
+
+def fixture_landmarks() -> np.ndarray:
+    out = []
+    with LandmarkExtractor(mode="static", max_faces=1) as ex:
+        for i, _, frame in iter_video(CLIP, max_frames=FIXTURE_FRAMES[-1] + 1):
+            if i in FIXTURE_FRAMES:
+                faces = ex.process(frame)
+                if len(faces) != 1:
+                    raise SystemExit(f"expected one face on frame {i} of {CLIP}, found {len(faces)}")
+                out.append(faces[0].landmarks)
+    return np.asarray(out, dtype=np.float32)
 
 
 def fer_faces(count: int) -> list[np.ndarray]:
@@ -143,7 +159,8 @@ def main() -> None:
           f"max symmetrisation shift {asym:.4f} (RMS radius 1)")
     save(CANONICAL_PATH, sym.astype(np.float64))
     save(MIRROR_PATH, perm.astype(np.int64))
-    print(f"wrote {CANONICAL_PATH} and {MIRROR_PATH}")
+    save(CLIP_LANDMARKS, fixture_landmarks())
+    print(f"wrote {CANONICAL_PATH}, {MIRROR_PATH} and {CLIP_LANDMARKS}")
 
 
 if __name__ == "__main__":

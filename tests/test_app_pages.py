@@ -258,44 +258,7 @@ def test_live_without_models_says_so(store, streamer):
     assert any("No model" in e.value for e in at.error)
 
 
-class _StandInPipeline:
-    """The Pipeline contract (docs/ARCHITECTURE.md) on the real extractor and model, used only while
-    ferlib/pipeline.py does not exist yet. TODO: delete once the lead's Pipeline lands."""
-
-    def __init__(self, path, smoothing=None):
-        from ferlib.checkpoint import card_spec, load_checkpoint
-        from ferlib.landmarks import LandmarkExtractor
-
-        self.model, self.card = load_checkpoint(path)
-        self.spec, self.extractor, self.baseline = card_spec(self.card), LandmarkExtractor(), None
-
-    def process(self, bgr, timestamp_ms=None):
-        import torch
-
-        from ferlib.inputs import build_batch
-        from ferlib.types import FrameResult, Prediction
-
-        faces = self.extractor.process(bgr, timestamp_ms)
-        if not faces:
-            return FrameResult()
-        with torch.no_grad():
-            probs = self.model(build_batch(self.spec, np.stack([f.landmarks for f in faces]))).softmax(1).numpy()
-        return FrameResult([Prediction(f, p, tuple(self.card["classes"])) for f, p in zip(faces, probs)])
-
-    def set_neutral_baseline(self, points):
-        self.baseline = points
-
-    def close(self):
-        self.extractor.close()
-
-
-def test_live_runs_real_frames_through_the_pipeline(store, clip_faces, streamer, monkeypatch):
-    try:
-        import ferlib.pipeline  # noqa: F401
-    except ImportError:
-        import webapp.resources
-
-        monkeypatch.setattr(webapp.resources, "make_pipeline", _StandInPipeline)
+def test_live_runs_real_frames_through_the_pipeline(store, clip_faces, streamer):
     _make_model(store)
     fake = streamer(playing=True)
     at = _app("Live")
@@ -317,8 +280,10 @@ def test_live_runs_real_frames_through_the_pipeline(store, clip_faces, streamer,
     at.button(key="live_calibrate").click().run()
     for bgr, _, _ in clip_faces[:video.CALIBRATION_FRAMES]:
         proc.recv(_frame(bgr))
-    assert proc.calibrated
-    at.run()
+    assert proc.calibrated and proc._pipeline.baseline.shape == (478, 3)
+    at.radio(key="live_smoothing").set_value("EMA").run()
+    proc.recv(_frame(clip_faces[0][0]))
+    assert proc._pipeline.smoother.kind == "ema"
     assert "Neutral baseline calibrated." in [c.value for c in at.caption]
 
 
@@ -370,14 +335,21 @@ def test_train_runs_in_background_registers_and_goes_live(store, clip_faces, str
 
 
 def test_train_cancel(store, clip_faces, streamer):
+    from webapp import jobs
+
     _seed(store, clip_faces, "me")
     at = _app("Train")
     at.number_input(key="train_epochs").set_value(500).run()
     at.number_input(key="train_patience").set_value(0).run()
     at.number_input(key="train_batch").set_value(2).run()
     at.button(key="train_start").click().run()
-    at.button(key="train_cancel").click().run()
-    job = _wait_job(at.session_state["train_run"])
+    job = jobs.get(at.session_state["train_run"])
+    try:
+        at.button(key="train_cancel").click().run()
+        assert job.cancel.is_set()
+    finally:
+        job.cancel.set()  # never leave a 500-epoch job running
+    job = _wait_job(job.run_id)
     assert job.status == "cancelled"
     assert store.get_run(job.run_id)["status"] == "cancelled" and store.models().empty
 
@@ -402,3 +374,24 @@ def test_evaluate_shows_confusion_matrices_side_by_side(store, clip_faces, strea
     counts = _array(cms[0]["data"][0]["z"])
     assert counts.sum() == len(clip_faces)
     assert any("head-pose" in t for t in titles)
+
+
+def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, monkeypatch):
+    import cv2
+
+    monkeypatch.setenv("FERLIB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "faces"
+    picks = clip_faces[:3] + clip_faces[-3:]
+    for k, (bgr, _, emo) in enumerate(picks):
+        (root / emo).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / emo / f"{k}.jpg"), bgr)
+    (root / "happy" / "blank.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((200, 200, 3), np.uint8))[1])
+    _make_model(store)
+    at = _app("Evaluate")
+    at.radio(key="eval_source").set_value("Folder or zip dataset").run()
+    at.text_input(key="eval_folder").input(str(root)).run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception and not at.error
+    row = at.dataframe[0].value.iloc[0]
+    assert row["samples"] == 7 and abs(row["detection rate"] - 6 / 7) < 1e-9  # the blank image has no face
+    assert sum(f["data"][0]["type"] == "heatmap" for f in _plotly(at)) == 2

@@ -33,7 +33,8 @@ def test_hand_computed_metrics_with_a_missed_face():
     assert m["confusion_normalised"][0] == [0.5, 0.5, 0.0]
     pc = m["per_class"]
     assert (pc["angry"]["precision"], pc["angry"]["recall"], pc["angry"]["f1"]) == pytest.approx((1, 0.5, 2 / 3))
-    assert (pc["happy"]["precision"], pc["happy"]["f1"], pc["happy"]["support"]) == (pytest.approx(2 / 3), pytest.approx(0.8), 2)
+    assert pc["happy"]["support"] == 2
+    assert (pc["happy"]["precision"], pc["happy"]["f1"]) == pytest.approx((2 / 3, 0.8))
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 1) / 3)
     # the miss counts as a wrong prediction of a 'sad' face: sad recall 1/2, F1 2/3
     assert m["macro_f1_all"] == pytest.approx((2 / 3 + 0.8 + 2 / 3) / 3)

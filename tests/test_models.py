@@ -1,18 +1,20 @@
 """One parametrised test over every registered model: forward, backward, save/load round trip."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import InputError
-from ferlib.inputs import spec_for_model
+from ferlib.inputs import build_batch, spec_for_model
 from ferlib.models import count_parameters, create_model, list_models
 
-VARIANTS = [("hybrid_heatmap", {"patches": True, "heatmap_channels": 4}),
+VARIANTS = [("hybrid_heatmap", {"patches": True, "heatmap_channels": 10}),  # one per iris point
             ("distance_mlp", {"n_strata": 3, "num_features": 45}),
             ("resnet18_attention", {"width": 16})]
+SPEC_OVERRIDES = {"hybrid_heatmap": {"heatmap_subset": "irises"}, "distance_mlp": {"clarity_edges": (10.0, 100.0)}}
 CASES = [(name, {}) for name in list_models()] + VARIANTS
 SMALL_ENOUGH = {"landmark_cnn1d": 1_000_000, "image_cnn": 1_000_000}
 
@@ -59,7 +61,7 @@ def test_model_forward_backward_roundtrip(name, kwargs, tmp_path, record_propert
     with torch.no_grad():
         before = model(batch)
     classes = [] if model.task == "keypoints" else FER7
-    spec = spec_for_model(model, clarity_edges=(10.0, 100.0)) if kwargs.get("n_strata") else spec_for_model(model)
+    spec = spec_for_model(model, **(SPEC_OVERRIDES.get(name, {}) if kwargs else {}))
     save_checkpoint(model, tmp_path / name, make_card(model, classes, spec))
     loaded, card = load_checkpoint(tmp_path / f"{name}.safetensors")
     assert type(loaded) is type(model) and card["model"]["name"] == name
@@ -89,3 +91,16 @@ def test_replace_head_keeps_backbone():
     assert model.num_classes == 3 and model.head.out_features == 3
     assert all(torch.equal(a, b) for a, b in zip(backbone, model.backbone_parameters()))
     assert model({"landmarks": torch.rand(2, 3, 102)}).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "keypoint_regressor"])
+def test_build_batch_feeds_every_classifier(name):
+    """The inputs build_batch makes from real-shaped landmarks and crops fit each model."""
+    from tests.test_train import faces_px
+
+    model = create_model(name).eval()
+    crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    batch = build_batch(spec_for_model(model), faces_px(3), crops)
+    with torch.no_grad():
+        assert model(batch).shape == (3, len(FER7))
+    assert set(batch) == set(model.input_keys)

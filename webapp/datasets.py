@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ferlib.data.importers import import_image_folder, import_recordings
+from ferlib.data.splits import chunked_split
 from ferlib.errors import FerError, InputError
 from ferlib.inputs import InputSpec, TensorSet
 from ferlib.normalize import normalize
@@ -17,9 +19,6 @@ from ferlib.store import Store
 def studio_frame(store: Store, session_ids: Sequence[int]) -> pd.DataFrame:
     """The selected sessions' samples as ferlib.data rows (absolute paths) with the chunked split
     per emotion and session (first 70 % of each chunk train, next 15 % val, last 15 % test)."""
-    from ferlib.data.importers import import_recordings
-    from ferlib.data.splits import chunked_split
-
     rows = store.samples(session_ids).to_dict("records")
     if not rows:
         raise InputError(f"studio sessions {list(session_ids)} hold no samples")
@@ -82,8 +81,6 @@ def split_sets(ts: TensorSet, df: pd.DataFrame) -> dict[str, tuple[TensorSet, pd
 
 def folder_frame(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
     """Up to `limit` images (a seeded sample, all splits) of a class-per-folder dataset or zip."""
-    from ferlib.data.importers import import_image_folder
-
     df = import_image_folder(path, on_unknown="skip")
     if len(df) > limit:
         df = df.sample(n=limit, random_state=seed).reset_index(drop=True)

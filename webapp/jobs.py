@@ -12,8 +12,20 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ferlib.store import Store
+import torch
 
+from ferlib.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
+from ferlib.classes import FER7
+from ferlib.evaluate import evaluate
+from ferlib.inputs import spec_for_model
+from ferlib.models import create_model
+from ferlib.store import Store, validate_name
+from ferlib.train import TrainConfig, finetune, train
+from webapp.datasets import split_sets, studio_frame, tensor_set
+
+# Everything the worker needs is imported here, in the importing (script) thread: compiling modules
+# in a worker thread while Streamlit parses a page races in CPython 3.11's AST validator
+# ("SystemError: AST constructor recursion depth mismatch").
 _JOBS: dict[int, "TrainJob"] = {}
 _LOCK = threading.Lock()
 
@@ -66,8 +78,6 @@ def get(run_id: int) -> TrainJob | None:
 
 def start(store: Store, spec: TrainSpec) -> TrainJob:
     """Validate, record the run and start the background thread; returns at once."""
-    from ferlib.store import validate_name
-
     validate_name(spec.name, "model name")
     run_id = store.start_run(spec.name, {k: (list(v) if k == "session_ids" else v)
                                          for k, v in spec.__dict__.items()})
@@ -80,16 +90,6 @@ def start(store: Store, spec: TrainSpec) -> TrainJob:
 
 
 def _work(store: Store, job: TrainJob) -> None:
-    import torch
-
-    from ferlib.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
-    from ferlib.classes import FER7
-    from ferlib.evaluate import evaluate
-    from ferlib.inputs import spec_for_model
-    from ferlib.models import create_model
-    from ferlib.train import TrainConfig, finetune, train
-    from webapp.datasets import split_sets, studio_frame, tensor_set
-
     s = job.spec
     try:
         torch.set_num_threads(1)

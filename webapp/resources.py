@@ -9,10 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from ferlib.errors import InputError
-from ferlib.store import REPO, Store, default_root
+from ferlib.store import Store, default_root
 
-SHIPPED_MODELS = REPO / "models"
-SMOOTHING = {"none": None, "EMA": "ema", "window vote": "vote"}
+SMOOTHING = {"none": "none", "EMA": "ema", "window vote": "vote"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -51,22 +50,23 @@ def rtc_configuration() -> dict:
 @dataclass(frozen=True)
 class ModelChoice:
     label: str
-    path: str           # the checkpoint's .safetensors path
+    path: str           # the checkpoint's path (.safetensors or .json)
     store_id: int | None = None
     is_live: bool = False
 
 
 def model_choices(store: Store) -> list[ModelChoice]:
-    """Fine-tuned models of the store (live one first), then shipped models in <repo>/models."""
+    """Fine-tuned models of the store (live one first), then the shipped models (default first)."""
     out: list[ModelChoice] = []
     for r in store.models().itertuples(index=False):
         m = store.get_model(r.id)
         out.append(ModelChoice(f"{r.name} v{r.version}" + (" (live)" if r.is_live else ""),
                                m["abs_path"], int(r.id), bool(r.is_live)))
     out.sort(key=lambda c: not c.is_live)
-    for p in sorted(SHIPPED_MODELS.glob("*.safetensors")):
-        if p.with_suffix(".json").exists():
-            out.append(ModelChoice(f"shipped: {p.stem}", str(p)))
+    from ferlib.pipeline import DEFAULT_MODELS, shipped_models
+
+    for p in sorted(shipped_models(), key=lambda p: (p.stem not in DEFAULT_MODELS, p.stem)):
+        out.append(ModelChoice(f"shipped: {p.stem}", str(p)))
     return out
 
 
@@ -78,7 +78,7 @@ def load_model(path: str):
     return load_checkpoint(path)
 
 
-def make_pipeline(model_path: str, smoothing: str | None = None):
+def make_pipeline(model_path: str, smoothing: str = "none"):
     """A fresh Pipeline (its own MediaPipe graph) for one stream; called in the stream's worker thread."""
     from ferlib.pipeline import Pipeline
 

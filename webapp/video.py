@@ -1,4 +1,4 @@
-"""WebRTC video processors of the Live and Studio pages, and the overlay drawing.
+"""WebRTC video processors of the Live and Studio pages (overlays drawn by ferlib.draw).
 
 The processors run in streamlit-webrtc's worker thread: no ``st.*`` call in here. The page sets
 their settings through plain attributes (read once per frame) and reads their results from
@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 from streamlit_webrtc import VideoProcessorBase
 
+from ferlib.draw import draw_faces, draw_result
 from ferlib.errors import FerError
-from ferlib.types import Face, FrameResult
+from ferlib.types import FrameResult
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 512
@@ -51,46 +52,6 @@ def drain(q: queue.Queue) -> list:
             return out
 
 
-def _colour(label: str) -> tuple[int, int, int]:
-    return {"happy": (60, 200, 60), "sad": (200, 120, 40), "angry": (40, 40, 220), "surprise": (0, 200, 230),
-            "fear": (170, 60, 170), "disgust": (40, 140, 90), "neutral": (200, 200, 200),
-            "contempt": (120, 120, 200)}.get(label, (255, 255, 255))
-
-
-def draw_faces(bgr: np.ndarray, faces: list[Face], mesh: bool = False,
-               colour: tuple[int, int, int] = (0, 200, 255)) -> np.ndarray:
-    """Draw face boxes (and the 478-point mesh) on `bgr` in place; returns it."""
-    for f in faces:
-        x0, y0, x1, y1 = (int(round(v)) for v in f.box)
-        cv2.rectangle(bgr, (x0, y0), (x1, y1), colour, 2)
-        if mesh:
-            for x, y in f.landmarks[:, :2].astype(int):
-                cv2.circle(bgr, (int(x), int(y)), 1, (0, 255, 0), -1)
-    return bgr
-
-
-def draw_result(bgr: np.ndarray, result: FrameResult, mesh: bool = False) -> np.ndarray:
-    """Draw each face's box (or mesh), its label and a probability bar chart on `bgr` in place."""
-    h, w = bgr.shape[:2]
-    for p in result.predictions:
-        label, colour = p.label, _colour(p.label)
-        draw_faces(bgr, [p.face], mesh, colour)
-        x0, y0, x1, _ = (int(round(v)) for v in p.face.box)
-        text = f"{label} {float(np.max(p.probs)):.0%}"
-        cv2.putText(bgr, text, (x0, max(14, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
-        # probability bars beside the box (left of it when there is no room on the right)
-        bar_w, row = 70, 13
-        bx = x1 + 6 if x1 + 6 + bar_w + 60 < w else max(0, x0 - bar_w - 66)
-        for k, (c, v) in enumerate(zip(p.classes, p.probs)):
-            y = y0 + k * row
-            if y + row > h:
-                break
-            cv2.rectangle(bgr, (bx + 58, y + 2), (bx + 58 + int(bar_w * float(v)), y + row - 2), _colour(c), -1)
-            cv2.putText(bgr, c[:8], (bx, y + row - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
-                        cv2.LINE_AA)
-    return bgr
-
-
 class LiveProcessor(VideoProcessorBase):
     """Runs a Pipeline on each frame, draws its result and queues per-frame stats.
 
@@ -101,14 +62,14 @@ class LiveProcessor(VideoProcessorBase):
     dict(error=message).
     """
 
-    def __init__(self, pipeline_factory: Callable[[str, str | None], Any], model_path: str,
-                 smoothing: str | None = None, mesh: bool = False):
+    def __init__(self, pipeline_factory: Callable[[str, str], Any], model_path: str,
+                 smoothing: str = "none", mesh: bool = False):
         self.pipeline_factory = pipeline_factory
         self.model_path, self.smoothing, self.mesh = model_path, smoothing, mesh
         self.results: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.frames = 0
         self._pipeline = None
-        self._built_for: tuple | None = None
+        self._built = (None, None)  # (model path, smoothing) the pipeline was set up with
         self._lock = threading.Lock()
         self._calib: list[np.ndarray] | None = None
         self._clear_calib = False
@@ -123,12 +84,14 @@ class LiveProcessor(VideoProcessorBase):
             self._clear_calib = True
 
     def _get_pipeline(self):
-        key = (self.model_path, self.smoothing)
-        if self._pipeline is None or self._built_for != key:
+        model_path, smoothing = self.model_path, self.smoothing
+        if self._pipeline is None or self._built[0] != model_path:
             self._close()
-            self._pipeline = self.pipeline_factory(*key)
-            self._built_for = key
+            self._pipeline = self.pipeline_factory(model_path, smoothing)
             self.calibrated = False
+        elif self._built[1] != smoothing:
+            self._pipeline.set_smoothing(smoothing)
+        self._built = (model_path, smoothing)
         return self._pipeline
 
     def _calibrate(self, pipe, result: FrameResult) -> None:
@@ -141,9 +104,9 @@ class LiveProcessor(VideoProcessorBase):
                 return
             from ferlib.normalize import normalize
 
-            method = getattr(pipe, "normalization", None) or "proposed"
-            self._calib.append(normalize(result.predictions[0].face.landmarks, method))
+            self._calib.append(normalize(result.predictions[0].face.landmarks, pipe.spec.method))
             if len(self._calib) >= CALIBRATION_FRAMES:
+                # The mean normalised face; build_batch normalises it again, which leaves it as it is.
                 pipe.set_neutral_baseline(np.mean(self._calib, axis=0).astype(np.float32))
                 self._calib = None
                 self.calibrated = True
@@ -154,7 +117,7 @@ class LiveProcessor(VideoProcessorBase):
         try:
             pipe = self._get_pipeline()
             ts = frame.time * 1000.0 if frame.time is not None else None
-            result = pipe.process(bgr, ts)
+            result = pipe.process(bgr, ts, self.frames)
             self._calibrate(pipe, result)
         except (FerError, RuntimeError, ValueError) as e:
             put_dropping(self.results, {"error": f"{type(e).__name__}: {e}"})

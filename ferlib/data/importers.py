@@ -273,6 +273,13 @@ def _near_blank(root: str | os.PathLike, df: pd.DataFrame) -> list[str]:
     return [p for p in listed if p in known]
 
 
+def _csv_lines(reader, path: Path) -> Iterable[list[str]]:
+    try:
+        yield from reader
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"FER2013 csv {path} line {reader.line_num + 1}: not a UTF-8 text csv ({e})") from None
+
+
 def import_fer2013_csv(path: str | os.PathLike) -> pd.DataFrame:
     """The FER2013 csv (``emotion,pixels,Usage``); images decoded into the ``image`` column.
 
@@ -287,10 +294,11 @@ def import_fer2013_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"FER2013 csv {path}: cannot open ({e.strerror or e})") from None
     with fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
+        lines = _csv_lines(reader, path)
+        header = next(lines, None)
         if header is None or [h.strip().lower() for h in header] != ["emotion", "pixels", "usage"]:
             raise InputError(f"FER2013 csv {path} line 1: header {header!r}, expected emotion,pixels,Usage")
-        for fields in reader:
+        for fields in lines:
             line = reader.line_num
             if not fields:
                 continue

@@ -1,0 +1,628 @@
+"""`python -m ferlib bench`: the speed of everything that matters on this machine, in one run.
+
+Measures, on the committed fixture clip: MediaPipe alone (decode, the LandmarkExtractor the pipeline
+uses, and MediaPipe's plain face mesh as the issue's floor), the full pipeline (decode -> detect/mesh
+-> normalise -> classify) of the landmark model and the image baseline at several frame batch sizes
+and thread counts, raw-model throughput on prepared tensors (PyTorch, TorchScript, ONNX Runtime),
+a per-frame stage breakdown including the Live page's overlay drawing, dataset import (landmark
+extraction of FER2013 images, then the cached re-run) and fine-tuning time. Warm-up first, then
+timed iterations; medians with p10/p90. Prints Markdown, writes `<out>/<date>-<name>.json` and `.md`.
+
+Models: the shipped checkpoints in models/ when present, else freshly created (untrained) models of
+the same architecture (timing does not depend on the weights); the output says which.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlib.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_CLIP = REPO / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
+SHARED_DATA = Path(os.environ.get("FERLIB_SHARED", REPO.parent / "shared")) / "data"
+ROLES = {"landmark": ("landmark_cnn1d_fer2013", "landmark_cnn1d"), "image": ("image_cnn_fer2013", "image_cnn")}
+"""Benchmark role -> (shipped checkpoint stem, registry architecture used when it is absent)."""
+BACKENDS = ("torch", "torchscript", "onnx")
+# Fixture clip: sad/crying until about 9 s, laughing from about 10 s (tests/fixtures/LICENSE.md).
+CLIP_LABELS = ((0.0, 9000.0, "sad"), (10000.0, float("inf"), "happy"))
+
+
+@dataclass
+class BenchConfig:
+    """What one run measures. `frames`: clip frames per pipeline pass (None = the whole clip)."""
+
+    clip: Path = FIXTURE_CLIP
+    frames: int | None = None
+    batches: tuple[int, ...] = (1, 10, 32, 64)
+    threads: tuple[int, ...] = (1, 2)
+    backends: tuple[str, ...] = BACKENDS
+    raw_seconds: float = 1.0
+    warmup_frames: int = 10
+    dataset_images: int = 1000
+    dataset_workers: int = 2
+    finetune_samples: int = 2000
+    finetune_epochs: int = 20
+    finetune_batch: int = 32
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **kw) -> "BenchConfig":
+        """A few seconds: every section runs, on a handful of frames and samples."""
+        base = dict(frames=12, batches=(1, 4), threads=(1,), raw_seconds=0.02, warmup_frames=2,
+                    dataset_images=8, dataset_workers=1, finetune_samples=200, finetune_epochs=1, quick=True)
+        return cls(**{**base, **kw})
+
+
+@dataclass
+class Report:
+    """Everything one run measured (JSON-ready)."""
+
+    meta: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    mesh_alone: list[dict] = field(default_factory=list)
+    pipeline: list[dict] = field(default_factory=list)
+    raw_model: list[dict] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    dataset_import: list[dict] = field(default_factory=list)
+    finetune: list[dict] = field(default_factory=list)
+    ratios: list[dict] = field(default_factory=list)
+    targets: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- timing helpers
+def spread(samples_ms) -> dict:
+    """Median, p10, p90 and count of timing samples in ms."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise InputError("no timing samples to summarise")
+    p10, med, p90 = np.percentile(a, [10, 50, 90])
+    return {"median_ms": float(med), "p10_ms": float(p10), "p90_ms": float(p90), "n": int(a.size)}
+
+
+@contextmanager
+def _no_gc():
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def time_calls(fn, seconds: float, warmup: int = 3, min_iters: int = 5, max_iters: int = 5000) -> list[float]:
+    """Call `fn()` `warmup` times, then repeatedly for about `seconds`; per-call times in ms."""
+    for _ in range(warmup):
+        fn()
+    out: list[float] = []
+    with _no_gc():
+        end = time.perf_counter() + seconds
+        while len(out) < min_iters or (time.perf_counter() < end and len(out) < max_iters):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- models and data
+def load_role(role: str):
+    """(model, card, source) of a benchmark role: the shipped checkpoint, or an untrained model."""
+    from ferlib.checkpoint import checkpoint_paths, load_checkpoint, make_card
+    from ferlib.classes import FER7
+    from ferlib.inputs import spec_for_model
+    from ferlib.models import create_model
+    from ferlib.pipeline import MODELS_DIR
+
+    stem, arch = ROLES[role]
+    w, c = checkpoint_paths(MODELS_DIR / stem)
+    if w.is_file() and c.is_file():
+        model, card = load_checkpoint(c)
+        return model, card, f"models/{stem} (trained)"
+    model = create_model(arch).eval()
+    card = make_card(model, FER7, spec_for_model(model))
+    card["name"] = f"{arch} (untrained)"
+    return model, card, f"untrained {arch} (models/{stem} absent; timing does not depend on weights)"
+
+
+class Runners:
+    """Callables batch dict -> logits tensor per (role, backend, threads), exported once each
+    (exports are parity-checked against PyTorch by ferlib.export)."""
+
+    def __init__(self, roles: dict):
+        self.roles = roles
+        self._made: dict[tuple, object] = {}
+
+    def __call__(self, role: str, backend: str, threads: int):
+        from ferlib.export import OnnxModel, export_torchscript
+
+        key = (role, backend, threads if backend == "onnx" else 0)
+        if key not in self._made:
+            model, card, _ = self.roles[role]
+            if backend == "torch":
+                self._made[key] = model
+            elif backend == "torchscript":
+                self._made[key] = export_torchscript(model, spec=_spec(card))
+            elif backend == "onnx":
+                self._made[key] = OnnxModel.from_torch(model, threads=threads, spec=_spec(card))
+            else:
+                raise InputError(f"unknown backend {backend!r}; known: {BACKENDS}")
+        return self._made[key]
+
+
+def _clip_faces(frames, ex):
+    """Largest face of each frame: (landmarks (N, 478, 3), frame index (N,), timestamps ms (N,))."""
+    lm, idx, ts = [], [], []
+    ex.reset()
+    for i, t, bgr in frames:
+        faces = ex.process(bgr, t)
+        if faces:
+            f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            lm.append(f.landmarks)
+            idx.append(i)
+            ts.append(t)
+    if not lm:
+        raise InputError("no face found in the benchmark clip")
+    return np.stack(lm), np.array(idx), np.array(ts)
+
+
+def _prepared(spec, frames, lm, idx, n: int) -> dict[str, torch.Tensor]:
+    """Model inputs for `n` real faces (cycled when the clip has fewer)."""
+    from ferlib.inputs import build_batch
+    from ferlib.landmarks import face_crop
+    from ferlib.types import Face
+
+    pick = np.arange(n) % len(lm)
+    crops = None
+    if spec.needs_crops:
+        crops = np.stack([face_crop(frames[idx[j]][2], Face(lm[j], (0, 0, 1, 1), 1.0), size=spec.image_size)
+                          for j in pick])
+    return build_batch(spec, landmarks_px=lm[pick] if spec.needs_landmarks else None, crops=crops)
+
+
+# ----------------------------------------------------------------------------- sections
+def bench_mesh_alone(cfg: BenchConfig, frames, ex) -> list[dict]:
+    """Decode alone, the pipeline's LandmarkExtractor alone, and MediaPipe's plain face mesh alone."""
+    import cv2
+    import mediapipe as mp
+
+    from ferlib.io import iter_video
+
+    rows = []
+    dec: list[float] = []
+    with _no_gc():
+        it = iter_video(cfg.clip, max_frames=cfg.frames)
+        while True:
+            t0 = time.perf_counter()
+            if next(it, None) is None:
+                break
+            dec.append((time.perf_counter() - t0) * 1e3)
+    rows.append({"what": "decode (PyAV, 640x360)", **spread(dec)})
+
+    ex.reset()
+    for _, t, bgr in frames[:cfg.warmup_frames]:
+        ex.process(bgr, t)
+    ex.reset()
+    samples = []
+    with _no_gc():
+        for _, t, bgr in frames:
+            t0 = time.perf_counter()
+            ex.process(bgr, t)
+            samples.append((time.perf_counter() - t0) * 1e3)
+    rows.append({"what": "LandmarkExtractor.process (BlazeFace full-range + face mesh per face; the pipeline's)",
+                 **spread(samples)})
+
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+    try:
+        for _, _, bgr in frames[:cfg.warmup_frames]:
+            mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        samples = []
+        with _no_gc():
+            for _, _, bgr in frames:
+                t0 = time.perf_counter()
+                mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                samples.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        mesh.close()
+    rows.append({"what": "MediaPipe FaceMesh alone (full frame, tracking, refine_landmarks)", **spread(samples)})
+    for r in rows:
+        r["fps"] = 1e3 / r["median_ms"]
+    return rows
+
+
+def pipeline_pass(pipe, cfg: BenchConfig, batch: int, draw: bool = False) -> dict:
+    """One pass over the clip: decode, detect/mesh per frame, then every `batch` frames build the
+    inputs of all their faces and run the model once. Per-frame times (the chunk's prepare + model
+    time shared equally over its frames) and per-stage per-frame times in ms."""
+    from ferlib.draw import draw_result
+    from ferlib.io import iter_video
+    from ferlib.types import FrameResult, Prediction
+
+    stages: dict[str, list[float]] = {k: [] for k in ("decode", "landmarks", "prepare", "model", "draw")}
+    chunk: list[tuple] = []
+    n_faces = 0
+
+    def flush() -> None:
+        nonlocal n_faces
+        with_faces = [(bgr, faces) for bgr, faces in chunk if faces]
+        prep = model = 0.0
+        probs = np.zeros((0, len(pipe.classes)))
+        if with_faces:
+            t0 = time.perf_counter()
+            parts = [pipe.inputs_for(bgr, faces) for bgr, faces in with_faces]
+            inputs = {k: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
+            t1 = time.perf_counter()
+            probs = pipe.probabilities(inputs)
+            prep, model = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+        k = 0
+        for bgr, faces in chunk:
+            preds = []
+            for f in faces:
+                preds.append(Prediction(face=f, probs=pipe.smoother(f.face_id, probs[k]), classes=pipe.classes))
+                k += 1
+            stages["prepare"].append(prep / len(chunk))
+            stages["model"].append(model / len(chunk))
+            if draw:
+                t0 = time.perf_counter()
+                draw_result(bgr.copy(), FrameResult(predictions=preds))
+                stages["draw"].append((time.perf_counter() - t0) * 1e3)
+        n_faces += k
+        chunk.clear()
+
+    pipe.reset()
+    with _no_gc():
+        it = iter_video(cfg.clip, max_frames=cfg.frames)
+        while True:
+            t0 = time.perf_counter()
+            item = next(it, None)
+            t1 = time.perf_counter()
+            if item is None:
+                break
+            _, ts, bgr = item
+            faces = pipe.extractor.process(bgr, ts)
+            stages["decode"].append((t1 - t0) * 1e3)
+            stages["landmarks"].append((time.perf_counter() - t1) * 1e3)
+            chunk.append((bgr, faces))
+            if len(chunk) == batch:
+                flush()
+        if chunk:
+            flush()
+    if not draw:
+        stages.pop("draw")
+    per_frame = np.sum([np.asarray(v) for v in stages.values()], axis=0)
+    return {"per_frame": per_frame, "stages": stages, "faces": n_faces}
+
+
+def bench_pipeline(cfg: BenchConfig, roles: dict, runners: Runners, ex, backend_for: dict) -> tuple[list[dict], list[dict]]:
+    """Pipeline FPS per role x threads x batch, and the stage breakdown (batch 1, 1 thread, drawing)."""
+    from ferlib.pipeline import Pipeline
+
+    rows, stage_rows = [], []
+    for role, (_, card, _) in roles.items():
+        backend = backend_for[role]
+        for threads in cfg.threads:
+            torch.set_num_threads(threads)
+            pipe = Pipeline((runners(role, backend, threads), card), extractor=ex)
+            pipeline_pass(pipe, replace(cfg, frames=cfg.warmup_frames), 1)
+            for batch in cfg.batches:
+                _log(f"pipeline {role} ({backend}), {threads} thread(s), batch {batch}")
+                res = pipeline_pass(pipe, cfg, batch)
+                s = spread(res["per_frame"])
+                rows.append({"model": role, "backend": backend, "threads": threads, "batch": batch,
+                             "frames": s["n"], "faces": res["faces"], **s, "fps": 1e3 / s["median_ms"],
+                             "fps_overall": 1e3 * s["n"] / float(np.sum(res["per_frame"]))})
+            if threads == cfg.threads[0]:
+                _log(f"stage breakdown {role} ({backend}), {threads} thread(s), batch 1, with drawing")
+                res = pipeline_pass(pipe, cfg, 1, draw=True)
+                total = float(np.mean(res["per_frame"]))
+                for stage, v in [*res["stages"].items(), ("total", res["per_frame"])]:
+                    a = np.asarray(v)
+                    stage_rows.append({"model": role, "backend": backend, "threads": threads, "stage": stage,
+                                       **spread(a), "mean_ms": float(a.mean()), "share": float(a.mean()) / total})
+    return rows, stage_rows
+
+
+def _spec(card):
+    from ferlib.checkpoint import card_spec
+
+    return card_spec(card)
+
+
+def bench_raw(cfg: BenchConfig, roles: dict, runners: Runners, frames, lm, idx) -> list[dict]:
+    """Raw model throughput on prepared tensors from real faces, per role x backend x threads x batch."""
+    rows = []
+    for role, (model, card, _) in roles.items():
+        spec = _spec(card)
+        batches = {b: _prepared(spec, frames, lm, idx, b) for b in cfg.batches}
+        with torch.inference_mode():
+            ref = {b: model(x).float().numpy() for b, x in batches.items()}
+        for backend in cfg.backends:
+            for threads in cfg.threads:
+                torch.set_num_threads(threads)
+                run = runners(role, backend, threads)
+                _log(f"raw {role} {backend}, {threads} thread(s)")
+                for b, x in batches.items():
+                    with torch.inference_mode():
+                        diff = float(np.max(np.abs(run(x).float().numpy() - ref[b])))
+                        s = spread(time_calls(lambda: run(x), cfg.raw_seconds))
+                    rows.append({"model": role, "backend": backend, "threads": threads, "batch": b, **s,
+                                 "ms_per_face": s["median_ms"] / b, "faces_per_s": 1e3 * b / s["median_ms"],
+                                 "max_abs_diff_vs_torch": diff})
+    return rows
+
+
+def bench_dataset_import(cfg: BenchConfig) -> tuple[list[dict], str | None]:
+    """FER2013 landmark extraction into a fresh cache, then the cached re-run; (rows, skip reason)."""
+    from ferlib.data import extract_landmarks, import_fer2013
+
+    zp = SHARED_DATA / "fer2013.zip"
+    if not zp.is_file():
+        return [], f"dataset import skipped: {zp} is absent (../shared/data is only on developer/CI machines)"
+    df = import_fer2013(zp)
+    sub = df[df["split"] == "train"].sample(n=min(cfg.dataset_images, int((df["split"] == "train").sum())),
+                                            random_state=0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ferlib-bench-cache-") as d:
+        for run in ("first run (extract)", "cached re-run"):
+            _log(f"dataset import: {len(sub)} FER2013 images, {run}, {cfg.dataset_workers} worker(s)")
+            r = extract_landmarks(sub, cache_dir=d, workers=cfg.dataset_workers, progress=False)
+            rows.append({"run": run, "images": len(sub), "workers": cfg.dataset_workers,
+                         "extracted": r.n_extracted, "cached": r.n_cached, "seconds": r.seconds,
+                         "images_per_s": len(sub) / r.seconds, "detection_rate": r.detection_rate})
+    return rows, None
+
+
+def bench_finetune(cfg: BenchConfig, roles: dict, lm, ts) -> list[dict]:
+    """Fine-tune the landmark model on `finetune_samples` real clip faces (labels sad/happy by time,
+    faces repeated to reach the count) with the Train page's settings, early stopping off."""
+    from ferlib.checkpoint import checkpoint_paths, save_checkpoint
+    from ferlib.classes import index_of
+    from ferlib.inputs import TensorSet
+    from ferlib.pipeline import MODELS_DIR
+    from ferlib.train import TrainConfig, finetune
+
+    model, card, _ = roles["landmark"]
+    keep, labels = [], []
+    for j, t in enumerate(ts):
+        for lo, hi, name in CLIP_LABELS:
+            if lo <= t < hi:
+                keep.append(j)
+                labels.append(index_of(name, card["classes"]))
+    if len(keep) < 2:
+        raise InputError("too few labelled clip faces for the fine-tuning benchmark")
+    pick = np.arange(cfg.finetune_samples) % len(keep)
+    spec = _spec(card)
+    data = TensorSet.build(spec, np.asarray(labels)[pick], landmarks_px=lm[np.asarray(keep)[pick]])
+    perm = np.random.default_rng(0).permutation(len(data))
+    n_val = max(2, round(0.15 * len(data)))
+    train_set, val_set = data.subset(perm[n_val:]), data.subset(perm[:n_val])
+    config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch, patience=0, num_threads=1)
+    with tempfile.TemporaryDirectory(prefix="ferlib-bench-ft-") as d:
+        w, c = checkpoint_paths(MODELS_DIR / ROLES["landmark"][0])
+        base = c if w.is_file() and c.is_file() else save_checkpoint(model, Path(d) / "base", card)[1]
+        t0 = time.perf_counter()
+        torch.optim.Adam(model.parameters())  # warm-up: the first optimizer imports torch._dynamo
+        first_optimizer_s = time.perf_counter() - t0
+        _log(f"fine-tuning {len(train_set)} + {len(val_set)} samples, {cfg.finetune_epochs} epochs")
+        t0 = time.perf_counter()
+        _, _, result = finetune(base, train_set, val_set, config)
+        seconds = time.perf_counter() - t0
+    return [{"samples": len(data), "train": len(train_set), "val": len(val_set), "epochs": result.epochs_run,
+             "batch_size": cfg.finetune_batch, "threads": 1, "seconds": seconds,
+             "s_per_epoch": seconds / max(result.epochs_run, 1),
+             "s_per_2000_samples_20_epochs": seconds * (2000 / len(data)) * (20 / max(result.epochs_run, 1)),
+             "val_acc": result.best.get("val_acc"), "first_optimizer_s": first_optimizer_s}]
+
+
+# ----------------------------------------------------------------------------- ratios, targets
+def _best(rows, **match) -> dict:
+    cand = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    if not cand:
+        raise InputError(f"no benchmark row matches {match}")
+    return max(cand, key=lambda r: r.get("fps", r.get("faces_per_s", 0.0)))
+
+
+def ratios_and_targets(rep: Report, cfg: BenchConfig) -> None:
+    mesh = {r["what"].split(" ")[0]: r for r in rep.mesh_alone}
+    fm, lx = mesh["MediaPipe"]["fps"], mesh["LandmarkExtractor.process"]["fps"]
+    for b in cfg.batches:
+        lmp, imp = _best(rep.pipeline, model="landmark", batch=b), _best(rep.pipeline, model="image", batch=b)
+        rep.ratios.append({"batch": b, "landmark_fps": lmp["fps"], "image_fps": imp["fps"],
+                           "landmark_over_image": lmp["fps"] / imp["fps"], "landmark_over_face_mesh": lmp["fps"] / fm,
+                           "landmark_over_extractor": lmp["fps"] / lx})
+    r1 = rep.ratios[0]
+    raw1 = min((r for r in rep.raw_model if r["model"] == "landmark" and r["batch"] == cfg.batches[0]),
+               key=lambda r: r["ms_per_face"])
+    rawN = _best(rep.raw_model, model="landmark", batch=cfg.batches[-1])
+    ft = rep.finetune[0]
+    t = [("landmark pipeline (batch 1) / MediaPipe face mesh alone", ">= 0.85x", r1["landmark_over_face_mesh"],
+          r1["landmark_over_face_mesh"] >= 0.85, "x"),
+         ("landmark pipeline (batch 1) / LandmarkExtractor alone (same mesh stage)", ">= 0.85x",
+          r1["landmark_over_extractor"], r1["landmark_over_extractor"] >= 0.85, "x"),
+         ("landmark pipeline / image-baseline pipeline (batch 1)", ">= 3x", r1["landmark_over_image"],
+          r1["landmark_over_image"] >= 3.0, "x"),
+         (f"raw landmark model, batch {raw1['batch']} ({raw1['backend']}, {raw1['threads']} thr)", "<= 0.2 ms/face",
+          raw1["ms_per_face"], raw1["ms_per_face"] <= 0.2, "ms/face"),
+         (f"raw landmark model, batch {rawN['batch']} ({rawN['backend']}, {rawN['threads']} thr)", ">= 10,000 faces/s",
+          rawN["faces_per_s"], rawN["faces_per_s"] >= 10000, "faces/s"),
+         (f"fine-tuning {ft['samples']} samples x {ft['epochs']} epochs", "<= 60 s", ft["seconds"],
+          ft["seconds"] <= 60.0, "s")]
+    rep.targets = [{"target": name, "goal": goal, "measured": val, "unit": unit, "met": bool(ok)}
+                   for name, goal, val, ok, unit in t]
+    cls = {m: sum(r["mean_ms"] for r in rep.stages if r["model"] == m and r["stage"] in ("prepare", "model"))
+           for m in ROLES}
+    rep.notes.append(f"classification alone (prepare + model, mean per frame at batch 1): landmark "
+                     f"{cls['landmark']:.2f} ms, image {cls['image']:.2f} ms ({cls['image'] / cls['landmark']:.1f}x); "
+                     "both pipelines share the same decode and detection + face mesh stages")
+
+
+# ----------------------------------------------------------------------------- run + output
+def _machine() -> dict:
+    import mediapipe
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "mediapipe": mediapipe.__version__,
+            "load_avg_start": list(os.getloadavg())}
+
+
+def run_bench(cfg: BenchConfig) -> Report:
+    """Run every section of the benchmark and return the report."""
+    from ferlib.io import iter_video
+    from ferlib.landmarks import LandmarkExtractor
+
+    t_start = time.perf_counter()
+    rep = Report(meta={"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                       "time_utc": datetime.now(timezone.utc).strftime("%H:%M:%S"),
+                       "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+                       **_machine()})
+    roles = {r: load_role(r) for r in ROLES}
+    rep.models = {r: src for r, (_, _, src) in roles.items()}
+    _log(f"decoding {cfg.clip.name}")
+    frames = list(iter_video(cfg.clip, max_frames=cfg.frames))
+    rep.meta["clip"] = {"path": str(cfg.clip.relative_to(REPO)) if cfg.clip.is_relative_to(REPO) else str(cfg.clip),
+                        "frames": len(frames), "size": f"{frames[0][2].shape[1]}x{frames[0][2].shape[0]}"}
+    with LandmarkExtractor(mode="video") as ex:
+        _log("MediaPipe alone")
+        rep.mesh_alone = bench_mesh_alone(cfg, frames, ex)
+        lm, idx, ts = _clip_faces(frames, ex)
+        runners = Runners(roles)
+        rep.raw_model = bench_raw(cfg, roles, runners, frames, lm, idx)
+        b1 = cfg.batches[0]
+        backend_for = {role: min((r for r in rep.raw_model if r["model"] == role and r["batch"] == b1),
+                                 key=lambda r: r["median_ms"])["backend"] for role in roles}
+        rep.notes.append(f"pipelines use each model's fastest backend at batch {b1} in this run: {backend_for} "
+                         f"(outputs equal PyTorch's within float tolerance; see max_abs_diff_vs_torch)")
+        rep.pipeline, rep.stages = bench_pipeline(cfg, roles, runners, ex, backend_for)
+    rep.dataset_import, skip = bench_dataset_import(cfg)
+    if skip:
+        rep.notes.append(skip)
+    rep.finetune = bench_finetune(cfg, roles, lm, ts)
+    torch.set_num_threads(1)
+    ratios_and_targets(rep, cfg)
+    rep.meta["load_avg_end"] = list(os.getloadavg())
+    rep.meta["seconds"] = time.perf_counter() - t_start
+    return rep
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "met" if v else "**not met**"
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return str(v)
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def md_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+    """Markdown table of `rows` with (key, header) columns."""
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k, _ in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(rep: Report, command: str) -> str:
+    m = rep.meta
+    ms = [("median_ms", "median ms"), ("p10_ms", "p10"), ("p90_ms", "p90")]
+    out = [f"# Benchmark {m['date']} {m['time_utc']} UTC",
+           "",
+           f"Command: `{command}`  ",
+           f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, "
+           f"onnxruntime {m['onnxruntime']}, mediapipe {m['mediapipe']}.  ",
+           f"Load average (1/5/15 min) at start {', '.join(f'{x:.2f}' for x in m['load_avg_start'])}, "
+           f"at end {', '.join(f'{x:.2f}' for x in m['load_avg_end'])}; run took {m['seconds']:.0f} s.  ",
+           f"Clip: `{m['clip']['path']}`, {m['clip']['frames']} frames, {m['clip']['size']}.  ",
+           "Models: " + "; ".join(f"{k}: {v}" for k, v in rep.models.items()) + ".",
+           "", *[f"- {n}" for n in rep.notes],
+           "", "## Targets", "",
+           md_table(rep.targets, [("target", "target"), ("goal", "goal"), ("measured", "measured"),
+                                  ("unit", "unit"), ("met", "status")]),
+           "", "## MediaPipe alone (per frame)", "",
+           md_table(rep.mesh_alone, [("what", "what"), *ms, ("fps", "FPS"), ("n", "frames")]),
+           "", "## Pipeline FPS (decode -> detect/mesh -> normalise -> classify)", "",
+           "Per-frame time = decode + landmarks of the frame + its share of the batch's prepare + model time. "
+           "FPS = 1000 / median; FPS overall = frames / total time.", "",
+           md_table(rep.pipeline, [("model", "model"), ("backend", "backend"), ("threads", "threads"),
+                                   ("batch", "batch"), *ms, ("fps", "FPS"), ("fps_overall", "FPS overall"),
+                                   ("frames", "frames"), ("faces", "faces")]),
+           "", "## Ratios (best thread count per batch size)", "",
+           md_table(rep.ratios, [("batch", "batch"), ("landmark_fps", "landmark FPS"), ("image_fps", "image FPS"),
+                                 ("landmark_over_image", "landmark / image"),
+                                 ("landmark_over_face_mesh", "landmark / face mesh alone"),
+                                 ("landmark_over_extractor", "landmark / LandmarkExtractor alone")]),
+           "", "## Stage breakdown per frame (batch 1, with the Live page's overlay drawing)", "",
+           md_table(rep.stages, [("model", "model"), ("backend", "backend"), ("stage", "stage"),
+                                 ("median_ms", "median ms"), ("p90_ms", "p90"), ("mean_ms", "mean ms"),
+                                 ("share", "share of mean total")]),
+           "", "## Raw model on prepared tensors (real clip faces)", "",
+           md_table(rep.raw_model, [("model", "model"), ("backend", "backend"), ("threads", "threads"),
+                                    ("batch", "batch"), ("median_ms", "median ms/batch"), ("p10_ms", "p10"),
+                                    ("p90_ms", "p90"), ("ms_per_face", "ms/face"), ("faces_per_s", "faces/s"),
+                                    ("max_abs_diff_vs_torch", "max |diff| vs torch")]),
+           "", "## Dataset import (FER2013 landmark extraction through ferlib.data.cache)", ""]
+    if rep.dataset_import:
+        out.append(md_table(rep.dataset_import, [("run", "run"), ("images", "images"), ("workers", "workers"),
+                                                 ("extracted", "extracted"), ("cached", "cached"),
+                                                 ("seconds", "seconds"), ("images_per_s", "images/s"),
+                                                 ("detection_rate", "detection rate")]))
+    else:
+        out.append("Skipped: ../shared/data/fer2013.zip is absent.")
+    out += ["", "## Fine-tuning (landmark model, real clip faces labelled sad/happy, Train page settings, "
+            "early stopping off)", "",
+            md_table(rep.finetune, [("samples", "samples"), ("train", "train"), ("val", "val"),
+                                    ("epochs", "epochs"), ("batch_size", "batch"), ("threads", "threads"),
+                                    ("seconds", "seconds"), ("s_per_epoch", "s/epoch")]), "",
+            "Seconds include loading the base checkpoint, every epoch and its validation; not the one-time "
+            f"import that a process's first torch optimizer triggers ({rep.finetune[0]['first_optimizer_s']:.1f} s "
+            "in this run, before timing).", ""]
+    return "\n".join(out)
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_report(rep: Report, out_dir, name: str, command: str) -> tuple[Path, Path, str]:
+    """Write `<out_dir>/<date>-<name>.json` and `.md` atomically; returns (json, md, markdown)."""
+    from ferlib.store import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    stem = out_dir / f"{rep.meta['date']}-{name}"
+    md = to_markdown(rep, command)
+    data = {"command": command, **asdict(rep)}
+    jpath, mpath = stem.with_suffix(".json"), stem.with_suffix(".md")
+    atomic_write_bytes(jpath, json.dumps(data, indent=1, default=_jsonable).encode())
+    atomic_write_bytes(mpath, md.encode())
+    return jpath, mpath, md
+
+
+__all__ = ["BenchConfig", "Report", "md_table", "pipeline_pass", "run_bench", "spread", "time_calls",
+           "to_markdown", "write_report"]

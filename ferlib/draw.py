@@ -1,0 +1,48 @@
+"""Overlay drawing of the Live and Studio pages (OpenCV, in place on BGR frames): face boxes, the
+optional 478-point mesh, each face's label and a probability bar chart."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ferlib.types import Face, FrameResult
+
+
+def _colour(label: str) -> tuple[int, int, int]:
+    return {"happy": (60, 200, 60), "sad": (200, 120, 40), "angry": (40, 40, 220), "surprise": (0, 200, 230),
+            "fear": (170, 60, 170), "disgust": (40, 140, 90), "neutral": (200, 200, 200),
+            "contempt": (120, 120, 200)}.get(label, (255, 255, 255))
+
+
+def draw_faces(bgr: np.ndarray, faces: list[Face], mesh: bool = False,
+               colour: tuple[int, int, int] = (0, 200, 255)) -> np.ndarray:
+    """Draw face boxes (and the 478-point mesh) on `bgr` in place; returns it."""
+    for f in faces:
+        x0, y0, x1, y1 = (int(round(v)) for v in f.box)
+        cv2.rectangle(bgr, (x0, y0), (x1, y1), colour, 2)
+        if mesh:
+            for x, y in f.landmarks[:, :2].astype(int):
+                cv2.circle(bgr, (int(x), int(y)), 1, (0, 255, 0), -1)
+    return bgr
+
+
+def draw_result(bgr: np.ndarray, result: FrameResult, mesh: bool = False) -> np.ndarray:
+    """Draw each face's box (or mesh), its label and a probability bar chart on `bgr` in place."""
+    h, w = bgr.shape[:2]
+    for p in result.predictions:
+        label, colour = p.label, _colour(p.label)
+        draw_faces(bgr, [p.face], mesh, colour)
+        x0, y0, x1, _ = (int(round(v)) for v in p.face.box)
+        text = f"{label} {float(np.max(p.probs)):.0%}"
+        cv2.putText(bgr, text, (x0, max(14, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+        # probability bars beside the box (left of it when there is no room on the right)
+        bar_w, row = 70, 13
+        bx = x1 + 6 if x1 + 6 + bar_w + 60 < w else max(0, x0 - bar_w - 66)
+        for k, (c, v) in enumerate(zip(p.classes, p.probs)):
+            y = y0 + k * row
+            if y + row > h:
+                break
+            cv2.rectangle(bgr, (bx + 58, y + 2), (bx + 58 + int(bar_w * float(v)), y + row - 2), _colour(c), -1)
+            cv2.putText(bgr, c[:8], (bx, y + row - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+    return bgr

@@ -1,0 +1,122 @@
+"""LandmarkExtractor on real faces: frames of the committed Pexels clip, tiled multi-face images,
+a FER2013-sized crop; no face on face-free input; stable ids in video mode."""
+from __future__ import annotations
+
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, shared_file
+from ferlib.errors import InputError
+from ferlib.io import iter_video, load_image
+from ferlib.landmarks import LandmarkExtractor, face_crop
+
+FRAMES = tuple(range(0, 480, 40))  # the frames of tests/fixtures/clip_landmarks.npy
+
+
+@pytest.fixture(scope="module")
+def frames(fixture_clip) -> dict[int, np.ndarray]:
+    return {i: f for i, _, f in iter_video(fixture_clip, max_frames=FRAMES[-1] + 11) if i in FRAMES or 240 <= i <= 250}
+
+
+@pytest.fixture(scope="module")
+def static():
+    with LandmarkExtractor(mode="static") as ex:
+        yield ex
+
+
+@pytest.fixture(scope="module")
+def clip_faces(frames, static):
+    return {i: static.process(frames[i]) for i in FRAMES}
+
+
+def test_one_face_with_478_points_on_every_fixture_frame(frames, clip_faces):
+    expected = np.load(FIXTURES / "clip_landmarks.npy")
+    for k, i in enumerate(FRAMES):
+        faces = clip_faces[i]
+        assert len(faces) == 1, f"frame {i}"
+        f = faces[0]
+        assert f.landmarks.shape == (478, 3) and f.landmarks.dtype == np.float32
+        x0, y0, x1, y1 = f.box
+        assert 0 <= x0 < f.landmarks[1, 0] < x1 <= 640 and 0 <= y0 < f.landmarks[1, 1] < y1 <= 360
+        assert 0.5 <= f.score <= 1 and f.face_id == 0 and len(f.pose) == 3
+        # the committed landmark fixture is what the extractor gives today (same MediaPipe build)
+        assert np.abs(f.landmarks[:, :2] - expected[k, :, :2]).mean() < 1.0, f"frame {i}"
+
+
+def test_no_face_on_face_free_images(static):
+    rng = np.random.default_rng(0)
+    gradient = np.tile(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (360, 1, 3))
+    noise = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    tiny = rng.integers(0, 256, (48, 48), dtype=np.uint8)  # FER2013-sized: exercises the mesh fallback
+    for img in (gradient, noise, tiny, np.zeros((100, 100, 3), np.uint8)):
+        assert static.process(img) == []
+
+
+def test_several_faces_on_a_tiled_image(frames, clip_faces, static):
+    ids = (0, 240, 400)
+    tiled = np.hstack([frames[i] for i in ids])
+    faces = static.process(tiled)
+    assert len(faces) == 3 and [f.face_id for f in faces] == [0, 1, 2]
+    for k, (f, i) in enumerate(zip(faces, ids)):
+        single = clip_faces[i][0].landmarks.copy()
+        single[:, 0] += 640 * k
+        assert np.abs(f.landmarks[:, :2] - single[:, :2]).mean() < 3.0
+
+
+def test_video_mode_keeps_ids_across_frames(frames):
+    with LandmarkExtractor(mode="video") as ex:
+        for i in range(240, 251):
+            f = frames[i]
+            seen = ex.process(np.hstack([f, f[:, ::-1]]), timestamp_ms=i * 41.7)
+            assert [(fc.face_id, fc.box[0] < 640) for fc in seen] == [(0, True), (1, False)], f"frame {i}"
+        right_only = np.hstack([np.zeros_like(f), f[:, ::-1]])
+        assert [fc.face_id for fc in ex.process(right_only, timestamp_ms=260 * 41.7)] == [1]
+        both = ex.process(np.hstack([f, f[:, ::-1]]), timestamp_ms=261 * 41.7)
+        assert [fc.face_id for fc in both] == [0, 1]
+
+
+def test_small_image_is_upscaled_and_padded(frames, clip_faces, static):
+    crop = face_crop(frames[240], clip_faces[240][0], size=48)
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8
+    faces = static.process(crop)
+    assert len(faces) == 1
+    lm = faces[0].landmarks
+    assert lm.shape == (478, 3) and -8 < lm[:, :2].min() and lm[:, :2].max() < 56
+
+
+def test_face_crop_colour_and_size(frames, clip_faces):
+    c = face_crop(frames[0], clip_faces[0][0], size=64, grey=False)
+    assert c.shape == (64, 64, 3) and c.dtype == np.uint8
+    with pytest.raises(InputError):
+        face_crop(frames[0], clip_faces[0][0], size=0)
+
+
+@pytest.mark.data
+def test_fer2013_detection_sample():
+    names_found = []
+    with zipfile.ZipFile(shared_file("fer2013.zip")) as z, LandmarkExtractor(mode="static") as ex:
+        names = sorted(n for n in z.namelist()
+                       if n.startswith("fer2013/PrivateTest/happy/") and n.endswith(".jpg"))[:20]
+        for n in names:
+            faces = ex.process(load_image(z.read(n)))
+            if faces:
+                names_found.append(n)
+                assert faces[0].landmarks.shape == (478, 3)
+    assert len(names_found) >= 15  # ~92% detection measured on PrivateTest (docs/landmarks.md)
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="mode"):
+        LandmarkExtractor(mode="stream")
+    ex = LandmarkExtractor(mode="static")
+    with pytest.raises(InputError, match="shape"):
+        ex.process(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(InputError):
+        ex.process("frame.jpg")
+    ex.close()
+    ex.close()
+    with pytest.raises(InputError, match="closed"):
+        ex.process(np.zeros((10, 10, 3), np.uint8))
