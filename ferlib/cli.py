@@ -126,7 +126,7 @@ def _train_config(args):
                        optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, weighted_sampler=args.weighted_sampler,
                        augment=not args.no_augment, tta_flip=args.tta, seed=args.seed, num_threads=args.threads,
-                       freeze_backbone=getattr(args, "freeze_backbone", False))
+                       monitor=args.monitor, freeze_backbone=getattr(args, "freeze_backbone", False))
 
 
 def _log_epoch(ev: dict) -> None:
@@ -161,6 +161,9 @@ def _finish_training(model, card, sets, result, args, run_dir: Path) -> int:
     card["training"] = {**card.get("training", {}), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                         "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s,
                         "command": " ".join(["python -m ferlib", *sys.argv[1:]])}
+    if args.no_save:
+        print(f"not saved (--no-save); metrics in {run_dir}", file=sys.stderr)
+        return 0
     w, c = save_checkpoint(model, Path(args.out), card)
     print(f"saved {w} and {c}; run folder {run_dir}", file=sys.stderr)
     return 0
@@ -330,10 +333,12 @@ def _data_options(p, multiple: bool = True) -> None:
                    help="dataset kind (default auto: by name / layout)" + (
                        "; once for all --data or once per --data" if multiple else ""))
     p.add_argument("--drop-unknown", action="store_true", help="leave out samples whose class the model lacks")
-    p.add_argument("--val-frac", type=float, default=0.1, help="validation share of train when a dataset has no val split")
+    p.add_argument("--val-frac", type=float, default=0.1,
+                   help="validation share of train when a dataset has no val split")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and training")
     p.add_argument("--workers", type=int, default=None, help="landmark extraction processes (default: cores, max 2)")
-    p.add_argument("--cache-dir", default=None, help="cache folder (landmarks/, crops/); default $FERLIB_CACHE or ./cache")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache folder (landmarks/, crops/); default $FERLIB_CACHE or ./cache")
 
 
 def _train_options(p, lr: float) -> None:
@@ -352,9 +357,12 @@ def _train_options(p, lr: float) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--tta", action="store_true", help="test-time flip averaging (validation and metrics)")
     p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_f1", "val_loss"),
+                   help="validation figure that picks the best epoch and drives early stopping")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", required=True, help="checkpoint stem: writes STEM.safetensors and STEM.json")
     p.add_argument("--run-dir", default=None, help="run folder (config, curves, metrics); default runs/<stem name>")
+    p.add_argument("--no-save", action="store_true", help="only report and write the run folder (comparison runs)")
 
 
 def cmd_export(args) -> int:
@@ -392,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datasets", nargs="+", metavar="DATASET")
     p.add_argument("--dataset-kind", default="auto", choices=DATASET_KINDS)
     p.add_argument("--workers", type=int, default=None, help="extraction processes (default: cores, max 2)")
-    p.add_argument("--cache-dir", default=None, help="cache folder (landmarks/ inside); default $FERLIB_CACHE or ./cache")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache folder (landmarks/ inside); default $FERLIB_CACHE or ./cache")
     p.add_argument("--json", default=None, help="also write the detection report as JSON")
     p.set_defaults(func=cmd_extract)
 

@@ -96,14 +96,18 @@ def input_keys(model: FerModel) -> tuple[str, ...]:
 
 def example_batch(model: FerModel, n: int = 2, seed: int = 0, spec: InputSpec | None = None) -> dict[str, torch.Tensor]:
     """A realistic input batch of `n` faces for `model`, built by `build_batch` from jittered canonical
-    faces (landmarks in pixels) and random grey crops."""
+    faces (landmarks in pixels; the first is the neutral baseline if the spec subtracts one) and grey
+    crops alternating between noise and a smooth gradient (so clarity strata differ)."""
     from ferlib.normalize import canonical_face
 
     spec = spec or spec_for_model(model)
     rng = np.random.default_rng(seed)
     lm = canonical_face()[None] * 60.0 + np.array([160.0, 120.0, 0.0]) + rng.normal(0, 1.5, (n, 478, 3))
-    crops = rng.integers(0, 256, (n, spec.image_size, spec.image_size), dtype=np.uint8)
-    batch = build_batch(spec, landmarks_px=lm, crops=crops if spec.needs_crops else None)
+    s = spec.image_size
+    crops = rng.integers(0, 256, (n, s, s), dtype=np.uint8)
+    crops[1::2] = np.linspace(64, 192, s, dtype=np.uint8)[None, :, None]  # smooth: low clarity stratum
+    batch = build_batch(spec, landmarks_px=lm, crops=crops if spec.needs_crops else None,
+                        baseline=lm[0] if spec.subtract_baseline else None)
     return {k: batch[k] for k in input_keys(model)}
 
 
@@ -117,7 +121,13 @@ def _check_parity(name: str, model: FerModel, run, spec: InputSpec | None) -> fl
     worst = 0.0
     for n, seed in ((3, 1), (5, 2)):
         batch = example_batch(model, n, seed, spec)
-        ref, got = _torch_out(model, batch), np.asarray(run(batch))
+        ref = _torch_out(model, batch)
+        try:
+            got = np.asarray(run(batch))
+        except Exception as e:  # ONNX Runtime / TorchScript raise their own types
+            raise ModelFileError(f"{name}: the exported model fails on a batch of {n} ({type(e).__name__}: "
+                                 f"{str(e)[:300]}); its forward depends on the data in a way that tracing "
+                                 "cannot capture") from None
         if got.shape != ref.shape:
             raise ModelFileError(f"{name}: exported model gives shape {got.shape} for a batch of {n}, "
                                  f"PyTorch gives {ref.shape}")

@@ -85,6 +85,13 @@ def ensure_bgr(img, rgb: bool = False, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def image_size(src) -> tuple[int, int]:
+    """(width, height) from the header only."""
+    data = _read_source(src)
+    with _open(data, _name(src)) as im:
+        return im.size
+
+
 def _open(data: bytes, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():

@@ -342,7 +342,10 @@ class Store:
         return self.root / rel
 
     def samples(self, session_ids: Sequence[int] | None = None) -> pd.DataFrame:
-        """Sample rows (all, or of the given sessions) with the session name, in id order."""
+        """Sample rows (all, or of the given sessions) with the session name, in id order.
+
+        crop_path is missing (NA) for landmarks-only samples; paths are relative to the data folder
+        (see path_of)."""
         sql = "SELECT x.*, s.name AS session FROM samples x JOIN sessions s ON s.id = x.session_id"
         args: list = []
         if session_ids is not None:

@@ -51,7 +51,7 @@ history: deque = st.session_state.setdefault("live_history", deque(maxlen=1200))
 playing = bool(ctx.state.playing)
 
 
-@st.fragment(run_every=0.5 if playing else None)
+@st.fragment(run_every=1.0 if playing else None)
 def live_panel() -> None:
     p = ctx.video_processor
     if p is not None:

@@ -102,3 +102,42 @@ def test_two_processes_on_one_data_folder(tmp_path):
             np.testing.assert_array_equal(st.load_landmarks(r.id), np.full((478, 3), base + r.frame_index, np.float32))
             assert int(st.load_crop(r.id)[0, 0, 0]) == r.frame_index
     assert st.check().clean
+
+
+def test_live_streams_never_share_a_pipeline_and_reuse_closed_ones(tmp_path, clip):
+    """Each open stream has its own Pipeline (MediaPipe graphs are not thread-safe); a closed
+    stream's Pipeline is reset and reused by the next one instead of building new graphs, which
+    MediaPipe never fully frees (docs/reliability.md)."""
+    import torch
+
+    from ferlib.checkpoint import make_card, save_checkpoint
+    from ferlib.classes import FER7
+    from ferlib.inputs import spec_for_model
+    from ferlib.models import create_model
+    from webapp.resources import make_pipeline
+    from webapp.video import LiveProcessor, drain
+
+    torch.manual_seed(0)
+    m = create_model("landmark_cnn1d", num_classes=7)
+    path = str(save_checkpoint(m, tmp_path / "m", make_card(m, FER7, spec_for_model(m)))[1])
+    frame = av.VideoFrame.from_ndarray(clip[0], format="bgr24")
+
+    def open_stream(smoothing: str = "none") -> LiveProcessor:
+        proc = LiveProcessor(make_pipeline, path, smoothing)
+        proc.recv(frame)
+        return proc
+
+    a, b = open_stream(), open_stream()
+    assert a._pipeline is not b._pipeline
+    a._pipeline.set_neutral_baseline(a._pipeline.extractor.process(clip[0])[0].landmarks)  # one user's state
+    first = {id(a._pipeline), id(b._pipeline)}
+    a.on_ended()
+    b.on_ended()
+    c, d, e = open_stream("ema"), open_stream(), open_stream()
+    assert {id(c._pipeline), id(d._pipeline)} == first, "closed streams' pipelines are reused"
+    assert id(e._pipeline) not in first and len({id(p._pipeline) for p in (c, d, e)}) == 3
+    for p in (c, d, e):
+        assert p._pipeline.baseline is None and p._pipeline.smoother.kind == p.smoothing, "reset for the new stream"
+        items = drain(p.results)
+        assert len(items) == 1 and items[0]["faces"] == 1, items
+        p.on_ended()

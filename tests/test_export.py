@@ -16,7 +16,12 @@ from ferlib.models import create_model, list_models
 
 # Registry name -> (create_model kwargs, InputSpec overrides); every registered model is listed.
 CASES = {name: ({}, {}) for name in list_models()}
+CASES["landmark_cnn1d/baseline"] = ({}, {"subtract_baseline": True})  # subject conditioning
 CASES["distance_mlp/strata"] = ({"n_strata": 2}, {"clarity_edges": (60.0,)})
+NOT_EXPORTABLE = {
+    "distance_mlp/strata": "per-stratum trunks route samples with boolean masks (data-dependent shapes); "
+                           "tracing exporters freeze the example's shapes, so export refuses it",
+}
 
 
 def _trained_like(name: str, kwargs: dict) -> torch.nn.Module:
@@ -33,7 +38,8 @@ def _trained_like(name: str, kwargs: dict) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
+    reason=NOT_EXPORTABLE[n], raises=ModelFileError, strict=True)) if n in NOT_EXPORTABLE else n for n in sorted(CASES)])
 def test_export_parity(name):
     kwargs, overrides = CASES[name]
     model = _trained_like(name, kwargs)

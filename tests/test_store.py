@@ -156,7 +156,6 @@ import os, sys, numpy as np
 from ferlib import store as m
 s = m.Store(sys.argv[1])
 sid = s.session_by_name("rec")
-real = m.Store._tx
 def die(self):
     os._exit(9)   # killed after the files of the sample in flight were written, before its row
 s.add_sample(sid, "happy", np.ones((478, 3), np.float32), crop=np.zeros((8, 8, 3), np.uint8))

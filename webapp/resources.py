@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -78,18 +80,51 @@ def load_model(path: str):
     return load_checkpoint(path)
 
 
+_IDLE: dict[tuple, list] = {}
+_IDLE_LOCK = threading.Lock()
+MAX_IDLE = 4
+
+
+def _pooled(key: tuple, build: Callable[[], Any]):
+    """An idle Pipeline/LandmarkExtractor that a closed stream left under `key`, else a new one whose
+    close() parks it for the next stream (up to MAX_IDLE per key). MediaPipe keeps a few MB for every
+    graph it builds, even closed (docs/reliability.md), so a long-running app reuses graphs instead
+    of building new ones per stream. A parked object belongs to no stream: never two at once."""
+    with _IDLE_LOCK:
+        idle = _IDLE.get(key)
+        obj = idle.pop() if idle else None
+    if obj is None:
+        obj = build()
+        close = obj.close
+
+        def park() -> None:
+            with _IDLE_LOCK:
+                idle = _IDLE.setdefault(key, [])
+                if obj not in idle and len(idle) < MAX_IDLE:
+                    idle.append(obj)
+                    return
+            close()
+
+        obj.close = park
+    obj.reset()
+    return obj
+
+
 def make_pipeline(model_path: str, smoothing: str = "none"):
-    """A fresh Pipeline (its own MediaPipe graph) for one stream; called in the stream's worker thread."""
+    """A Pipeline (its own MediaPipe graph) for one stream, reset; called in the stream's worker thread."""
     from ferlib.pipeline import Pipeline
 
-    return Pipeline(model_path, smoothing=smoothing)
+    pipe = _pooled(("pipeline", str(model_path)), lambda: Pipeline(model_path, smoothing=smoothing))
+    pipe.set_smoothing(smoothing)
+    pipe.set_neutral_baseline(None)
+    return pipe
 
 
 def make_extractor():
-    """A fresh LandmarkExtractor for one Studio stream."""
+    """A LandmarkExtractor for one Studio stream, reset."""
     from ferlib.landmarks import LandmarkExtractor
 
-    return LandmarkExtractor(mode="video", max_faces=1)
+    return _pooled(("extractor",), lambda: LandmarkExtractor(mode="video", max_faces=1))
 
 
 @st.cache_resource(show_spinner=False)

@@ -78,11 +78,11 @@ class Prepared:
 
     def tensor_set(self, mask=None) -> TensorSet:
         """TensorSet of the detected rows (and `mask`, (N,) bool), in row order."""
-        keep = self.detected if mask is None else self.detected & np.asarray(mask, bool)
-        idx = np.flatnonzero(keep)
+        rows = np.ones(len(self), bool) if mask is None else np.asarray(mask, bool)
+        idx = np.flatnonzero(self.detected & rows)
         if not len(idx):
-            raise InputError(f"no usable faces among {int(np.asarray(mask, bool).sum()) if mask is not None else len(self)}"
-                             f" rows (detection rate {self.detection_rate:.1%}): nothing to build model inputs from")
+            raise InputError(f"no usable faces among {int(rows.sum())} rows (detection rate "
+                             f"{self.detection_rate:.1%}): nothing to build model inputs from")
         lm = self.landmarks if self.spec.needs_landmarks else None
         if not self.spec.subtract_baseline:
             return _build(self.spec, self.labels, lm, self.crops, idx, None)

@@ -18,6 +18,7 @@ server terminated (SIGTERM, SIGKILL after a timeout), then the namespace deleted
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import secrets
@@ -145,6 +146,12 @@ class Server:
             return "(no server log)"
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel SIGKILLs this child when the test process dies, even by SIGKILL or an
+    unhandled SIGTERM, so a killed run leaves no server behind (its namespace goes next run)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     if proc.poll() is not None:
         return
@@ -175,11 +182,12 @@ def streamlit_server(script: str | Path, ns: str, env: dict[str, str] | None = N
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
     server = Server(f"http://127.0.0.1:{PORT}/", proc, log)
     try:
         probe = subprocess.Popen(["ip", "netns", "exec", ns, str(py), "-c", _HEALTH_PROBE,
-                                  f"{server.url}_stcore/health", str(timeout)], stdin=subprocess.DEVNULL)
+                                  f"{server.url}_stcore/health", str(timeout)], stdin=subprocess.DEVNULL,
+                                 preexec_fn=_die_with_parent)
         while probe.poll() is None:
             if proc.poll() is not None:
                 probe.kill()

@@ -7,7 +7,7 @@ from .harness import (ROOT, body_text, chromium_page, netns, read_number, screen
                       wait_for_number, webrtc_frame, webrtc_stream)
 
 ECHO_APP = ROOT / "tests" / "browser" / "echo_app.py"
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_echo_frames_reach_the_server_callback_and_come_back(y4m_clip):
