@@ -1,5 +1,6 @@
-"""Face landmarks: full-range BlazeFace finds the faces, MediaPipe's face mesh (refined, 478 points)
-runs on a square crop of each, and the points are mapped back to frame pixels.
+"""Face landmarks: full-range BlazeFace finds the faces (short-range on upscaled small images),
+MediaPipe's face mesh (refined, 478 points) runs on a square crop of each, and the points are
+mapped back to frame pixels.
 
 An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per stream/thread.
 """

@@ -13,7 +13,9 @@ Run by hand (root, for `ip netns`), e.g.:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import re
 import statistics
 import sys
@@ -32,7 +34,7 @@ from tests.browser.harness import (chromium_page, netns, read_number, screenshot
 
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 GROWTH_LIMIT_MB = 50.0
-SETTLE_S = 30.0  # after a tab closes: time for the server to notice and release the stream
+SETTLE_S = 60.0  # after a tab closes: Streamlit ends the session and streamlit-webrtc its stream within ~30 s
 
 
 @dataclass
@@ -224,13 +226,51 @@ def report(res: dict, path: Path) -> tuple[Path, bool]:
     return path, ok
 
 
+def graph_cycles(n: int) -> dict[str, list[float]]:
+    """Server-free check of the per-stream cost: `n` Live streams (LiveProcessor: 20 frames, then
+    on_ended) one after another, with a fresh Pipeline per stream and with webapp's reuse; returns
+    this process's RSS (MB) after each stream, per variant."""
+    import av
+
+    from ferlib.io import iter_video
+    from ferlib.pipeline import Pipeline
+    from webapp.resources import make_pipeline
+    from webapp.video import LiveProcessor
+
+    model = Path(tempfile.mkdtemp(prefix="ferlib-soak-")) / "data"
+    _ensure_model(model)
+    path = next(model.glob("models/*/model.json"), None) or next((ROOT / "models").glob("*.json"))
+    frames = [av.VideoFrame.from_ndarray(f, format="bgr24") for _, _, f in iter_video(CLIP, max_frames=20)]
+    me = Sampler(os.getpid(), 1.0)
+    out: dict[str, list[float]] = {}
+    for name, factory in (("fresh Pipeline per stream", lambda m, s: Pipeline(m, smoothing=s)),
+                          ("webapp.resources.make_pipeline (reuse)", make_pipeline)):
+        out[name] = []
+        for _ in range(n):
+            proc = LiveProcessor(factory, str(path))
+            for f in frames:
+                proc.recv(f)
+            proc.on_ended()
+            del proc
+            gc.collect()
+            out[name].append(me.read().rss_mb)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="total streaming time (default 10)")
     ap.add_argument("--reopen", type=int, default=2, help="times the tab is closed and reopened (default 2)")
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     ap.add_argument("--out", type=Path, help="report path (default benchmarks/soak-<date>.md)")
+    ap.add_argument("--graph-cycles", type=int, metavar="N",
+                    help="instead: N Live streams in this process without a browser, fresh vs reused Pipelines")
     args = ap.parse_args(argv)
+    if args.graph_cycles:
+        for name, rss in graph_cycles(args.graph_cycles).items():
+            print(f"{name}: RSS after each stream (MB): {' '.join(f'{v:.0f}' for v in rss)}; "
+                  f"growth after the first {rss[-1] - rss[0]:+.0f} MB")
+        return 0
     out = args.out or ROOT / "benchmarks" / f"soak-{datetime.now(timezone.utc):%Y-%m-%d}.md"
     path, ok = report(run(args.minutes, args.reopen, args.interval), out)
     print(path.read_text().split("## Time series")[0])

@@ -252,6 +252,26 @@ def _no_face(res, ctx: Ctx) -> None:
     assert res.predictions == [], "an explicit empty result means 'no face'"
 
 
+TINY = (300, 160, 343, 184)  # where _far_away puts the whole 640x360 frame: a face ~20 px high
+
+
+def _far_away(face: np.ndarray) -> np.ndarray:
+    """A real frame shrunk to 43x24 px inside an empty 640x360 frame: a person far from the camera."""
+    x0, y0, x1, y1 = TINY
+    canvas = np.full_like(face, 90)
+    canvas[y0:y1, x0:x1] = cv2.resize(face, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def _no_face_or_the_tiny_one(res, ctx: Ctx) -> None:
+    """Too small to find is an explicit empty result; if found, it is that face with valid probabilities."""
+    for p in res.predictions:
+        cx, cy = (p.face.box[0] + p.face.box[2]) / 2, (p.face.box[1] + p.face.box[3]) / 2
+        assert TINY[0] <= cx <= TINY[2] and TINY[1] <= cy <= TINY[3], p.face.box
+        assert np.isfinite(p.face.landmarks).all() and abs(float(p.probs.sum()) - 1) < 1e-5
+    assert len(res.predictions) <= 1
+
+
 def _works_like(expected: Callable[[np.ndarray], np.ndarray], tol: int = 1) -> Callable[[Any, Ctx], None]:
     def check(img, ctx: Ctx) -> None:
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
@@ -314,7 +334,7 @@ CASES = [
     # frames
     Case("frame-without-face", lambda c: c.pipe.process(cv2.resize(c.face[:, :280], (640, 360))), check=_no_face),
     Case("many-faces", _many_faces, check=_check_many_faces),
-    Case("tiny-face", lambda c: c.pipe.process(cv2.resize(c.face, (16, 9), interpolation=cv2.INTER_AREA)), check=_no_face),
+    Case("tiny-face", lambda c: c.pipe.process(_far_away(c.face)), check=_no_face_or_the_tiny_one),
     Case("malformed-frame-array", lambda c: c.pipe.process(np.zeros((360, 640, 2), np.uint8)),
          InputError, ("frame", r"shape \(360, 640, 2\)")),
     # datasets

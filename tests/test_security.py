@@ -54,7 +54,7 @@ def test_streamlit_reads_those_settings():
              "print(repr([config.get_option(k) for k in ('server.address', 'server.enableXsrfProtection', "
              "'server.maxUploadSize', 'browser.gatherUsageStats')]))")
     assert r.returncode == 0, r.stderr
-    address, xsrf, upload, stats = eval(r.stdout.strip().splitlines()[-1])
+    address, xsrf, upload, stats = ast.literal_eval(r.stdout.strip().splitlines()[-1])
     assert (address, xsrf, stats) == ("127.0.0.1", True, False) and 1 <= upload <= 200
 
 
