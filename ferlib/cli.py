@@ -125,6 +125,7 @@ def _train_config(args):
     return TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                        optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, weighted_sampler=args.weighted_sampler,
+                       class_weights=not args.no_class_weights,
                        augment=not args.no_augment, tta_flip=args.tta, seed=args.seed, num_threads=args.threads,
                        monitor=args.monitor, freeze_backbone=getattr(args, "freeze_backbone", False))
 
@@ -354,6 +355,8 @@ def _train_options(p, lr: float) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam) or decoupled decay (adamw)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--weighted-sampler", action="store_true", help="WeightedRandomSampler-style class balancing")
+    p.add_argument("--no-class-weights", action="store_true",
+                   help="plain cross-entropy (default: normalised inverse-frequency class weights)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--tta", action="store_true", help="test-time flip averaging (validation and metrics)")
     p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0 = off)")

@@ -42,7 +42,8 @@ def test_bench_quick_cli(tmp_path, monkeypatch, capsys):
     assert data["command"].startswith("python -m ferlib bench --quick")
     assert data["meta"]["clip"]["frames"] == cfg.frames and data["meta"]["cores"] >= 1
     assert set(data["models"]) == set(roles)
-    assert [r["what"].split(" ")[0] for r in data["mesh_alone"]] == ["decode", "LandmarkExtractor.process", "MediaPipe"]
+    assert [r["key"] for r in data["mesh_alone"]] == ["decode", "extractor", "face_mesh", "decode+extractor",
+                                                      "decode+face_mesh"]
     assert {(r["model"], r["threads"], r["batch"]) for r in data["pipeline"]} == {
         (m, t, b) for m in roles for t in cfg.threads for b in cfg.batches}
     assert all(r["frames"] == cfg.frames and r["faces"] >= 1 for r in data["pipeline"])
@@ -54,7 +55,7 @@ def test_bench_quick_cli(tmp_path, monkeypatch, capsys):
         assert sum(r["share"] for r in data["stages"] if r["model"] == role and r["stage"] != "total") == \
             pytest.approx(1.0)
     assert [r["batch"] for r in data["ratios"]] == list(cfg.batches)
-    assert len(data["targets"]) == 6 and all(isinstance(t["met"], bool) for t in data["targets"])
+    assert len(data["targets"]) == 5 and all(isinstance(t["met"], bool) for t in data["targets"])
     assert data["dataset_import"] == [] and any("dataset import skipped" in n for n in data["notes"])
     (ft,) = data["finetune"]
     assert ft["samples"] == cfg.finetune_samples and ft["epochs"] == cfg.finetune_epochs

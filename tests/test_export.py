@@ -46,7 +46,7 @@ def test_export_parity(name):
     spec = spec_for_model(model, **overrides)
     onnx_model = OnnxModel(export_onnx(model, spec=spec))
     ts_model = export_torchscript(model, spec=spec)
-    for n, seed in ((1, 10), (9, 11)):
+    for n, seed in ((1, 10), (9, 11), (37, 12)):  # 37: several ONNX Runtime chunks (max_batch 16)
         batch = example_batch(model, n, seed, spec)
         with torch.inference_mode():
             ref = model(batch).numpy()
@@ -108,9 +108,11 @@ def test_export_bad_inputs(tmp_path, capsys):
     bad.write_bytes(b"\x80\x04junk")
     with pytest.raises(ModelFileError, match="plain.pt"):
         TorchScriptModel.load(bad)
-    om = OnnxModel.from_torch(create_model("landmark_cnn1d").eval())
+    blob = export_onnx(create_model("landmark_cnn1d").eval())
     with pytest.raises(InputError, match="missing \\['landmarks'\\]"):
-        om({"image": torch.zeros(1, 1, 48, 48)})
+        OnnxModel(blob)({"image": torch.zeros(1, 1, 48, 48)})
+    with pytest.raises(InputError, match="max_batch must be"):
+        OnnxModel(blob, max_batch=0)
 
 
 def test_plain_onnx_file_is_refused(tmp_path):
