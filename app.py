@@ -5,18 +5,14 @@ Local-only: nothing is fetched from the internet; see docs/app.md.
 import streamlit as st
 
 st.set_page_config(page_title="ferlib: facial emotion recognition", layout="wide")
-PAGES = [
-    st.Page("pages/Home.py", title="Home", default=True),
-    st.Page("pages/Live.py", title="Live"),
-    st.Page("pages/Studio.py", title="Studio"),
-    st.Page("pages/Train.py", title="Train"),
-    st.Page("pages/Evaluate.py", title="Evaluate"),
-]
+PAGES = [("pages/Home.py", "Home"), ("pages/Live.py", "Live"), ("pages/Studio.py", "Studio"),
+         ("pages/Train.py", "Train"), ("pages/Evaluate.py", "Evaluate")]
+pages = [st.Page(path, title=title, default=(title == "Home")) for path, title in PAGES]
 # Streamlit 1.60 shows the raw pages/ folder listing instead of this navigation when a fresh server is
 # first opened at a page URL; drawing the links ourselves (client.showSidebarNavigation = false in
 # .streamlit/config.toml) keeps the sidebar right in every case.
-page = st.navigation(PAGES, position="hidden")
+page = st.navigation(pages, position="hidden")
 with st.sidebar:
-    for p in PAGES:
-        st.page_link(p, label=p.title)
+    for p, (_, title) in zip(pages, PAGES):
+        st.page_link(p, label=title)
 page.run()

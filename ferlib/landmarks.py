@@ -1,6 +1,7 @@
 """Face landmarks: full-range BlazeFace finds the faces (short-range on upscaled small images),
 MediaPipe's face mesh (refined, 478 points) runs on a square crop of each, and the points are
-mapped back to frame pixels.
+mapped back to frame pixels. Video mode tracks the faces with a full-frame tracking face mesh
+between detector passes (docs/landmarks.md).
 
 An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per stream/thread.
 """
@@ -98,8 +99,14 @@ class LandmarkExtractor:
     """478-point face landmarks of every face in a frame.
 
     mode "video": stable `face_id`s across consecutive frames (IoU matching with the previous
-    frame's boxes); "static": ids are the faces' left-to-right order. Both modes mesh each face crop
-    with one static face mesh: a tracking mesh per face measured under 10% cheaper (docs/landmarks.md).
+    frame's boxes); "static": ids are the faces' left-to-right order, each face crop meshed with a
+    static face mesh. Video mode with `tracking=True` (and the detector on, frames >= SMALL_SIDE):
+    a tracking face mesh on the full frame follows the faces; BlazeFace + per-crop meshing run only
+    on the first frame (after a reset, a frame size change or a timestamp going backwards), when the
+    tracker returns fewer faces than the last detector pass kept or a face no detector pass
+    confirmed, and every `redetect_every` frames (new faces). Tracked faces keep the score of their
+    last matching detection, their box is the landmarks' bounding box. `tracking=False`: the
+    detector + per-crop mesh on every frame.
     Faces whose detector score is below `min_face_score` are dropped. Small images (< SMALL_SIDE px)
     are upscaled and padded and searched with the short-range BlazeFace (it finds 96% of padded
     FER2013 faces, the full-range one 39%); when that finds nothing (or `use_detector=False`), the
@@ -108,19 +115,32 @@ class LandmarkExtractor:
     """
 
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
-                 min_face_score: float = 0.0, use_detector: bool = True):
+                 min_face_score: float = 0.0, use_detector: bool = True, tracking: bool = True,
+                 redetect_every: int = 30):
         if mode not in ("video", "static"):
             raise InputError(f"extractor mode must be 'video' or 'static', got {mode!r}")
         if max_faces < 1:
             raise InputError(f"max_faces must be >= 1, got {max_faces}")
         if not 0.0 <= min_detection_confidence <= 1.0 or not 0.0 <= min_face_score <= 1.0:
             raise InputError("min_detection_confidence and min_face_score must lie in [0, 1]")
+        if int(redetect_every) != redetect_every or redetect_every < 1:
+            raise InputError(f"redetect_every must be an integer >= 1, got {redetect_every!r}")
         _quiet_mediapipe()
         import mediapipe as mp
 
         self.mode, self.max_faces = mode, max_faces
         self.min_face_score, self.use_detector = min_face_score, use_detector
         self._min_conf = min_detection_confidence
+        self.tracking = bool(tracking) and mode == "video" and use_detector
+        self.redetect_every = int(redetect_every)
+        # full-frame tracking meshes by max_num_faces (= faces the last detector pass kept): a mesh
+        # asked for more faces than it tracks runs its own detector on every frame (+1 ms)
+        self._trackers: dict = {}
+        self._active: int | None = None  # tracker in use; any other is reset before use
+        self._scores: dict[int, float] = {}  # face_id -> score of its last matching detection
+        self._since_detect: int | None = None  # frames since the last detector pass; None: detect now
+        self._detected = 0  # faces the last detector pass kept
+        self._shape: tuple[int, int] | None = None
         self._near = None  # short-range BlazeFace, made on the first small image
         with _STDERR_LOCK, _native_stderr_silenced():
             self._detector = mp.solutions.face_detection.FaceDetection(
@@ -143,6 +163,12 @@ class LandmarkExtractor:
             raise InputError("LandmarkExtractor is closed")
         bgr = ensure_bgr(bgr, name="frame")
         h, w = bgr.shape[:2]
+        if self.mode == "video" and timestamp_ms is not None:
+            if self._last_ts is not None and timestamp_ms < self._last_ts:
+                self.reset()
+            self._last_ts = float(timestamp_ms)
+        if self.tracking and max(h, w) >= SMALL_SIDE:
+            return self._process_tracked(bgr)
         scale, ox, oy = 1.0, 0.0, 0.0
         if max(h, w) < SMALL_SIDE:
             bgr, scale, ox, oy = self._upscale_pad(bgr)
@@ -164,21 +190,23 @@ class LandmarkExtractor:
             bx = ((box[0] - ox) / scale, (box[1] - oy) / scale, (box[2] - ox) / scale, (box[3] - oy) / scale)
             bx = (max(0.0, bx[0]), max(0.0, bx[1]), min(float(w), bx[2]), min(float(h), bx[3]))
             out.append(Face(landmarks=pts.astype(np.float32), box=bx, score=float(score)))
-        self._assign_ids(out, timestamp_ms)
+        self._assign_ids(out)
         for f in out:
             f.pose = _pose(f.landmarks)
         return out
 
     def close(self) -> None:
         """Release the MediaPipe graphs (idempotent)."""
-        for g in (self._detector, self._near, self._mesh):
+        for g in (self._detector, self._near, self._mesh, *self._trackers.values()):
             if g is not None:
                 g.close()
         self._detector = self._near = self._mesh = None
+        self._trackers, self._active = {}, None
 
     def reset(self) -> None:
         """Forget tracked faces (a new stream starts)."""
         self._tracks, self._next_id, self._last_ts = [], 0, None
+        self._scores, self._since_detect, self._detected, self._active = {}, None, 0, None
 
     def __enter__(self) -> "LandmarkExtractor":
         return self
@@ -248,22 +276,88 @@ class LandmarkExtractor:
     def _box_of(pts) -> tuple[float, float, float, float]:
         return (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
 
-    def _assign_ids(self, faces: list[Face], timestamp_ms) -> None:
+    def _tracker(self, k: int):
+        """The full-frame tracking face mesh for k faces, reset when it was not the last one used."""
+        if self._active != k or k not in self._trackers:
+            import mediapipe as mp
+
+            with _STDERR_LOCK, _native_stderr_silenced():
+                if k in self._trackers:
+                    self._trackers[k].reset()
+                else:
+                    self._trackers[k] = mp.solutions.face_mesh.FaceMesh(
+                        static_image_mode=False, max_num_faces=k, refine_landmarks=True,
+                        min_detection_confidence=self._min_conf)
+                self._trackers[k].process(np.full((64, 64, 3), 128, np.uint8))  # start it while muted
+            self._active = k
+        return self._trackers[k]
+
+    def _process_tracked(self, bgr) -> list[Face]:
+        """Video mode's tracking path (class docstring): faces with ids and pose."""
+        h, w = bgr.shape[:2]
+        if self._shape != (h, w):
+            self._shape, self._since_detect, self._active = (h, w), None, None
+        pts, boxes, scores = [], [], []
+        if self._since_detect is not None and self._detected:
+            res = self._tracker(self._detected).process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            for fl in res.multi_face_landmarks or []:
+                p = np.array([(q.x * w, q.y * h, q.z * w) for q in fl.landmark], dtype=np.float64)
+                pts.append(p)
+                boxes.append(_clip_box(self._box_of(p), w, h))
+            scores = [self._scores.get(i) for i in self._match(boxes)]
+        if (self._since_detect is None or self._since_detect + 1 >= self.redetect_every
+                or len(pts) < self._detected or not pts or None in scores):
+            dets = self._detect(bgr)
+            used_d = set()
+            for fi, di in self._greedy(boxes, [d[0] for d in dets]):
+                scores[fi] = dets[di][1]
+                used_d.add(di)
+            faces = [(p, b, s) for p, b, s in zip(pts, boxes, scores) if s is not None]  # unconfirmed: dropped
+            for di, (box, score) in enumerate(dets):
+                if di not in used_d and len(faces) < self.max_faces:
+                    p = self._mesh_box(bgr, box)
+                    if p is not None:
+                        faces.append((p, _clip_box(self._box_of(p), w, h), score))
+            self._since_detect, self._detected = 0, len(faces)
+        else:
+            self._since_detect += 1
+            faces = list(zip(pts, boxes, scores))
+        out = [Face(landmarks=p.astype(np.float32), box=b, score=float(s)) for p, b, s in faces]
+        self._assign_ids(out)
+        self._scores = {f.face_id: f.score for f in out}
+        for f in out:
+            f.pose = _pose(f.landmarks)
+        return out
+
+    @staticmethod
+    def _greedy(boxes_a, boxes_b) -> list[tuple[int, int]]:
+        """Greedy one-to-one matching by IoU (highest first, >= TRACK_IOU): (index in a, index in b)."""
+        pairs = sorted(((_iou(a, b), ai, bi) for ai, a in enumerate(boxes_a) for bi, b in enumerate(boxes_b)),
+                       reverse=True)
+        used_a, used_b, out = set(), set(), []
+        for iou, ai, bi in pairs:
+            if iou < TRACK_IOU or ai in used_a or bi in used_b:
+                continue
+            out.append((ai, bi))
+            used_a.add(ai)
+            used_b.add(bi)
+        return out
+
+    def _match(self, boxes) -> list[int | None]:
+        """Track id of each box (None: no track), as `_assign_ids` would match them."""
+        ids: list[int | None] = [None] * len(boxes)
+        for fi, ti in self._greedy(boxes, [t[1] for t in self._tracks]):
+            ids[fi] = self._tracks[ti][0]
+        return ids
+
+    def _assign_ids(self, faces: list[Face]) -> None:
         if self.mode == "static":
             faces.sort(key=lambda f: f.box[0])
             for i, f in enumerate(faces):
                 f.face_id = i
             return
-        if timestamp_ms is not None:
-            if self._last_ts is not None and timestamp_ms < self._last_ts:
-                self.reset()
-            self._last_ts = float(timestamp_ms)
-        pairs = sorted(((_iou(f.box, t[1]), fi, ti) for fi, f in enumerate(faces)
-                        for ti, t in enumerate(self._tracks)), reverse=True)
         used_f, used_t = set(), set()
-        for iou, fi, ti in pairs:
-            if iou < TRACK_IOU or fi in used_f or ti in used_t:
-                continue
+        for fi, ti in self._greedy([f.box for f in faces], [t[1] for t in self._tracks]):
             faces[fi].face_id = self._tracks[ti][0]
             used_f.add(fi)
             used_t.add(ti)
@@ -275,6 +369,10 @@ class LandmarkExtractor:
                    if ti not in used_t and t[2] + 1 <= TRACK_MAX_MISSES]
         self._tracks = tracks
         faces.sort(key=lambda f: f.face_id)
+
+
+def _clip_box(box, w: int, h: int) -> tuple[float, float, float, float]:
+    return (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
 
 
 def _pose(pts: np.ndarray) -> tuple[float, float, float] | None:

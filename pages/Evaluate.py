@@ -6,14 +6,11 @@ import streamlit as st
 from ferlib.errors import FerError
 from ferlib.evaluate import confusion_figure
 from webapp import figures
-from webapp.resources import get_store, load_model, model_choices
+from webapp.resources import get_store, load_model, require_models
 
 st.title("Evaluate")
 store = get_store()
-choices = model_choices(store)
-if not choices:
-    st.info("No model yet: shipped models live in `models/`; fine-tuned ones come from the Train page.")
-    st.stop()
+choices = require_models(store)
 
 session_ids, folder, split, limit = [], "", "all", 300
 left, right = st.columns(2)
@@ -35,16 +32,18 @@ with right:
         limit = st.number_input("At most this many images (a seeded sample)", 10, 20000, 300, key="eval_limit")
 
 
-def _studio_inputs(spec, classes):
+def _studio_inputs(spec, classes) -> dict:
     from webapp.datasets import split_sets, studio_frame, tensor_set
 
-    ts, df = tensor_set(studio_frame(store, session_ids), spec, classes)
+    df = studio_frame(store, session_ids)
     if split == "test split":
-        sets = split_sets(ts, df)
+        sets = split_sets(df, spec, classes)
         if "test" not in sets:
             raise FerError("no test samples: record more per emotion, or evaluate on all samples")
         ts, df = sets["test"]
-    return {"data": ts, "labels": None, "detected": None, "poses": df[["yaw", "pitch", "roll"]].to_numpy(float)}
+    else:
+        ts, df = tensor_set(df, spec, classes)
+    return {"data": ts, "poses": df[["yaw", "pitch", "roll"]].to_numpy(float)}
 
 
 def _run(choice) -> dict:
@@ -58,8 +57,7 @@ def _run(choice) -> dict:
         inp = _studio_inputs(spec, classes)
     else:
         inp = folder_inputs(folder_frame(folder, int(limit)), spec, classes)
-    return evaluate(model, inp["labels"], classes, data=inp["data"], detected_mask=inp["detected"],
-                    poses=inp["poses"])
+    return evaluate(model, classes=classes, **inp)
 
 
 ready = bool(picked) and (bool(session_ids) if source == "Studio sessions" else bool(folder.strip()))

@@ -7,14 +7,11 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.errors import FerError
 from webapp import figures, video
-from webapp.resources import SMOOTHING, get_store, make_pipeline, model_choices, rtc_configuration
+from webapp.resources import SMOOTHING, drain_results, get_store, make_pipeline, require_models, rtc_configuration
 
 st.title("Live")
 store = get_store()
-choices = model_choices(store)
-if not choices:
-    st.error("No model found: the shipped models belong in `models/` (see README), or train one on the Train page.")
-    st.stop()
+choices = require_models(store)
 try:
     rtc = rtc_configuration()
 except FerError as e:
@@ -55,11 +52,7 @@ playing = bool(ctx.state.playing)
 def live_panel() -> None:
     p = ctx.video_processor
     if p is not None:
-        for item in video.drain(p.results):
-            if "error" in item:
-                st.session_state["live_error"] = item["error"]
-            else:
-                history.append(item)
+        history.extend(drain_results(p, "live_error"))
         st.session_state["live_frames"] = p.frames
     frames = st.session_state.get("live_frames", 0)
     recent = [h for h in history if history and h["t"] >= history[-1]["t"] - 2.0]

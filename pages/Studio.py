@@ -8,7 +8,7 @@ from ferlib.classes import CLASSES
 from ferlib.errors import FerError
 from ferlib.store import CONDITIONS
 from webapp import figures, video
-from webapp.resources import get_store, make_extractor, rtc_configuration
+from webapp.resources import drain_results, get_store, make_extractor, rtc_configuration
 
 st.title("Studio")
 store = get_store()
@@ -75,9 +75,7 @@ with record_tab:
         def studio_panel() -> None:
             p = ctx.video_processor
             if p is not None:
-                for item in video.drain(p.results):
-                    if "error" in item:
-                        st.session_state["studio_error"] = item["error"]
+                drain_results(p, "studio_error")
             known = store.session_by_name(name)
             n = store.count_samples(known) if known is not None else 0
             with st.container(key="studio-stats"):

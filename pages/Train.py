@@ -1,4 +1,5 @@
-"""Train: fine-tune a shipped model (or train one) on Studio sessions in a background job."""
+"""Train: fine-tune a shipped model (or train one) on Studio sessions, plus an optional imported dataset,
+in a background job."""
 import time
 
 import streamlit as st
@@ -22,6 +23,10 @@ else:
         labels = {int(r.id): f"{r.name} ({r.samples} samples)" for r in sessions.itertuples()}
         session_ids = st.multiselect("Data: Studio sessions", list(labels), default=list(labels)[:1],
                                      format_func=labels.get, key="train_sessions")
+        extra = st.text_input("Extra training data (optional): dataset folder, .zip or .csv", key="train_extra",
+                              help="Class-per-folder images, FER2013 zip/csv, CK+ or AffectNet; its images are "
+                                   "added to the training split only (validation and test stay on the sessions). "
+                                   "Faces are found once and cached.")
         base = st.selectbox("Base model", [None] + bases, key="train_base",
                             format_func=lambda c: "none: train from scratch" if c is None else c.label)
         name = st.text_input("New model name", value="my model", max_chars=64, key="train_name")
@@ -41,7 +46,8 @@ else:
     if st.button("Start training", type="primary", key="train_start", disabled=not session_ids):
         try:
             job = jobs.start(store, jobs.TrainSpec(
-                name=name, session_ids=[int(i) for i in session_ids], base_path=base.path if base else None,
+                name=name, session_ids=[int(i) for i in session_ids], extra_data=extra.strip() or None,
+                base_path=base.path if base else None,
                 model_type=model_type, normalisation=normalisation, subject_conditioning=conditioning,
                 freeze_backbone=freeze, batch_size=int(batch), epochs=int(epochs), patience=int(patience)))
             st.session_state["train_run"] = job.run_id

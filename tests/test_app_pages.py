@@ -354,6 +354,43 @@ def test_train_cancel(store, clip_faces, streamer):
     assert store.get_run(job.run_id)["status"] == "cancelled" and store.models().empty
 
 
+def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces, streamer, clip_dataset,
+                                                               tmp_path, monkeypatch):
+    from webapp.datasets import studio_frame
+
+    monkeypatch.setenv("FERLIB_CACHE", str(tmp_path / "cache"))
+    sid = _seed(store, clip_faces, "me")
+    studio_train = int((studio_frame(store, [sid])["split"] == "train").sum())
+    at = _app("Train")
+    at.number_input(key="train_epochs").set_value(2).run()
+    at.text_input(key="train_extra").input(f"  {clip_dataset}  ").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+    job = _wait_job(at.session_state["train_run"], timeout=120)
+    assert job.status == "done", job.message
+    data = store.get_model(job.model_id)["card"]["data"]
+    assert data["extra_train"]["kind"] == "folder" and data["extra_train"]["images"] == 32
+    assert len(data["extra_train"]["sha256"]) == 64
+    # the clip's 32 frames all show a face: every one of them joins the training split, none val/test
+    assert data["counts"]["train"] == studio_train + 32
+    assert store.get_run(job.run_id)["config"]["extra_data"] == str(clip_dataset)
+
+
+@pytest.mark.parametrize("typed, why", [("/no/such/dataset", "no such file or folder"),
+                                        ("notes.txt", "expected a folder, a .zip or a .csv")])
+def test_train_rejects_a_bad_extra_dataset_path(store, clip_faces, streamer, tmp_path, typed, why):
+    _seed(store, clip_faces[:4], "me")
+    if typed == "notes.txt":
+        typed = str(tmp_path / typed)
+        (tmp_path / "notes.txt").write_text("not a dataset")
+    at = _app("Train")
+    at.text_input(key="train_extra").input(typed).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert any(why in e.value and typed in e.value for e in at.error), [e.value for e in at.error]
+    assert store.runs().empty
+
+
 # ------------------------------------------------------------------------------------- Evaluate
 def test_evaluate_shows_confusion_matrices_side_by_side(store, clip_faces, streamer):
     _seed(store, clip_faces, "me")

@@ -1,18 +1,20 @@
-"""Studio recordings -> model inputs (TensorSet) with the chunked split, for the Train and Evaluate pages."""
+"""Studio sessions and imported datasets -> model inputs for the Train and Evaluate pages.
+
+Thin callers of `ferlib.data.tensors` (`prepare`, `split_prepared`, `import_dataset`), the one
+conversion from a dataset DataFrame to model inputs.
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
-import cv2
-import numpy as np
 import pandas as pd
-import torch
 
 from ferlib.data.importers import import_image_folder, import_recordings
 from ferlib.data.splits import chunked_split
-from ferlib.errors import FerError, InputError
+from ferlib.data.tensors import concat_prepared, import_dataset, prepare, split_prepared
+from ferlib.errors import InputError
 from ferlib.inputs import InputSpec, TensorSet
-from ferlib.normalize import normalize
 from ferlib.store import Store
 
 
@@ -28,85 +30,58 @@ def studio_frame(store: Store, session_ids: Sequence[int]) -> pd.DataFrame:
     return chunked_split(import_recordings(rows))
 
 
-def _baseline(df: pd.DataFrame, pts: np.ndarray, spec: InputSpec) -> dict[str, np.ndarray]:
-    """Per session: mean normalised landmarks of its neutral samples (subject conditioning)."""
-    out = {}
-    for g in df["group"].unique():
-        idx = np.flatnonzero((df["group"] == g).to_numpy() & (df["label"] == "neutral").to_numpy())
-        if not len(idx):
-            raise InputError(f"session {g!r} has no neutral samples: subject conditioning needs a neutral baseline")
-        out[g] = normalize(pts[idx], spec.method).mean(0).astype(np.float32)
-    return out
+def dataset_path(path: str) -> Path:
+    """A typed dataset path, checked: an existing folder, .zip or .csv file (InputError otherwise)."""
+    text = str(path).strip()
+    if not text:
+        raise InputError("dataset path is empty: type a folder, .zip or .csv path")
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise InputError(f"dataset {p}: no such file or folder")
+    if not (p.is_dir() or (p.is_file() and p.suffix.lower() in (".zip", ".csv"))):
+        raise InputError(f"dataset {p}: expected a folder, a .zip or a .csv file")
+    return p
+
+
+def extra_frame(path: str) -> pd.DataFrame:
+    """An imported dataset (`import_dataset`, kind auto) with every row in the train split."""
+    df = import_dataset(dataset_path(path))
+    attrs = dict(df.attrs)
+    df = df.assign(split="train")
+    df.attrs = attrs
+    return df
 
 
 def tensor_set(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> tuple[TensorSet, pd.DataFrame]:
-    """A TensorSet of the rows of `df` whose label is in `classes` (and that have a crop when the
-    spec needs one); returns it with the kept rows (same order)."""
-    keep = df["label"].isin(list(classes))
-    if spec.needs_crops:
-        keep &= df["path"].astype(str) != ""
-    df = df[keep].reset_index(drop=True)
-    if df.empty:
-        raise InputError(f"no samples with a class among {list(classes)}"
-                         + (" and a stored face crop (landmarks-only sessions have none)" if spec.needs_crops else ""))
-    labels = np.array([list(classes).index(c) for c in df["label"]], dtype=np.int64)
-    pts = np.stack([np.load(p, allow_pickle=False) for p in df["landmarks_path"]]).astype(np.float32)
-    crops = None
-    if spec.needs_crops:
-        crops = np.stack([cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (spec.image_size, spec.image_size),
-                                     interpolation=cv2.INTER_AREA) for p in df["path"]])
-    if not spec.subtract_baseline:
-        return TensorSet.build(spec, labels, pts, crops), df
-    base = _baseline(df, pts, spec)
-    parts, order = [], []
-    for g in df["group"].unique():
-        idx = np.flatnonzero((df["group"] == g).to_numpy())
-        parts.append(TensorSet.build(spec, labels[idx], pts[idx], None if crops is None else crops[idx],
-                                     baseline=base[g]))
-        order.append(idx)
-    ts = TensorSet({k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors},
-                   torch.cat([p.labels for p in parts]), spec)
-    return ts, df.iloc[np.concatenate(order)].reset_index(drop=True)
+    """(TensorSet, kept rows) of the rows of `df` whose label is in `classes` (and that have a crop
+    when the spec needs one)."""
+    p = prepare(df, spec, classes, drop_unknown=True)
+    return p.tensor_set(), p.df
 
 
-def split_sets(ts: TensorSet, df: pd.DataFrame) -> dict[str, tuple[TensorSet, pd.DataFrame]]:
-    """{split: (TensorSet, rows)} for the non-empty splits of `df` (aligned with `ts`)."""
-    out = {}
-    for name in ("train", "val", "test"):
-        idx = np.flatnonzero(df["split"].to_numpy() == name)
-        if len(idx):
-            out[name] = (ts.subset(torch.from_numpy(idx)), df.iloc[idx].reset_index(drop=True))
-    return out
+def split_sets(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str],
+               extra: pd.DataFrame | None = None) -> dict[str, tuple[TensorSet, pd.DataFrame]]:
+    """{split: (TensorSet, rows)} for the non-empty splits of `df`; `extra` (`extra_frame`) adds
+    training rows (its faces found by MediaPipe through the landmark cache, in this thread)."""
+    p = prepare(df, spec, classes, drop_unknown=True)
+    if extra is not None:
+        try:
+            more = prepare(extra, spec, classes, drop_unknown=True, workers=1)
+        except InputError as e:
+            raise InputError(f"extra training data {extra.attrs.get('root', '')}: {e}") from None
+        p = concat_prepared([p, more])
+    return {k: (v.tensor_set(), v.df) for k, v in split_prepared(p).items()}
 
 
 def folder_frame(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
     """Up to `limit` images (a seeded sample, all splits) of a class-per-folder dataset or zip."""
-    df = import_image_folder(path, on_unknown="skip")
+    df = import_image_folder(dataset_path(path), on_unknown="skip")
     if len(df) > limit:
         df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
     return df
 
 
 def folder_inputs(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> dict:
-    """Model inputs of a folder dataset: {data: TensorSet of the detected faces, labels: all N,
-    detected: (N,) bool, poses: (N, 3)}; a missed face counts as wrong in evaluate's *_all metrics."""
-    from ferlib.data.cache import extract_crops, extract_landmarks
-    from ferlib.normalize import head_pose
-
-    df = df[df["label"].isin(list(classes))].reset_index(drop=True)
-    if df.empty:
-        raise InputError(f"the dataset has no images of the model's classes {list(classes)}")
-    ext = extract_landmarks(df, workers=1, progress=False)
-    det = ext.detected.astype(bool)
-    if not det.any():
-        raise InputError("no face found in any image of the dataset")
-    labels = np.array([list(classes).index(c) for c in df["label"]], dtype=np.int64)
-    poses = np.full((len(df), 3), np.nan)
-    try:
-        poses[det] = np.asarray(head_pose(ext.landmarks[det]), dtype=np.float64).reshape(-1, 3)
-    except FerError:  # no canonical face asset: poses stay unknown
-        pass
-    crops = extract_crops(df, size=spec.image_size, landmarks=ext, progress=False).images[det] \
-        if spec.needs_crops else None
-    data = TensorSet.build(spec, labels[det], ext.landmarks[det] if spec.needs_landmarks else None, crops)
-    return {"data": data, "labels": labels, "detected": det, "poses": poses}
+    """`ferlib.evaluate.evaluate` keyword arguments of a folder dataset (`Prepared.eval_inputs`):
+    labels of every image, data of the detected faces, detected_mask, poses."""
+    return prepare(df, spec, classes, drop_unknown=True, workers=1).eval_inputs()

@@ -10,18 +10,21 @@ from __future__ import annotations
 import threading
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from ferlib.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
+from ferlib.data.tensors import dataset_sha256
+from ferlib.errors import InputError
 from ferlib.evaluate import evaluate
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 from ferlib.store import Store, validate_name
 from ferlib.train import TrainConfig, finetune, train
-from webapp.datasets import split_sets, studio_frame, tensor_set
+from webapp.datasets import dataset_path, extra_frame, split_sets, studio_frame
 
 # Everything the worker needs is imported here, in the importing (script) thread: compiling modules
 # in a worker thread while Streamlit parses a page races in CPython 3.11's AST validator
@@ -32,10 +35,12 @@ _LOCK = threading.Lock()
 
 @dataclass
 class TrainSpec:
-    """What the Train page asks for. base_path None = train `model_type` from scratch."""
+    """What the Train page asks for. base_path None = train `model_type` from scratch; extra_data: an
+    imported dataset (folder, .zip or .csv) whose rows are added to the training split."""
 
     name: str
     session_ids: Sequence[int]
+    extra_data: str | None = None
     base_path: str | None = None
     model_type: str = "landmark_cnn1d"
     normalisation: str = "proposed"
@@ -79,6 +84,10 @@ def get(run_id: int) -> TrainJob | None:
 def start(store: Store, spec: TrainSpec) -> TrainJob:
     """Validate, record the run and start the background thread; returns at once."""
     validate_name(spec.name, "model name")
+    if spec.extra_data:
+        extra = dataset_path(spec.extra_data).resolve()
+        if extra == store.root.resolve():
+            raise InputError(f"dataset {extra}: this is the app's own data folder; pick its sessions instead")
     run_id = store.start_run(spec.name, {k: (list(v) if k == "session_ids" else v)
                                          for k, v in spec.__dict__.items()})
     job = TrainJob(run_id, spec)
@@ -101,8 +110,10 @@ def _work(store: Store, job: TrainJob) -> None:
             model = create_model(s.model_type, num_classes=len(classes))
             in_spec = spec_for_model(model, method=s.normalisation, subtract_baseline=s.subject_conditioning)
         job.message = "loading data"
-        ts, df = tensor_set(studio_frame(store, s.session_ids), in_spec, classes)
-        sets = split_sets(ts, df)
+        extra = extra_frame(s.extra_data) if s.extra_data else None
+        if extra is not None:
+            job.message = f"finding faces in {len(extra)} extra images"
+        sets = split_sets(studio_frame(store, s.session_ids), in_spec, classes, extra=extra)
         if "train" not in sets:
             raise ValueError("too few samples for a training split: record more per emotion")
         tr = sets["train"][0]
@@ -136,6 +147,9 @@ def _work(store: Store, job: TrainJob) -> None:
             job.test_metrics = evaluate(model, classes=classes, data=sets["test"][0])
         card["data"] = {"studio_sessions": list(map(int, s.session_ids)), "split": "chunked per emotion and session",
                         "counts": {k: len(v[1]) for k, v in sets.items()}}
+        if extra is not None:
+            card["data"]["extra_train"] = {"name": Path(extra.attrs["root"]).name, "kind": extra.attrs["kind"],
+                                           "sha256": dataset_sha256(extra), "images": len(extra)}
         card["metrics"] = {**card.get("metrics", {}), "test": job.test_metrics}
         wpath, _ = save_checkpoint(model, store.model_dir(s.name) / "model", card)
         job.model_id = store.register_model(s.name, wpath, card)

@@ -72,6 +72,30 @@ def model_choices(store: Store) -> list[ModelChoice]:
     return out
 
 
+def require_models(store: Store) -> list[ModelChoice]:
+    """`model_choices(store)`, or an error message and st.stop() when there is no model at all."""
+    choices = model_choices(store)
+    if not choices:
+        st.error("No model found: the shipped models belong in `models/` (see README), "
+                 "or train one on the Train page.")
+        st.stop()
+    return choices
+
+
+def drain_results(proc, error_key: str) -> list[dict]:
+    """The results a video processor queued since the last call (`video.drain(proc.results)`); an
+    ``{"error": message}`` item goes to ``st.session_state[error_key]`` instead."""
+    from webapp.video import drain
+
+    out = []
+    for item in drain(proc.results):
+        if "error" in item:
+            st.session_state[error_key] = item["error"]
+        else:
+            out.append(item)
+    return out
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_model(path: str):
     """(model, card) of a checkpoint, loaded once (safetensors, validated)."""

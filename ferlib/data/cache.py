@@ -9,11 +9,13 @@ interrupted run keeps what it had done and a re-run only hashes the images.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import multiprocessing
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -287,8 +289,30 @@ def _run(items: Iterable, n: int, kwargs: dict, resize_to: int | None, workers: 
             _WORKER.pop("extractor").close()
         return
     ctx = multiprocessing.get_context("spawn")  # MediaPipe graphs must not be forked
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(kwargs, resize_to)) as pool:
+    with _spawn_without_main():
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(kwargs, resize_to))
+    with pool:
         yield from pool.imap_unordered(_extract_one, items, chunksize=16)
+
+
+@contextlib.contextmanager
+def _spawn_without_main():
+    """Start spawn workers without re-running the caller's main script.
+
+    The workers need only ferlib, but spawn re-imports `__main__` from its path when it has no
+    module spec: a plain script without an `if __name__ == "__main__"` guard would run again in
+    every worker, and a Streamlit page (whose runner sets `__main__.__file__`) would be executed
+    outside Streamlit. Hiding the path while the pool starts avoids both.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) if getattr(main, "__spec__", None) is None else None
+    if path is not None:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
 
 
 # ----------------------------------------------------------------------------- crops
