@@ -41,6 +41,10 @@ def make_card(model: FerModel, classes, spec: InputSpec, training: dict | None =
     """A model card (save_checkpoint adds format, version, model and the weights' hash)."""
     card = {"classes": list(classes), "input": spec.to_dict(), "training": training or {},
             "data": data or {}, "metrics": metrics or {}}
+    if spec.needs_landmarks and spec.method in ("proposed", "similarity"):
+        from ferlib.normalize import canonical_face_sha256
+
+        card["canonical_face_sha256"] = canonical_face_sha256()
     if model.task == "keypoints":
         from ferlib.models.keypoints import KEYPOINT_INDICES
 
@@ -136,6 +140,7 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     except (ValueError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{cpath}: model card is not valid JSON ({e})") from None
     name, kwargs, _ = _validate_card(card, str(cpath))
+    check_canonical_face(card, str(cpath))
     blob = _read_weights(wpath)
     digest = hashlib.sha256(blob).hexdigest()
     if digest != card["weights_sha256"]:
@@ -168,9 +173,23 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     return model, card
 
 
+def check_canonical_face(card: dict, name: str = "model") -> None:
+    """Refuse a landmark model whose card names another canonical face than ferlib's own: its
+    normalised inputs would silently differ from those it was trained on."""
+    want = card.get("canonical_face_sha256")
+    if want is None:
+        return
+    from ferlib.normalize import canonical_face_sha256
+
+    have = canonical_face_sha256()
+    if want != have:
+        raise ModelFileError(f"{name}: trained with canonical face {str(want)[:12]}..., but "
+                             f"ferlib/assets/canonical_face.npy is {have[:12]}...: retrain or restore the array")
+
+
 def card_spec(card: dict) -> InputSpec:
     """The InputSpec stored in a (validated) card."""
     return InputSpec.from_dict(card["input"])
 
 
-__all__ = ["FORMAT", "VERSION", "card_spec", "checkpoint_paths", "load_checkpoint", "make_card", "save_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "load_checkpoint", "make_card", "save_checkpoint"]

@@ -73,6 +73,14 @@ def canonical_face() -> np.ndarray:
     return arr
 
 
+def canonical_face_sha256() -> str:
+    """sha256 of the canonical face's float64 values: recorded in model cards, since the proposed and
+    similarity normalisations (and so every landmark model) depend on this exact array."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(canonical_face()).tobytes()).hexdigest()
+
+
 @lru_cache(maxsize=1)
 def mirror_permutation() -> np.ndarray:
     """(478,) int index permutation: landmark i of a mirrored face is landmark perm[i] of the original.

@@ -376,6 +376,19 @@ def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces,
     assert store.get_run(job.run_id)["config"]["extra_data"] == str(clip_dataset)
 
 
+def test_train_cancel_while_finding_faces_in_the_extra_data(store, clip_faces, clip_dataset, tmp_path, monkeypatch):
+    from webapp import jobs
+
+    monkeypatch.setenv("FERLIB_CACHE", str(tmp_path / "cache"))  # empty cache: every image needs MediaPipe
+    sid = _seed(store, clip_faces, "me")
+    job = jobs.start(store, jobs.TrainSpec(name="mine", session_ids=[sid], extra_data=str(clip_dataset)))
+    job.cancel.set()
+    job = _wait_job(job.run_id)
+    assert (job.status, job.message) == ("cancelled", "stopped by the user") and job.history == []
+    assert store.get_run(job.run_id)["status"] == "cancelled" and store.models().empty
+    assert not (store.root / "runs" / str(job.run_id)).exists(), "stopped before training started"
+
+
 @pytest.mark.parametrize("typed, why", [("/no/such/dataset", "no such file or folder"),
                                         ("notes.txt", "expected a folder, a .zip or a .csv")])
 def test_train_rejects_a_bad_extra_dataset_path(store, clip_faces, streamer, tmp_path, typed, why):

@@ -123,3 +123,28 @@ def test_save_refuses_class_count_mismatch(tmp_path):
     with pytest.raises(ModelFileError, match="3 outputs"):
         save_checkpoint(model, tmp_path / "x", make_card(model, FER7, InputSpec(kind="image")))
     assert not list(tmp_path.iterdir())
+
+
+def test_card_pins_the_canonical_face(tmp_path):
+    """A landmark model trained on another canonical face is refused, not silently mis-normalised."""
+    import json
+
+    import pytest
+
+    from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
+    from ferlib.classes import FER7
+    from ferlib.errors import ModelFileError
+    from ferlib.inputs import spec_for_model
+    from ferlib.models import create_model
+    from ferlib.normalize import canonical_face_sha256
+
+    m = create_model("landmark_cnn1d", num_classes=7)
+    card = make_card(m, FER7, spec_for_model(m))
+    assert card["canonical_face_sha256"] == canonical_face_sha256()
+    _, cpath = save_checkpoint(m, tmp_path / "lm", card)
+    load_checkpoint(cpath)
+    saved = json.loads(cpath.read_text())
+    saved["canonical_face_sha256"] = "0" * 64
+    cpath.write_text(json.dumps(saved))
+    with pytest.raises(ModelFileError, match="canonical face"):
+        load_checkpoint(cpath)

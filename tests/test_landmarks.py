@@ -1,5 +1,6 @@
 """LandmarkExtractor on real faces: frames of the committed Pexels clip, tiled multi-face images,
-a FER2013-sized crop; no face on face-free input; stable ids in video mode."""
+a FER2013-sized crop; no face on face-free input; stable ids in video mode; video mode's tracking
+path against the per-crop path."""
 from __future__ import annotations
 
 import zipfile
@@ -66,8 +67,9 @@ def test_several_faces_on_a_tiled_image(frames, clip_faces, static):
         assert np.abs(f.landmarks[:, :2] - single[:, :2]).mean() < 3.0
 
 
-def test_video_mode_keeps_ids_across_frames(frames):
-    with LandmarkExtractor(mode="video") as ex:
+@pytest.mark.parametrize("kw", [{"tracking": False}, {"tracking": True, "redetect_every": 1}])
+def test_video_mode_keeps_ids_across_frames(frames, kw):
+    with LandmarkExtractor(mode="video", **kw) as ex:
         for i in range(240, 251):
             f = frames[i]
             seen = ex.process(np.hstack([f, f[:, ::-1]]), timestamp_ms=i * 41.7)
@@ -76,6 +78,104 @@ def test_video_mode_keeps_ids_across_frames(frames):
         assert [fc.face_id for fc in ex.process(right_only, timestamp_ms=260 * 41.7)] == [1]
         both = ex.process(np.hstack([f, f[:, ::-1]]), timestamp_ms=261 * 41.7)
         assert [fc.face_id for fc in both] == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def first_frames(fixture_clip) -> list[tuple[float, np.ndarray]]:
+    return [(ts, f) for _, ts, f in iter_video(fixture_clip, max_frames=60)]
+
+
+def _count_detector_passes(ex: LandmarkExtractor) -> list[int]:
+    """Make `ex` count its BlazeFace passes in the returned one-element list."""
+    calls, detect = [0], ex._detect
+
+    def counted(*a, **kw):
+        calls[0] += 1
+        return detect(*a, **kw)
+
+    ex._detect = counted
+    return calls
+
+
+@pytest.fixture(scope="module")
+def tracked_and_cropped(first_frames):
+    """60 consecutive clip frames through the tracking path and the per-crop path."""
+    with LandmarkExtractor(mode="video") as tr, LandmarkExtractor(mode="video", tracking=False) as cr:
+        calls = _count_detector_passes(tr)
+        out = [(tr.process(f, ts), cr.process(f, ts)) for ts, f in first_frames]
+    return out, calls[0]
+
+
+def test_tracking_path_tracks_one_face_with_stable_id(tracked_and_cropped):
+    out, detector_passes = tracked_and_cropped
+    assert detector_passes == 2  # frame 0 and frame 30 (redetect_every=30): the tracker held the face
+    for i, (faces, _) in enumerate(out):
+        assert len(faces) == 1, f"frame {i}"
+        f = faces[0]
+        assert f.landmarks.shape == (478, 3) and f.landmarks.dtype == np.float32
+        assert f.face_id == 0 and 0.5 <= f.score <= 1 and len(f.pose) == 3, f"frame {i}"
+        lm = f.landmarks
+        assert np.allclose(f.box, (lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()), atol=1e-3)
+
+
+def test_tracking_landmarks_agree_with_per_crop_path(tracked_and_cropped):
+    # measured on these 60 frames: median 0.6%, max 1.3% of the face size (docs/landmarks.md)
+    errs = []
+    for tracked, cropped in tracked_and_cropped[0]:
+        a, b = tracked[0].landmarks[:, :2], cropped[0].landmarks[:, :2]
+        side = max(np.ptp(b[:, 0]), np.ptp(b[:, 1]))
+        errs.append(np.abs(a - b).mean() / side)
+    assert len(errs) == 60 and max(errs) < 0.03 and np.median(errs) < 0.01, errs
+
+
+def test_tracking_picks_up_faces_that_appear_later(first_frames):
+    f = first_frames[0][1]
+    blank = np.zeros_like(f)
+    with LandmarkExtractor(mode="video", redetect_every=5) as ex:
+        calls = _count_detector_passes(ex)
+        for k in range(3):
+            assert ex.process(np.hstack([blank, blank]), timestamp_ms=k) == []
+        assert calls[0] == 3  # no face: the detector runs on every frame
+        for k in range(3, 6):  # found on its first frame, then tracked
+            assert [x.face_id for x in ex.process(np.hstack([f, blank]), timestamp_ms=k)] == [0]
+        assert calls[0] == 4
+        # a second face (the mirrored frame) beside the tracked one: found by the next redetect pass
+        seen = [[(x.face_id, x.box[0] < 640) for x in ex.process(np.hstack([f, f[:, ::-1]]), timestamp_ms=k)]
+                for k in range(6, 10)]
+        assert seen == [[(0, True)]] * 2 + [[(0, True), (1, False)]] * 2, seen
+
+
+def test_tracking_reset_and_backwards_timestamps(first_frames):
+    ts, f = first_frames[10]
+    blank = np.zeros_like(f)
+    with LandmarkExtractor(mode="video") as ex:
+        calls = _count_detector_passes(ex)
+        assert [x.face_id for x in ex.process(f, timestamp_ms=0)] == [0]
+        for k in range(1, 13):  # 12 frames without the face: its track expires
+            ex.process(blank, timestamp_ms=k)
+        assert [x.face_id for x in ex.process(f, timestamp_ms=13)] == [1]
+        assert [x.face_id for x in ex.process(f, timestamp_ms=14)] == [1]
+        before = calls[0]
+        assert [x.face_id for x in ex.process(f, timestamp_ms=5)] == [0]  # time went back: new stream
+        assert calls[0] == before + 1
+        ex.process(f, timestamp_ms=6)
+        ex.process(blank, timestamp_ms=7)
+        ex.reset()
+        assert [x.face_id for x in ex.process(f, timestamp_ms=8)] == [0]
+        assert calls[0] == before + 3  # the blank frame and the first frame after reset() ran the detector
+
+
+def test_landmark_fast_read_matches_attribute_access(first_frames):
+    import mediapipe as mp
+
+    from ferlib.landmarks import _pixel_points
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True) as mesh:
+        fl = mesh.process(cv2.cvtColor(first_frames[0][1], cv2.COLOR_BGR2RGB)).multi_face_landmarks[0]
+    slow = np.array([(q.x * 640, q.y * 360, q.z * 640) for q in fl.landmark])
+    assert slow.shape == (478, 3) and np.array_equal(_pixel_points(fl, 640, 360), slow)
+    fl.landmark[7].visibility = 0.5  # another field present: the serialised layout differs
+    assert np.array_equal(_pixel_points(fl, 640, 360), slow)
 
 
 def test_small_image_is_upscaled_and_padded(frames, clip_faces, static):
@@ -111,6 +211,8 @@ def test_fer2013_detection_sample():
 def test_bad_input():
     with pytest.raises(InputError, match="mode"):
         LandmarkExtractor(mode="stream")
+    with pytest.raises(InputError, match="redetect_every"):
+        LandmarkExtractor(redetect_every=0)
     ex = LandmarkExtractor(mode="static")
     with pytest.raises(InputError, match="shape"):
         ex.process(np.zeros((10, 10, 2), np.uint8))

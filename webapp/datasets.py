@@ -60,13 +60,14 @@ def tensor_set(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> tup
 
 
 def split_sets(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str],
-               extra: pd.DataFrame | None = None) -> dict[str, tuple[TensorSet, pd.DataFrame]]:
+               extra: pd.DataFrame | None = None, callback=None) -> dict[str, tuple[TensorSet, pd.DataFrame]]:
     """{split: (TensorSet, rows)} for the non-empty splits of `df`; `extra` (`extra_frame`) adds
-    training rows (its faces found by MediaPipe through the landmark cache, in this thread)."""
+    training rows, its faces found through the landmark cache in this thread (`callback(done, total)`
+    follows that; an exception it raises cancels)."""
     p = prepare(df, spec, classes, drop_unknown=True)
     if extra is not None:
         try:
-            more = prepare(extra, spec, classes, drop_unknown=True, workers=1)
+            more = prepare(extra, spec, classes, drop_unknown=True, workers=1, callback=callback)
         except InputError as e:
             raise InputError(f"extra training data {extra.attrs.get('root', '')}: {e}") from None
         p = concat_prepared([p, more])

@@ -70,6 +70,10 @@ class TrainJob:
         return self.thread is not None and self.thread.is_alive()
 
 
+class _Cancelled(Exception):
+    """The user cancelled while the job was still finding faces in the extra data."""
+
+
 def active_ids() -> list[int]:
     """Run ids of jobs whose thread is still running in this process."""
     with _LOCK:
@@ -111,9 +115,13 @@ def _work(store: Store, job: TrainJob) -> None:
             in_spec = spec_for_model(model, method=s.normalisation, subtract_baseline=s.subject_conditioning)
         job.message = "loading data"
         extra = extra_frame(s.extra_data) if s.extra_data else None
-        if extra is not None:
-            job.message = f"finding faces in {len(extra)} extra images"
-        sets = split_sets(studio_frame(store, s.session_ids), in_spec, classes, extra=extra)
+
+        def on_extract(done: int, total: int) -> None:
+            if job.cancel.is_set():
+                raise _Cancelled
+            job.message = f"finding faces in the extra data: {done}/{total} images"
+
+        sets = split_sets(studio_frame(store, s.session_ids), in_spec, classes, extra=extra, callback=on_extract)
         if "train" not in sets:
             raise ValueError("too few samples for a training split: record more per emotion")
         tr = sets["train"][0]
@@ -140,9 +148,7 @@ def _work(store: Store, job: TrainJob) -> None:
             card = make_card(model, classes, in_spec, training={"config": config.to_dict()},
                              metrics={"val": result.best})
         if result.cancelled:
-            job.status = "cancelled"
-            store.finish_run(job.run_id, "cancelled", {"history": job.history})
-            return
+            raise _Cancelled
         if "test" in sets:
             job.test_metrics = evaluate(model, classes=classes, data=sets["test"][0])
         card["data"] = {"studio_sessions": list(map(int, s.session_ids)), "split": "chunked per emotion and session",
@@ -157,6 +163,9 @@ def _work(store: Store, job: TrainJob) -> None:
         job.message = "done" + (" (stopped early)" if result.stopped_early else "")
         store.finish_run(job.run_id, "done", {"history": job.history, "model_id": job.model_id,
                                              "best": result.best, "test": job.test_metrics})
+    except _Cancelled:
+        job.status, job.message = "cancelled", "stopped by the user"
+        store.finish_run(job.run_id, "cancelled", {"history": job.history})
     except Exception as e:  # the UI shows it; the run row records it
         job.status, job.message = "failed", f"{type(e).__name__}: {e}"
         try:

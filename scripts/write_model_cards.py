@@ -1,0 +1,93 @@
+"""Write models/<name>.md, a human-readable model card, from each shipped checkpoint's JSON card.
+
+    .venv/bin/python scripts/write_model_cards.py
+
+The JSON card (written by training) is the source of truth; this only renders it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ferlib.checkpoint import load_checkpoint  # noqa: E402
+from ferlib.models import count_parameters  # noqa: E402
+from ferlib.pipeline import shipped_models  # noqa: E402
+from ferlib.store import atomic_write_bytes  # noqa: E402
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * float(x):.1f} %"
+
+
+def render(name: str, model, card: dict) -> str:
+    inp, tr, data, met = card["input"], card.get("training", {}), card.get("data", {}), card.get("metrics", {})
+    test = met.get("test") or {}
+    val = met.get("val") or {}
+    cfg = tr.get("config", {})
+    lines = [f"# {name}", "",
+             f"`{card['model']['name']}` ({count_parameters(model):,} parameters), kwargs "
+             f"`{card['model'].get('kwargs', {})}`.", "",
+             "## Intended use", "",
+             "Facial expression classification of one face at a time, as the default or a base model for "
+             "fine-tuning on a person's own recordings (Studio -> Train). Trained on posed and in-the-wild "
+             "research datasets of mostly frontal faces; it is not a measure of anyone's inner state.", "",
+             "## Input", "",
+             f"- classes, in output order: {', '.join(card['classes'])}",
+             f"- kind: {inp['kind']}; keys: {', '.join(inp['keys'])}"]
+    if inp["kind"] in ("landmarks", "hybrid", "distances"):
+        lines.append(f"- landmarks: MediaPipe face mesh (478 points), normalisation `{inp['method']}`, "
+                     f"subset `{inp['subset']}`")
+    if "canonical_face_sha256" in card:
+        lines.append(f"- canonical face sha256: `{card['canonical_face_sha256'][:16]}...`")
+    if "image" in inp["keys"]:
+        lines.append(f"- image: grey {inp['image_size']}x{inp['image_size']} face crop, "
+                     f"(x/255 - {inp['mean']}) / {inp['std']}")
+    lines += ["", "## Data and split", ""]
+    for k, v in data.items():
+        lines.append(f"- {k}: `{v}`")
+    lines += ["", "## Training", "", f"- command: `{tr.get('command', 'n/a')}`"]
+    for k in ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
+              "label_smoothing", "weighted_sampler", "augment", "tta_flip", "patience", "seed"):
+        if k in cfg:
+            lines.append(f"- {k}: {cfg[k]}")
+    for k in ("epochs_run", "best_epoch", "elapsed_s"):
+        if k in tr:
+            lines.append(f"- {k}: {tr[k]}")
+    lines += ["", "## Metrics (FER2013 PrivateTest, the official test split as it is)", ""]
+    if test:
+        lines += ["| metric | value |", "|---|---|",
+                  f"| accuracy, missed faces counted as wrong (headline) | {pct(test.get('accuracy_all'))} |",
+                  f"| face-detection rate (MediaPipe) | {pct(test.get('detection_rate'))} |",
+                  f"| accuracy on detected faces | {pct(test.get('accuracy'))} |",
+                  f"| macro F1, misses wrong | {pct(test.get('macro_f1_all'))} |",
+                  f"| validation accuracy (PublicTest, best epoch) | {pct(val.get('val_acc', val.get('accuracy')))} |",
+                  ""]
+        per = test.get("per_class") or {}
+        if per:
+            lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+            lines += [f"| {c} | {pct(v['precision'])} | {pct(v['recall'])} | {pct(v['f1'])} | {v['support']} |"
+                      for c, v in per.items()]
+    else:
+        lines.append("No test metrics recorded.")
+    lines += ["", "## Limitations", "",
+              "- FER2013 is 48x48 grey, mostly frontal, with label noise (588 groups of identical images with "
+              "conflicting labels); disgust has few examples and the lowest recall.",
+              "- Landmark models need MediaPipe to find the face: a missed face is a wrong answer in the "
+              "headline figure above.",
+              "- Fine-tune on your own recordings for your face, lighting and camera."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    for cpath in shipped_models():
+        model, card = load_checkpoint(cpath)
+        out = cpath.with_suffix(".md")
+        atomic_write_bytes(out, render(cpath.stem, model, card).encode())
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
