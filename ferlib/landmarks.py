@@ -369,9 +369,9 @@ class LandmarkExtractor:
         faces.sort(key=lambda f: f.face_id)
 
 
-# One NormalizedLandmark holding exactly x, y, z, serialised: field 1 (length 15) then fields 1-3 as float32.
-_landmark_record = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"),
-                             ("tz", "u1"), ("z", "<f4")])
+# A serialised NormalizedLandmarkList: per landmark field 1 (length 15) holding fields 1-3 (x, y, z) as float32.
+_landmark_record = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"),
+                             ("y", "<f4"), ("tz", "u1"), ("z", "<f4")])
 _landmark_tags = {"tag": 0x0A, "len": 15, "tx": 0x0D, "ty": 0x15, "tz": 0x1D}
 
 

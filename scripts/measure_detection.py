@@ -63,7 +63,7 @@ class _TrackedVariant(LandmarkExtractor):
     """Video mode with one tracking (static_image_mode=False) face mesh for the (single) face."""
 
     def __init__(self):
-        super().__init__(mode="video", max_faces=1)
+        super().__init__(mode="video", max_faces=1, tracking=False)
         import mediapipe as mp
 
         self._mesh.close()
@@ -74,7 +74,7 @@ def clip_speed() -> dict:
     """Both variants on every frame, interleaved so that load from other processes hits both alike;
     wall ms and process CPU ms (all threads) per frame."""
     frames = [f for _, _, f in iter_video(CLIP)]
-    variants = {"static mesh per crop": LandmarkExtractor(mode="video"), "tracking mesh": _TrackedVariant()}
+    variants = {"static mesh per crop": LandmarkExtractor(mode="video", tracking=False), "tracking mesh": _TrackedVariant()}
     wall = {k: [] for k in variants}
     cpu = {k: [] for k in variants}
     pts = {k: [] for k in variants}
