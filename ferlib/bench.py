@@ -298,7 +298,7 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
     dec = np.asarray(t["decode"])
     lmk, fm = np.asarray(t[("landmarks", next(iter(roles)))]), np.asarray(t["mesh"])
     mesh_rows = [{"key": "decode", "what": "decode (PyAV)", **spread(dec)},
-                 {"key": "extractor", "what": "LandmarkExtractor.process (BlazeFace full-range + face mesh per face; "
+                 {"key": "extractor", "what": "LandmarkExtractor.process (video mode: tracking mesh, BlazeFace every 30 frames; "
                                               "the pipeline's)", **spread(lmk)},
                  {"key": "face_mesh", "what": "MediaPipe FaceMesh alone (full frame, tracking, refine_landmarks)",
                   **spread(fm)},

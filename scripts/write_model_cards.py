@@ -26,6 +26,7 @@ def render(name: str, model, card: dict) -> str:
     inp, tr, data, met = card["input"], card.get("training", {}), card.get("data", {}), card.get("metrics", {})
     test = met.get("test") or {}
     val = met.get("val") or {}
+    best = met.get("val_at_best_epoch") or {}
     cfg = tr.get("config", {})
     lines = [f"# {name}", "",
              f"`{card['model']['name']}` ({count_parameters(model):,} parameters), kwargs "
@@ -63,7 +64,8 @@ def render(name: str, model, card: dict) -> str:
                   f"| face-detection rate (MediaPipe) | {pct(test.get('detection_rate'))} |",
                   f"| accuracy on detected faces | {pct(test.get('accuracy'))} |",
                   f"| macro F1, misses wrong | {pct(test.get('macro_f1_all'))} |",
-                  f"| validation accuracy (PublicTest, best epoch) | {pct(val.get('val_acc', val.get('accuracy')))} |",
+                  f"| validation (PublicTest) accuracy, misses wrong | {pct(val.get('accuracy_all'))} |",
+                  f"| validation accuracy on detected faces, best epoch | {pct(best.get('val_acc'))} |",
                   ""]
         per = test.get("per_class") or {}
         if per:
