@@ -252,7 +252,10 @@ def test_review_delete_sample_and_export(store, clip_faces, streamer):
 
 
 # ------------------------------------------------------------------------------------- Live
-def test_live_without_models_says_so(store, streamer):
+def test_live_without_models_says_so(store, streamer, tmp_path, monkeypatch):
+    import ferlib.pipeline
+
+    monkeypatch.setattr(ferlib.pipeline, "MODELS_DIR", tmp_path / "no-shipped-models")
     streamer(playing=False)
     at = _app("Live")
     assert any("No model" in e.value for e in at.error)
