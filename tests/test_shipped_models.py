@@ -27,7 +27,7 @@ def test_shipped_card_is_complete(card_path):
     assert 0 < test["accuracy_all"] <= test["accuracy"] <= 1
     assert 0 < test["detection_rate"] <= 1
     assert "PrivateTest" in card["data"]["split_rules"]["fer2013"]
-    assert card["training"]["command"].startswith("python -m ferlib train")
+    assert card["training"]["command"].startswith(("python -m ferlib train", "python -m ferlib finetune"))
     assert card_path.with_suffix(".md").is_file(), "every shipped model has a human-readable model card"
 
 
