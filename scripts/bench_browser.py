@@ -54,11 +54,10 @@ def _make_y4m():
 
 def _model_for_live(data_dir: Path) -> str:
     """The shipped models when models/ has any; else register an untrained landmark_cnn1d in the store."""
-    from ferlib.pipeline import shipped_models
+    from ferlib.pipeline import default_model_path, shipped_models
 
-    shipped = shipped_models()
-    if shipped:
-        return f"shipped ({', '.join(p.stem for p in shipped)}; the Live page's default is the first)"
+    if shipped_models():
+        return f"shipped {default_model_path().stem} (the Live page's default)"
     from ferlib.checkpoint import make_card, save_checkpoint
     from ferlib.classes import FER7
     from ferlib.inputs import spec_for_model

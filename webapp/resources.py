@@ -67,7 +67,8 @@ def model_choices(store: Store) -> list[ModelChoice]:
     out.sort(key=lambda c: not c.is_live)
     from ferlib.pipeline import DEFAULT_MODELS, shipped_models
 
-    for p in sorted(shipped_models(), key=lambda p: (p.stem not in DEFAULT_MODELS, p.stem)):
+    rank = {stem: i for i, stem in enumerate(DEFAULT_MODELS)}
+    for p in sorted(shipped_models(), key=lambda p: (rank.get(p.stem, len(rank)), p.stem)):
         out.append(ModelChoice(f"shipped: {p.stem}", str(p)))
     return out
 
