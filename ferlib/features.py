@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ferlib.errors import InputError
-from ferlib.normalize import NUM_LANDMARKS
+from ferlib.normalize import NUM_LANDMARKS, _check
 
 DISTANCE_POINTS: tuple[int, ...] = (
     70, 105, 107, 300, 334, 336,            # eyebrows: outer, middle, inner (right, left)
@@ -28,12 +28,8 @@ def pairwise_distances(points_norm, indices=DISTANCE_POINTS) -> np.ndarray:
     points_norm: (478, 3) or (N, 478, 3), e.g. from normalize.normalize(). Returns float32
     (K(K-1)/2,) or (N, K(K-1)/2), pairs in np.triu_indices(K, 1) order (i < j by position in indices).
     """
-    p = np.asarray(points_norm, dtype=np.float32)
-    single = p.ndim == 2
-    if single:
-        p = p[None]
-    if p.ndim != 3 or p.shape[1:] != (NUM_LANDMARKS, 3):
-        raise InputError(f"landmarks must have shape (478, 3) or (N, 478, 3), got {np.shape(points_norm)}")
+    p, single = _check(points_norm)
+    p = p.astype(np.float32)
     idx = np.asarray(indices, dtype=np.int64)
     if (idx.ndim != 1 or len(idx) < 2 or idx.min() < 0 or idx.max() >= NUM_LANDMARKS
             or len(set(idx.tolist())) != len(idx)):
