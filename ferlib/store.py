@@ -138,23 +138,29 @@ def pose_bin(yaw: float | None, pitch: float | None) -> str:
     return f"yaw {_bin_label(yaw, YAW_EDGES)}|pitch {_bin_label(pitch, PITCH_EDGES)}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, os.replace).
-
-    An OSError (full disk, permissions) raises StorageError; no temp or partial file remains.
-    """
+@contextmanager
+def atomic_file(path: Path, what: str = "") -> Iterator:
+    """A binary file that replaces `path` atomically when the block ends (temp file in the same
+    folder, fsync, os.replace). An OSError (full disk, permissions) raises StorageError naming
+    `what` and the path; no temp or partial file remains."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise StorageError(f"could not write {path}: {e.strerror or e}") from e
+        raise StorageError(f"could not write {what}{path}: {e.strerror or e}") from e
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 @dataclass
@@ -421,27 +427,17 @@ class Store:
             self.get_session(i)
         df = self.samples(ids)
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-                    rows = []
-                    for r in df.itertuples(index=False):
-                        stem = f"{r.emotion}/{r.session_id}_{r.id}"
-                        z.write(self.path_of(r.landmarks_path), f"{stem}.npy")
-                        crop = None
-                        if isinstance(r.crop_path, str):
-                            z.write(self.path_of(r.crop_path), f"{stem}.png")
-                            crop = f"{stem}.png"
-                        rows.append({**r._asdict(), "crop_path": crop, "landmarks_path": f"{stem}.npy"})
-                    z.writestr("samples.csv", pd.DataFrame(rows, columns=_SAMPLE_COLS).to_csv(index=False))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"could not write the export {path}: {e.strerror or e}") from e
+        with atomic_file(path, "the export ") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            rows = []
+            for r in df.itertuples(index=False):
+                stem = f"{r.emotion}/{r.session_id}_{r.id}"
+                z.write(self.path_of(r.landmarks_path), f"{stem}.npy")
+                crop = None
+                if isinstance(r.crop_path, str):
+                    z.write(self.path_of(r.crop_path), f"{stem}.png")
+                    crop = f"{stem}.png"
+                rows.append({**r._asdict(), "crop_path": crop, "landmarks_path": f"{stem}.npy"})
+            z.writestr("samples.csv", pd.DataFrame(rows, columns=_SAMPLE_COLS).to_csv(index=False))
         return path
 
     # -- models ------------------------------------------------------------------------------
