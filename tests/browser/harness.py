@@ -305,3 +305,13 @@ def wait_for_number(page, label: str, above: float, timeout: float = 60.0, shot:
         screenshot(page, f"{shot}-timeout")
     pytest.fail(f"'{label}' did not exceed {above} within {timeout:.0f} s (last: {value}); page text:\n"
                 f"{body_text(page)[:3000]}", pytrace=False)
+
+
+def prepare_studio(page, session: str, emotion: str) -> None:
+    """On the Studio page: give consent, name the session and choose the emotion."""
+    page.get_by_text("I understand and agree to record my face").click()
+    name = page.get_by_label("Session name")
+    name.fill(session)
+    name.press("Enter")
+    page.get_by_label(re.compile("^Emotion")).click()
+    page.get_by_role("option", name=emotion, exact=True).click()

@@ -13,8 +13,8 @@ import pytest
 
 from ferlib.classes import CLASSES
 
-from .harness import (ROOT, body_text, chromium_page, netns, require_browser_tools, screenshot, streamlit_server,
-                      wait_for_number, wait_for_script_idle, wait_for_text, webrtc_stream)
+from .harness import (ROOT, body_text, chromium_page, netns, prepare_studio, require_browser_tools, screenshot,
+                      streamlit_server, wait_for_number, wait_for_script_idle, wait_for_text, webrtc_stream)
 
 APP = ROOT / "app.py"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -101,12 +101,7 @@ def test_studio_recording_lands_in_the_catalogue_with_its_label(app, y4m_clip):
     session, emotion = "browser session", "surprise"
     with chromium_page(ns, y4m_clip) as page:
         _open(page, srv, "Studio")
-        page.get_by_text("I understand and agree to record my face").click()
-        name = page.get_by_label("Session name")
-        name.fill(session)
-        name.press("Enter")
-        page.get_by_label(re.compile("^Emotion")).click()
-        page.get_by_role("option", name=emotion, exact=True).click()
+        prepare_studio(page, session, emotion)
         screenshot(page, "app-studio-ready")
         with webrtc_stream(page):
             record = page.get_by_text("Record continuously")

@@ -8,7 +8,8 @@ import pytest
 
 from ferlib.store import Store
 
-from .harness import ROOT, chromium_page, netns, screenshot, streamlit_server, wait_for_number, webrtc_stream
+from .harness import (ROOT, chromium_page, netns, prepare_studio, screenshot, streamlit_server, wait_for_number,
+                      webrtc_stream)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -17,12 +18,7 @@ def _prepare(page, srv, session: str, emotion: str) -> None:
     page.goto(srv.url)
     page.get_by_role("link", name="Studio", exact=True).click()
     page.get_by_role("heading", name=re.compile("^Studio")).first.wait_for()
-    page.get_by_text("I understand and agree to record my face").click()
-    name = page.get_by_label("Session name")
-    name.fill(session)
-    name.press("Enter")
-    page.get_by_label(re.compile("^Emotion")).click()
-    page.get_by_role("option", name=emotion, exact=True).click()
+    prepare_studio(page, session, emotion)
 
 
 def _toggle_recording(page) -> None:
