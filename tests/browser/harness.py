@@ -248,11 +248,21 @@ def webrtc_stream(page, index: int = 0, timeout_ms: float = 30_000) -> Iterator[
     """Click START of the `index`-th webrtc component; click STOP on exit (also after a failure),
     so the server's stream ends before the browser goes away."""
     frame = webrtc_frame(page, index)
-    frame.get_by_role("button", name=re.compile(r"^start$", re.I)).click(timeout=timeout_ms)
+    start = frame.get_by_role("button", name=re.compile(r"^start$", re.I))
+    stop = frame.get_by_role("button", name=re.compile(r"^stop$", re.I))
+    for attempt in range(3):
+        # A click that lands while the component is still initialising is ignored (seen once on a
+        # freshly started server): retry until the button turns into STOP.
+        start.click(timeout=timeout_ms)
+        try:
+            stop.wait_for(timeout=10_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     try:
         yield
     finally:
-        stop = frame.get_by_role("button", name=re.compile(r"^stop$", re.I))
         try:
             stop.click(timeout=5_000)
             frame.get_by_role("button", name=re.compile(r"^start$", re.I)).wait_for(timeout=10_000)
