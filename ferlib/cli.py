@@ -23,7 +23,7 @@ def cmd_predict(args) -> int:
     from ferlib.pipeline import Pipeline
     from ferlib.predict import predict
 
-    with Pipeline(args.model, smoothing=args.smoothing) as pipe:
+    with Pipeline(args.model, smoothing=args.smoothing, keypoint_model=args.keypoint_model) as pipe:
         print(f"model: {pipe.name} ({pipe.model_path or 'in memory'}), classes: {', '.join(pipe.classes)}",
               file=sys.stderr)
         report = predict(args.inputs, pipe, max_frames=args.max_frames)
@@ -70,6 +70,12 @@ def _classes(arg: str | None, frames) -> list[str]:
     return [c for c in CLASSES if c in present]
 
 
+def _extractor_kwargs(args) -> dict | None:
+    """LandmarkExtractor options from --keypoint-model (the keypoint-aligned retry of misses)."""
+    kp = getattr(args, "keypoint_model", None)
+    return None if kp is None else {"keypoint_model": str(kp)}
+
+
 def _prepare(frames, spec, classes, args, train_only=()):
     """One Prepared over every dataset (train-only ones forced into the train split)."""
     from ferlib.data.tensors import concat_prepared, prepare
@@ -83,7 +89,7 @@ def _prepare(frames, spec, classes, args, train_only=()):
         print(f"data {df.attrs['root']} ({df.attrs['kind']}): {len(df)} samples, splits "
               f"{df['split'].value_counts().to_dict()}", file=sys.stderr)
         p = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
-                    cache_dir=args.cache_dir, progress=True)
+                    cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args))
         if p.info["dropped_labels"]:
             print(f"  left out labels not among {classes}: {p.info['dropped_labels']}", file=sys.stderr)
         if p.info["no_crop"]:
@@ -177,7 +183,8 @@ def cmd_extract(args) -> int:
     report = {}
     for path in args.datasets:
         df = import_dataset(path, args.dataset_kind)
-        lm, found, ex = landmarks_of(df, workers=args.workers, cache_dir=args.cache_dir, progress=True)
+        lm, found, ex = landmarks_of(df, workers=args.workers, cache_dir=args.cache_dir, progress=True,
+                                     extractor_kwargs=_extractor_kwargs(args))
         summary = detection_summary(df, found)
         print(f"{path} ({df.attrs['kind']}): {len(df)} images, detection rate {found.mean():.4f}"
               + (f"; {ex.n_extracted} extracted, {ex.n_cached} cached, {ex.seconds:.1f} s" if ex else
@@ -265,7 +272,7 @@ def cmd_evaluate(args) -> int:
         df = df[df["split"] == args.split].reset_index(drop=True)
         df.attrs = attrs
     prep = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
-                   cache_dir=args.cache_dir, progress=True)
+                   cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args))
     inputs = prep.eval_inputs()
     metrics = evaluate(model, classes=classes, tta_flip=args.tta, **inputs)
     if regions:
@@ -340,6 +347,13 @@ def _data_options(p, multiple: bool = True) -> None:
     p.add_argument("--workers", type=int, default=None, help="landmark extraction processes (default: cores, max 2)")
     p.add_argument("--cache-dir", default=None,
                    help="cache folder (landmarks/, crops/); default $FERLIB_CACHE or ./cache")
+    _keypoint_option(p)
+
+
+def _keypoint_option(p) -> None:
+    p.add_argument("--keypoint-model", default=None, metavar="PATH",
+                   help="keypoint_regressor checkpoint: retry faces face mesh missed, keypoint-aligned "
+                        "(e.g. models/keypoint_regressor_fer2013)")
 
 
 def _train_options(p, lr: float) -> None:
@@ -397,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
     p.add_argument("--smoothing", default="none", choices=("none", "ema", "vote"), help="temporal smoothing for videos")
     p.add_argument("--max-frames", type=int, default=None, help="stop each video after this many frames")
+    _keypoint_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("extract", help="fill the landmark cache of datasets and print detection rates")
@@ -406,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="cache folder (landmarks/ inside); default $FERLIB_CACHE or ./cache")
     p.add_argument("--json", default=None, help="also write the detection report as JSON")
+    _keypoint_option(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("train", help="train a registered model on datasets; writes a checkpoint with its card")

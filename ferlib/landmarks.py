@@ -112,11 +112,14 @@ class LandmarkExtractor:
     FER2013 faces, the full-range one 39%); when that finds nothing (or `use_detector=False`), the
     whole image is meshed as one face with score 0.0 (no detector confidence), unless
     min_face_score > 0.
+    `keypoint_model`: a keypoint_regressor checkpoint (ferlib.realign). A detector box whose mesh
+    fails is re-cropped FER2013-style and retried keypoint-aligned; a small image where every other
+    path found nothing is retried keypoint-aligned as a whole (score 0.0).
     """
 
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
                  min_face_score: float = 0.0, use_detector: bool = True, tracking: bool = True,
-                 redetect_every: int = 30):
+                 redetect_every: int = 30, keypoint_model=None):
         if mode not in ("video", "static"):
             raise InputError(f"extractor mode must be 'video' or 'static', got {mode!r}")
         if max_faces < 1:
@@ -127,6 +130,12 @@ class LandmarkExtractor:
             raise InputError(f"redetect_every must be an integer >= 1, got {redetect_every!r}")
         _quiet_mediapipe()
         import mediapipe as mp
+
+        self._realign = None
+        if keypoint_model is not None:
+            from ferlib.realign import KeypointRealigner
+
+            self._realign = KeypointRealigner(keypoint_model)
 
         self.mode, self.max_faces = mode, max_faces
         self.min_face_score, self.use_detector = min_face_score, use_detector
@@ -170,6 +179,7 @@ class LandmarkExtractor:
         if self.tracking and max(h, w) >= SMALL_SIDE:
             return self._process_tracked(bgr)
         scale, ox, oy = 1.0, 0.0, 0.0
+        original = bgr
         if max(h, w) < SMALL_SIDE:
             bgr, scale, ox, oy = self._upscale_pad(bgr)
         faces = []
@@ -180,6 +190,11 @@ class LandmarkExtractor:
         if not faces and self.min_face_score == 0 and (max(h, w) < SMALL_SIDE or not self.use_detector):
             # Tight crops (FER2013): BlazeFace often fails; mesh the whole padded image as one face.
             pts = self._mesh_image(bgr)
+            if pts is None and self._realign is not None and max(h, w) < SMALL_SIDE:
+                pts = self._realign.retry(original, self._find_small)
+                if pts is not None:  # into the upscaled, padded image's pixels like the others
+                    pts[:, :2] = pts[:, :2] * scale + (ox, oy)
+                    pts[:, 2] *= scale
             if pts is not None:
                 faces.append((pts, self._box_of(pts), 0.0))
         out = []
@@ -252,10 +267,35 @@ class LandmarkExtractor:
         side = (1 + CROP_MARGIN) * max(box[2] - box[0], box[3] - box[1])
         crop, x0, y0 = square_crop(bgr, cx, cy, side)
         pts = self._mesh_image(crop)
+        if pts is None and self._realign is not None:  # FER2013-framed crop, keypoint-aligned
+            longer = max(box[2] - box[0], box[3] - box[1])
+            crop, x0, y0 = square_crop(bgr, cx, cy + FER_CROP_SHIFT * longer, (1 + FER_CROP_MARGIN) * longer)
+            pts = self._realign.retry(crop, self._find_small)
         if pts is None:
             return None
         pts[:, 0] += x0
         pts[:, 1] += y0
+        return pts
+
+    def _find_small(self, img) -> np.ndarray | None:
+        """Points (in `img`'s pixels) of the first face the small-image path finds in `img`:
+        upscale and pad, short-range BlazeFace + mesh per box, else the whole image meshed."""
+        big, scale, ox, oy = self._upscale_pad(img)
+        pts = None
+        for box, _ in self._detect(big, near=True):
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            crop, x0, y0 = square_crop(big, cx, cy, (1 + CROP_MARGIN) * max(box[2] - box[0], box[3] - box[1]))
+            pts = self._mesh_image(crop)
+            if pts is not None:
+                pts[:, 0] += x0
+                pts[:, 1] += y0
+                break
+        if pts is None:
+            pts = self._mesh_image(big)
+        if pts is None:
+            return None
+        pts[:, :2] = (pts[:, :2] - (ox, oy)) / scale
+        pts[:, 2] /= scale
         return pts
 
     def _mesh_image(self, bgr) -> np.ndarray | None:

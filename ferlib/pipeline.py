@@ -6,6 +6,7 @@ A Pipeline owns one MediaPipe graph: use one per stream / thread (the graphs are
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -28,9 +29,27 @@ DEFAULT_MODELS = ("landmark_cnn1d_fer2013", "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
 
 
+KEYPOINT_MODEL = "keypoint_regressor_fer2013"  # the shipped keypoint regressor (ferlib.realign)
+
+
+def _is_keypoint_card(path: Path) -> bool:
+    try:
+        return "keypoints" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
 def shipped_models() -> list[Path]:
-    """Card paths of the checkpoints shipped in models/ (sorted by name)."""
-    return sorted(p for p in MODELS_DIR.glob("*.json") if checkpoint_paths(p)[0].is_file())
+    """Card paths of the emotion classifiers shipped in models/ (sorted by name); the keypoint
+    regressor is not one (`shipped_keypoint_model`)."""
+    return sorted(p for p in MODELS_DIR.glob("*.json")
+                  if checkpoint_paths(p)[0].is_file() and not _is_keypoint_card(p))
+
+
+def shipped_keypoint_model() -> Path | None:
+    """Card path of the shipped keypoint regressor, or None when it is absent."""
+    w, c = checkpoint_paths(MODELS_DIR / KEYPOINT_MODEL)
+    return c if w.is_file() and c.is_file() else None
 
 
 def default_model_path() -> Path:
@@ -84,11 +103,14 @@ class Pipeline:
     the default model. extractor: a LandmarkExtractor (one is made in `mode` if None).
     backend "onnx" runs the model under ONNX Runtime (exported in memory and checked against
     PyTorch by ferlib.export; same probabilities within 1e-4, faster on CPU).
+    keypoint_model: a keypoint_regressor checkpoint for the made extractor's keypoint-aligned retry
+    of faces face mesh misses (ferlib.realign).
     """
 
     def __init__(self, model=None, extractor: LandmarkExtractor | None = None, smoothing: str = "none",
                  mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
-                 smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = "torch"):
+                 smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = "torch",
+                 keypoint_model=None):
         if backend not in ("torch", "onnx"):
             raise InputError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         if model is None:
@@ -107,7 +129,8 @@ class Pipeline:
 
             self.model = OnnxModel.from_torch(self.model, card=self.card, spec=self.spec)
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
-        self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score)
+        self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score,
+                                                        keypoint_model=keypoint_model)
         self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
         self.baseline: np.ndarray | None = None
 

@@ -118,6 +118,15 @@ def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | No
     from ferlib import landmarks as lm
 
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
+    if kwargs.get("keypoint_model") is not None:  # the regressor's weights, not where they lie
+        from ferlib.checkpoint import checkpoint_paths
+        from ferlib.realign import file_sha256
+
+        from ferlib import realign
+
+        kwargs["keypoint_model"] = "sha256:" + file_sha256(checkpoint_paths(kwargs["keypoint_model"])[0])
+        kwargs["realign"] = {k: np.asarray(getattr(realign, k)).tolist() for k in dir(realign)
+                             if k.isupper() and isinstance(getattr(realign, k), (int, float, tuple, np.ndarray))}
     consts = {k: getattr(lm, k) for k in dir(lm) if k.isupper() and isinstance(getattr(lm, k), (int, float))}
     return {"format": CACHE_FORMAT, "extractor": kwargs, "constants": consts,
             "mediapipe": mediapipe.__version__, "resize_to": resize_to}
@@ -190,19 +199,40 @@ def _extract_one(item: tuple[str, str, bytes | np.ndarray]) -> tuple[str, np.nda
 def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None = None,
                       workers: int | None = None, resize_to: int | None = None,
                       extractor_kwargs: dict | None = None, progress: bool = True,
-                      callback: ProgressCallback | None = None, shard_size: int = 2000) -> Extraction:
+                      callback: ProgressCallback | None = None, shard_size: int = 2000,
+                      _misses_only: bool = False) -> Extraction:
     """Landmarks of every row of a dataset DataFrame (largest face per image), cached by content.
 
     `workers` processes (default: all cores, at most 2) each own one static-mode LandmarkExtractor;
     ``workers=1`` runs in this process. `resize_to` defaults to ``df.attrs["resize_to"]``.
     `callback(done, total)` is called as images finish (cached ones count as done at once); an
     exception it raises cancels the run, and the images finished so far stay cached.
+    `extractor_kwargs={"keypoint_model": PATH}` (ferlib.realign): the images are extracted (or
+    read from the cache) without it first, then only the misses go through the keypoint retry, in a
+    cache of their own keyed by the regressor's sha256.
     """
     t0 = time.perf_counter()
     if "path" not in df.columns:
         raise InputError("extract_landmarks: the DataFrame has no 'path' column")
     resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
+    if kwargs.get("keypoint_model") is not None and not _misses_only:
+        opts = dict(cache_dir=cache_dir, workers=workers, resize_to=resize_to, shard_size=shard_size)
+        base = extract_landmarks(df, extractor_kwargs={k: v for k, v in kwargs.items() if k != "keypoint_model"},
+                                 progress=progress, callback=callback, **opts)
+        paths = df["path"].astype(str).to_numpy()
+        miss = np.flatnonzero(~base.detected & ~np.isin(paths, list(base.errors)))
+        if len(miss) == 0:
+            return base
+        sub = extract_landmarks(df.iloc[miss], extractor_kwargs=kwargs, progress=progress, _misses_only=True, **opts)
+        for name in ("landmarks", "detected", "score", "box"):
+            getattr(base, name)[miss] = getattr(sub, name)
+        base.errors.update(sub.errors)
+        base.summary = detection_summary(df, base.detected)
+        base.n_cached += sub.n_cached
+        base.n_extracted += sub.n_extracted
+        base.seconds = time.perf_counter() - t0
+        return base
     store = ShardStore(_settings_dir(Path(cache_dir) if cache_dir else default_cache_dir(),
                                      extractor_settings(kwargs, resize_to)))
     index, arrays = store.load()

@@ -149,7 +149,7 @@ def _load_npy(path: str) -> np.ndarray:
 def landmarks_of(df: pd.DataFrame, resize_to=None, **extract_kw):
     """(landmarks (N, 478, 3) NaN for misses, found (N,) bool, Extraction of the extracted rows or None):
     a recording row's stored `landmarks_path` .npy, else `extract_landmarks` (the cache; `extract_kw`:
-    workers, progress, callback, and cache_dir whose `landmarks/` folder holds it)."""
+    workers, progress, callback, extractor_kwargs, and cache_dir whose `landmarks/` folder holds it)."""
     from ferlib.data.cache import extract_landmarks
 
     n = len(df)
@@ -221,7 +221,7 @@ def _neutral_baselines(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray, spec
 
 def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize_to: int | None = None,
             baseline=None, drop_unknown: bool = False, workers: int | None = None,
-            cache_dir=None, progress: bool = False, callback=None) -> Prepared:
+            cache_dir=None, progress: bool = False, callback=None, extractor_kwargs: dict | None = None) -> Prepared:
     """Labels, landmarks, detected mask, crops and poses of every row of a dataset DataFrame.
 
     Rows whose label is not in `classes`: InputError naming them, or dropped with `drop_unknown`
@@ -232,6 +232,8 @@ def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize
     workers, progress, callback(done, total): passed to `extract_landmarks` (progress also to
     `extract_crops`; an exception the callback raises cancels); cache_dir: a folder whose
     `landmarks/` and `crops/` hold the caches (default `ferlib.data.default_cache_dir`).
+    extractor_kwargs: LandmarkExtractor options of the extraction (e.g. ``{"keypoint_model": PATH}``,
+    the keypoint-aligned retry of misses, ferlib.realign).
     """
     classes = tuple(canonical(c) for c in classes)
     if not isinstance(df, pd.DataFrame) or not {"path", "label"} <= set(df.columns):
@@ -249,7 +251,7 @@ def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize
                              "(landmarks-only sessions store landmarks only)")
     df.attrs = attrs
     extract_kw = {"workers": workers, "cache_dir": cache_dir, "progress": progress, "callback": callback}
-    lm, found, ex = landmarks_of(df, resize_to, **extract_kw)
+    lm, found, ex = landmarks_of(df, resize_to, extractor_kwargs=extractor_kwargs, **extract_kw)
     info["errors"] = ex.errors if ex is not None else {}
     crops = _crops(df, ex, spec.image_size, resize_to, extract_kw) if spec.needs_crops else None
     detected = found.copy() if spec.needs_landmarks else np.ones(len(df), bool)
