@@ -25,7 +25,7 @@ from ferlib.types import Face, FrameResult, Prediction
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
 # Shipped models in order of preference for the default (the fast landmark path first).
-DEFAULT_MODELS = ("landmark_cnn1d_fer2013", "image_cnn_fer2013")
+DEFAULT_MODELS = ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d_fer2013", "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
 
 

@@ -14,8 +14,9 @@ SHIPPED = shipped_models()
 
 def test_models_are_shipped():
     names = {p.stem for p in SHIPPED}
-    assert "landmark_cnn1d_fer2013" in names, f"the default landmark model is missing from models/: {names}"
-    assert default_model_path().stem == "landmark_cnn1d_fer2013"
+    assert {"landmark_cnn1d_fer2013", "landmark_cnn1d_fer2013_affectnet"} <= names, \
+        f"a landmark model is missing from models/: {names}"
+    assert default_model_path().stem == "landmark_cnn1d_fer2013_affectnet"
 
 
 @pytest.mark.parametrize("card_path", SHIPPED, ids=[p.stem for p in SHIPPED])
