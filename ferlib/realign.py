@@ -4,10 +4,11 @@ A `keypoint_regressor` checkpoint (scripts/train_keypoints.py: a small CNN train
 own eye centres and lip corners) predicts the four key points on a face crop face mesh could not
 read (low resolution, tilted, off-centre). A similarity transform then puts them where they sit on
 an average FER2013 face (TEMPLATE), upright and centred, in a small square that goes through the
-extractor's small-image path once more, turned by RETRY_ANGLES in turn until a face is found. The
-points are mapped back to the input's pixels. `LandmarkExtractor(keypoint_model=...)` calls this for a detector box whose mesh
-failed, and for a small image (a face crop) when every other path found nothing.
-The gain on FER2013 is measured in docs/models.md (`scripts/eval_realign.py`).
+extractor's small-image path once more, turned by RETRY_ANGLES in turn until a face is found whose
+key points agree with the regressor's. The points are mapped back to the input's pixels.
+`LandmarkExtractor(keypoint_model=...)` calls this for a detector box whose mesh failed, and for a
+small image (a face crop) when every other path found nothing. The gain on FER2013 is measured in
+docs/models.md (`scripts/eval_realign.py`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ferlib.errors import InputError, ModelFileError
 
 # Where the key points (KEYPOINT_INDICES order: right eye, left eye, mouth right, mouth left, the
 # subject's sides) lie on a FER2013 face crop, as fractions of its side: the mean of face mesh's
-# points over the 27,2xx detected Training images, made left/right symmetric.
+# points over the 27,203 Training images where it found a face, made left/right symmetric.
 TEMPLATE = np.array([[0.32, 0.38], [0.68, 0.38], [0.36, 0.76], [0.64, 0.76]], dtype=np.float64)
 MAX_SIDE = 127  # the aligned crop keeps the input's side up to this: below the extractor's SMALL_SIDE,
 # so it takes the small-image path (upscale, pad, short-range BlazeFace, mesh)
@@ -54,7 +55,7 @@ def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 class KeypointRealigner:
-    """Loads a keypoint_regressor checkpoint; `keypoints(bgr)` and `retry(bgr, mesh)`."""
+    """Loads a keypoint_regressor checkpoint; `keypoints(bgr)` and `retry(bgr, find)`."""
 
     def __init__(self, path):
         from ferlib.checkpoint import checkpoint_paths, load_checkpoint
@@ -89,8 +90,9 @@ class KeypointRealigner:
         """Face mesh points (478, 3) in `bgr`'s pixels, or None.
 
         `bgr` is taken as a face crop; its key points are moved onto TEMPLATE (shrunk about the
-        centre by `scale`) in a square of the crop's side (at most MAX_SIDE), which is then turned by each of `angles`
-        (degrees) in turn until `find` (a small image -> points in its pixels, or None) sees a face.
+        centre by `scale`) in a square of the crop's side (at most MAX_SIDE), which is then turned
+        by each of `angles` (degrees) in turn until `find` (a small image -> points in its pixels,
+        or None) sees a face whose key points agree with the template's (MAX_DISAGREEMENT).
         use_keypoints=False: the crop's own framing stands in for the key points (the control: the
         same retries without the regressor)."""
         h, w = bgr.shape[:2]
