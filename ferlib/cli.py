@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def _finish_training(model, card, sets, result, args, run_dir: Path) -> int:
                        "note": "accuracy_all / macro_f1_all count faces MediaPipe missed as wrong"}
     card["training"] = {**card.get("training", {}), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                         "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s,
-                        "command": " ".join(["python -m ferlib", *sys.argv[1:]])}
+                        "command": "python -m ferlib " + shlex.join(sys.argv[1:])}
     if args.no_save:
         print(f"not saved (--no-save); metrics in {run_dir}", file=sys.stderr)
         return 0
