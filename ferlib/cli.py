@@ -126,6 +126,23 @@ def _sets(prep) -> dict:
     return sets
 
 
+def _clarity_strata(spec, sets: dict, n_strata: int):
+    """Clarity-stratum edges (second source design): the Laplacian-variance quantiles of the
+    training faces' crops splitting them into `n_strata` equal groups; spec and sets updated."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ferlib.inputs import clarity_score
+
+    train = sets["train"]
+    scores = clarity_score(train.crops[train.detected])
+    edges = tuple(float(q) for q in np.quantile(scores, np.arange(1, n_strata) / n_strata))
+    spec = replace(spec, clarity_edges=edges)
+    print(f"clarity strata: edges {[round(e, 1) for e in edges]} (training-crop quantiles)", file=sys.stderr)
+    return spec, {k: replace(v, spec=spec) for k, v in sets.items()}
+
+
 def _train_config(args):
     from ferlib.train import TrainConfig
 
@@ -221,9 +238,14 @@ def cmd_train(args) -> int:
     overrides = {"method": args.method, "subtract_baseline": args.subject_conditioning}
     if args.subset:
         overrides["subset"] = args.subset
+    n_strata = model.hparams.get("n_strata", 1)
+    if n_strata > 1:  # placeholder edges; the real ones are the training crops' clarity quantiles
+        overrides["clarity_edges"] = tuple(float(i) for i in range(n_strata - 1))
     spec = spec_for_model(model, **overrides)
     config = _train_config(args)
     sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
+    if n_strata > 1:
+        spec, sets = _clarity_strata(spec, sets, n_strata)
     print(f"{args.model}: {count_parameters(model)} parameters, classes {classes}, "
           f"{ {k: len(v) for k, v in sets.items()} } samples", file=sys.stderr)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)

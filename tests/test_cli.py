@@ -188,3 +188,20 @@ def test_extra_train_data_only_trains(work, clip_dataset, capsys):
     assert 52 <= n_train <= 60, n_train  # 28 + 32 samples less the few faces MediaPipe misses
     assert json.loads((run / "val_metrics.json").read_text())["n"] == 4
     assert not out.with_suffix(".json").exists()
+
+
+@pytest.mark.slow
+def test_train_with_clarity_strata_takes_edges_from_the_training_crops(work, clip_dataset):
+    """distance_mlp with n_strata (second source design): the CLI sets the clarity edges to the
+    training crops' quantiles, stores them in the card, and the model loads and evaluates."""
+    stem = work / "models" / "strata"
+    tr = ferlib("train", "--model", "distance_mlp", "--model-kw", '{"n_strata": 2}', "--data", clip_dataset,
+                "--epochs", 2, "--batch-size", 8, "--out", stem, "--run-dir", work / "run_strata",
+                "--cache-dir", work / "cache")
+    assert tr.returncode == 0, tr.stderr[-3000:]
+    assert "clarity strata: edges" in tr.stderr
+    model, card = load_checkpoint(stem)
+    (edge,) = card["input"]["clarity_edges"]
+    assert edge > 0 and card["input"]["keys"] == ["distances", "stratum"]
+    ev = ferlib("evaluate", stem, "--data", clip_dataset, "--split", "val", "--cache-dir", work / "cache")
+    assert ev.returncode == 0, ev.stderr[-3000:]
