@@ -35,7 +35,7 @@ from ferlib.errors import InputError
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_CLIP = REPO / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 SHARED_DATA = Path(os.environ.get("FERLIB_SHARED", REPO.parent / "shared")) / "data"
-ROLES = {"landmark": ("landmark_cnn1d_fer2013", "landmark_cnn1d"), "image": ("image_cnn_fer2013", "image_cnn")}
+ROLES = {"landmark": ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d"), "image": ("image_cnn_fer2013", "image_cnn")}
 """Benchmark role -> (shipped checkpoint stem, registry architecture used when it is absent)."""
 BACKENDS = ("torch", "torchscript", "onnx")
 # Fixture clip: sad/crying until about 9 s, laughing from about 10 s (tests/fixtures/LICENSE.md).
