@@ -131,11 +131,8 @@ class LandmarkExtractor:
         _quiet_mediapipe()
         import mediapipe as mp
 
-        self._realign = None
-        if keypoint_model is not None:
-            from ferlib.realign import KeypointRealigner
-
-            self._realign = KeypointRealigner(keypoint_model)
+        self._realign, self.keypoint_model = None, None
+        self.set_keypoint_model(keypoint_model)
 
         self.mode, self.max_faces = mode, max_faces
         self.min_face_score, self.use_detector = min_face_score, use_detector
@@ -209,6 +206,16 @@ class LandmarkExtractor:
         for f in out:
             f.pose = _pose(f.landmarks)
         return out
+
+    def set_keypoint_model(self, path) -> None:
+        """Turn the keypoint-aligned retry of missed faces on (a keypoint_regressor checkpoint,
+        ferlib.realign) or off (None). Loading the same checkpoint again is a no-op."""
+        if path is None:
+            self._realign, self.keypoint_model = None, None
+        elif self._realign is None or self.keypoint_model != str(path):
+            from ferlib.realign import KeypointRealigner
+
+            self._realign, self.keypoint_model = KeypointRealigner(path), str(path)
 
     def close(self) -> None:
         """Release the MediaPipe graphs (idempotent)."""

@@ -279,6 +279,13 @@ def test_live_runs_real_frames_through_the_pipeline(store, clip_faces, streamer)
     assert len(figs[0]["data"]) == 7 and len(figs[1]["data"]) == 2  # 7 class lines; FPS + latency
     at.toggle(key="live_mesh").set_value(True).run()
     assert proc.mesh is True
+    # the keypoint retry reaches the stream's extractor, and goes off again
+    at.toggle(key="live_keypoints").set_value(True).run()
+    proc.recv(_frame(clip_faces[0][0]))
+    assert proc._pipeline.extractor.keypoint_model.endswith("keypoint_regressor_fer2013.json")
+    at.toggle(key="live_keypoints").set_value(False).run()
+    proc.recv(_frame(clip_faces[0][0]))
+    assert proc._pipeline.extractor.keypoint_model is None and proc._pipeline.extractor._realign is None
     # calibrate neutral: the mean normalised landmarks of the next frames reach the pipeline
     at.button(key="live_calibrate").click().run()
     for bgr, _, _ in clip_faces[:video.CALIBRATION_FRAMES]:

@@ -129,3 +129,16 @@ def test_pipeline_with_the_keypoint_retry_runs_on_a_frame(fixture_clip):
     with Pipeline(mode="static", keypoint_model=KP) as pipe:
         res = pipe.process(bgr)
     assert len(res.predictions) == 1
+
+
+def test_extractor_retry_can_be_switched_at_run_time():
+    with LandmarkExtractor(mode="video", max_faces=1) as ex:
+        assert ex.keypoint_model is None
+        ex.set_keypoint_model(KP)
+        first = ex._realign
+        ex.set_keypoint_model(KP)
+        assert ex._realign is first, "the same checkpoint is not loaded twice"
+        ex.set_keypoint_model(None)
+        assert ex._realign is None and ex.keypoint_model is None
+        with pytest.raises(ModelFileError):
+            ex.set_keypoint_model(MODELS_DIR / "landmark_cnn1d_fer2013")

@@ -55,7 +55,8 @@ def drain(q: queue.Queue) -> list:
 class LiveProcessor(VideoProcessorBase):
     """Runs a Pipeline on each frame, draws its result and queues per-frame stats.
 
-    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh``; ``request_calibration()``
+    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh``, ``keypoint_model`` (a
+    keypoint_regressor checkpoint path for the retry of missed faces, or None); ``request_calibration()``
     averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
     ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None.
     Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, timings) or
@@ -63,9 +64,10 @@ class LiveProcessor(VideoProcessorBase):
     """
 
     def __init__(self, pipeline_factory: Callable[[str, str], Any], model_path: str,
-                 smoothing: str = "none", mesh: bool = False):
+                 smoothing: str = "none", mesh: bool = False, keypoint_model: str | None = None):
         self.pipeline_factory = pipeline_factory
         self.model_path, self.smoothing, self.mesh = model_path, smoothing, mesh
+        self.keypoint_model = keypoint_model
         self.results: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.frames = 0
         self._pipeline = None
@@ -92,6 +94,8 @@ class LiveProcessor(VideoProcessorBase):
         elif self._built[1] != smoothing:
             self._pipeline.set_smoothing(smoothing)
         self._built = (model_path, smoothing)
+        if self._pipeline.extractor.keypoint_model != self.keypoint_model:  # pooled pipelines keep it
+            self._pipeline.extractor.set_keypoint_model(self.keypoint_model)
         return self._pipeline
 
     def _calibrate(self, pipe, result: FrameResult) -> None:
