@@ -269,13 +269,14 @@ class LandmarkExtractor:
         dets.sort(key=lambda d: -d[1])
         return dets[: self.max_faces]
 
-    def _mesh_box(self, bgr, box) -> np.ndarray | None:
+    def _mesh_box(self, bgr, box, retry: bool = True) -> np.ndarray | None:
+        """Mesh the face in a detector box (a square crop around it); points in `bgr`'s pixels.
+        `retry`: when that fails and a keypoint model is set, a FER2013-framed crop, keypoint-aligned."""
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        side = (1 + CROP_MARGIN) * max(box[2] - box[0], box[3] - box[1])
-        crop, x0, y0 = square_crop(bgr, cx, cy, side)
+        longer = max(box[2] - box[0], box[3] - box[1])
+        crop, x0, y0 = square_crop(bgr, cx, cy, (1 + CROP_MARGIN) * longer)
         pts = self._mesh_image(crop)
-        if pts is None and self._realign is not None:  # FER2013-framed crop, keypoint-aligned
-            longer = max(box[2] - box[0], box[3] - box[1])
+        if pts is None and retry and self._realign is not None:
             crop, x0, y0 = square_crop(bgr, cx, cy + FER_CROP_SHIFT * longer, (1 + FER_CROP_MARGIN) * longer)
             pts = self._realign.retry(crop, self._find_small)
         if pts is None:
@@ -290,12 +291,8 @@ class LandmarkExtractor:
         big, scale, ox, oy = self._upscale_pad(img)
         pts = None
         for box, _ in self._detect(big, near=True):
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            crop, x0, y0 = square_crop(big, cx, cy, (1 + CROP_MARGIN) * max(box[2] - box[0], box[3] - box[1]))
-            pts = self._mesh_image(crop)
+            pts = self._mesh_box(big, box, retry=False)
             if pts is not None:
-                pts[:, 0] += x0
-                pts[:, 1] += y0
                 break
         if pts is None:
             pts = self._mesh_image(big)

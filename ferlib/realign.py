@@ -12,8 +12,6 @@ docs/models.md (`scripts/eval_realign.py`).
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -36,10 +34,6 @@ RETRY_ANGLES = (0.0, -10.0, 10.0)  # turns of the aligned crop tried in order (d
 MAX_DISAGREEMENT = 0.5
 
 
-def file_sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 least-squares similarity (rotation, uniform scale, shift) taking src (P, 2) onto dst."""
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
@@ -58,7 +52,7 @@ class KeypointRealigner:
     """Loads a keypoint_regressor checkpoint; `keypoints(bgr)` and `retry(bgr, find)`."""
 
     def __init__(self, path):
-        from ferlib.checkpoint import checkpoint_paths, load_checkpoint
+        from ferlib.checkpoint import load_checkpoint
         from ferlib.inputs import InputSpec
         from ferlib.models.keypoints import KEYPOINT_INDICES
 
@@ -69,7 +63,6 @@ class KeypointRealigner:
             raise ModelFileError(f"{path}: key points {card.get('keypoints')!r}, expected {list(KEYPOINT_INDICES)}")
         self.model, self.card = model, card
         self.spec = InputSpec.from_dict(card["input"])
-        self.sha256 = file_sha256(checkpoint_paths(path)[0])
 
     @torch.no_grad()
     def keypoints(self, bgr: np.ndarray) -> np.ndarray:
@@ -107,12 +100,12 @@ class KeypointRealigner:
 
         c = side / 2
         for a in angles:
-            full = np.r_[cv2.getRotationMatrix2D((c, c), float(a), 1.0), [[0, 0, 1]]] @ m  # input -> turned crop
+            turn = cv2.getRotationMatrix2D((c, c), float(a), 1.0)
+            full = np.r_[turn, [[0, 0, 1]]] @ m  # input -> turned crop
             img = cv2.warpAffine(bgr, full[:2], (side, side), flags=cv2.INTER_CUBIC,
                                  borderMode=cv2.BORDER_REPLICATE)
             pts = find(img)
             if pts is not None:
-                turn = cv2.getRotationMatrix2D((c, c), float(a), 1.0)
                 want = tpl @ turn[:, :2].T + turn[:, 2]  # the template's points in the turned crop
                 got = pts[list(KEYPOINT_INDICES.values()), :2]
                 iod = np.linalg.norm(tpl[0] - tpl[1])

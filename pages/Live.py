@@ -6,8 +6,8 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.errors import FerError
-from webapp import figures, video
 from ferlib.pipeline import shipped_keypoint_model
+from webapp import figures, video
 from webapp.resources import SMOOTHING, drain_results, get_store, make_pipeline, require_models, rtc_configuration
 
 st.title("Live")

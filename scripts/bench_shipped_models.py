@@ -16,15 +16,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ferlib.bench import _clip_faces, _prepared, spread, time_calls  # noqa: E402
-from ferlib.checkpoint import card_spec, load_checkpoint  # noqa: E402
-from ferlib.export import OnnxModel  # noqa: E402
+from ferlib.bench import BenchConfig, Runners, _clip_faces, bench_raw  # noqa: E402
+from ferlib.checkpoint import load_checkpoint  # noqa: E402
 from ferlib.io import iter_video  # noqa: E402
 from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
@@ -35,7 +33,7 @@ from ferlib.store import atomic_write_bytes  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", type=Path, default=ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4")
-    ap.add_argument("--seconds", type=float, default=2.0, help="timing per cell and round")
+    ap.add_argument("--seconds", type=float, default=2.0, help="timing per cell, over all rounds")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="folder for the dated .md/.json (default: print only)")
     args = ap.parse_args()
@@ -43,30 +41,15 @@ def main() -> None:
     frames = list(iter_video(args.clip, max_frames=120))
     with LandmarkExtractor(mode="video") as ex:
         lm, idx, _ = _clip_faces(frames, ex)
-    cells, info = [], {}
+    roles, info = {}, {}
     for path in shipped_models():
         model, card = load_checkpoint(path)
-        spec = card_spec(card)
+        roles[path.stem] = (model, card, f"models/{path.stem}")
         info[path.stem] = {"model": card["model"]["name"], "params": count_parameters(model),
                            "accuracy_all": card.get("metrics", {}).get("test", {}).get("accuracy_all")}
-        onnx = OnnxModel.from_torch(model, threads=1, spec=spec)
-        for batch in (1, 64):
-            x = _prepared(spec, frames, lm, idx, batch)
-            with torch.inference_mode():
-                diff = float(np.max(np.abs(onnx(x).float().numpy() - model(x).float().numpy())))
-            for backend, run in (("torch", model), ("onnx", onnx)):
-                cells.append(({"model": path.stem, "backend": backend, "batch": batch, "max_abs_diff": diff},
-                              lambda run=run, x=x: run(x)))
-    samples: list[list[float]] = [[] for _ in cells]
-    for r in range(args.rounds):
-        for (_, fn), out in zip(cells, samples):
-            with torch.inference_mode():
-                out += time_calls(fn, args.seconds / args.rounds, warmup=3 if r == 0 else 1, min_iters=2)
-    rows = []
-    for (base, _), smp in zip(cells, samples):
-        sp = spread(smp)
-        rows.append({**base, **sp, "ms_per_face": sp["median_ms"] / base["batch"],
-                     "faces_per_s": 1e3 * base["batch"] / sp["median_ms"]})
+    cfg = BenchConfig(clip=args.clip, batches=(1, 64), threads=(1,), backends=("torch", "onnx"),
+                      raw_seconds=args.seconds)
+    rows = bench_raw(cfg, roles, Runners(roles), frames, lm, idx, rounds=args.rounds)
     now = datetime.now(timezone.utc)
     lines = [f"# Shipped models, time per face ({now:%Y-%m-%d %H:%M} UTC)", "",
              f"Command: `.venv/bin/python scripts/bench_shipped_models.py --out benchmarks`; 1 thread; "

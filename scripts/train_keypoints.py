@@ -35,10 +35,10 @@ from ferlib.train import TrainConfig, train  # noqa: E402
 def transform(crops: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random similarity transform (rotation, scale, shift) and mirror of 48x48 crops and their
     crop-relative points; the mirror swaps the subject's left and right points."""
+    from ferlib.inputs import _local_mirror
     from ferlib.models.keypoints import KEYPOINT_INDICES
 
-    names = list(KEYPOINT_INDICES)
-    swap = [names.index(n.replace("right", "@").replace("left", "right").replace("@", "left")) for n in names]
+    swap = _local_mirror(KEYPOINT_INDICES.values())  # left <-> right points
     out_c, out_t = np.empty_like(crops), np.empty_like(targets)
     size = crops.shape[1]
     for i, (c, t) in enumerate(zip(crops, targets)):

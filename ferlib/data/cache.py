@@ -119,12 +119,11 @@ def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | No
 
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
     if kwargs.get("keypoint_model") is not None:  # the regressor's weights, not where they lie
-        from ferlib.checkpoint import checkpoint_paths
-        from ferlib.realign import file_sha256
-
         from ferlib import realign
+        from ferlib.checkpoint import checkpoint_paths
+        from ferlib.data.tensors import sha256_file
 
-        kwargs["keypoint_model"] = "sha256:" + file_sha256(checkpoint_paths(kwargs["keypoint_model"])[0])
+        kwargs["keypoint_model"] = "sha256:" + sha256_file(checkpoint_paths(kwargs["keypoint_model"])[0])
         kwargs["realign"] = {k: np.asarray(getattr(realign, k)).tolist() for k in dir(realign)
                              if k.isupper() and isinstance(getattr(realign, k), (int, float, tuple, np.ndarray))}
     consts = {k: getattr(lm, k) for k in dir(lm) if k.isupper() and isinstance(getattr(lm, k), (int, float))}
