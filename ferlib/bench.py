@@ -186,7 +186,7 @@ def _clip_faces(frames, ex):
 def _prepared(spec, frames, lm, idx, n: int) -> dict[str, torch.Tensor]:
     """Model inputs for `n` real faces (cycled when the clip has fewer)."""
     from ferlib.inputs import build_batch
-    from ferlib.landmarks import face_crop
+    from ferlib.crops import face_crop
     from ferlib.types import Face
 
     pick = np.arange(n) % len(lm)

@@ -20,7 +20,7 @@ def draw_faces(bgr: np.ndarray, faces: list[Face], mesh: bool = False,
     for f in faces:
         x0, y0, x1, y1 = (int(round(v)) for v in f.box)
         cv2.rectangle(bgr, (x0, y0), (x1, y1), colour, 2)
-        if mesh:
+        if mesh and f.landmarks is not None:
             for x, y in f.landmarks[:, :2].astype(int):
                 cv2.circle(bgr, (int(x), int(y)), 1, (0, 255, 0), -1)
     return bgr
@@ -33,7 +33,7 @@ def draw_result(bgr: np.ndarray, result: FrameResult, mesh: bool = False) -> np.
         label, colour = p.label, _colour(p.label)
         draw_faces(bgr, [p.face], mesh, colour)
         x0, y0, x1, _ = (int(round(v)) for v in p.face.box)
-        text = f"{label} {float(np.max(p.probs)):.0%}"
+        text = f"{label} {float(np.max(p.probs)):.0%}" + (" (box)" if p.path == "box" else "")
         cv2.putText(bgr, text, (x0, max(14, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
         # probability bars beside the box (left of it when there is no room on the right)
         bar_w, row = 70, 13

@@ -19,7 +19,8 @@ from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
 from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, build_batch
 from ferlib.io import ensure_bgr
-from ferlib.landmarks import LandmarkExtractor, face_crop
+from ferlib.crops import face_crop
+from ferlib.landmarks import LandmarkExtractor
 from ferlib.types import Face, FrameResult, Prediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,40 @@ def default_model_path() -> Path:
     raise ModelFileError(f"no default model found in {MODELS_DIR} (expected one of {DEFAULT_MODELS})")
 
 
+FALLBACK_MODEL = "resnet18_attention_fer2013_long"
+"""The shipped image model that classifies faces face mesh cannot read, for landmark models."""
+
+
+def shipped_fallback_model() -> Path | None:
+    """Card path of the shipped FALLBACK_MODEL, or None when it is absent."""
+    w, c = checkpoint_paths(MODELS_DIR / FALLBACK_MODEL)
+    return c if w.is_file() and c.is_file() else None
+
+
+def _load(model) -> tuple[Path | None, object, dict]:
+    """(card path or None, model in eval mode, card) of a checkpoint path or a (model, card) pair."""
+    if isinstance(model, (str, Path)):
+        m, card = load_checkpoint(model)
+        path = checkpoint_paths(model)[1]
+    else:
+        path, (m, card) = None, model
+    m.eval()
+    return path, m, card
+
+
+class _NoExtractor:
+    """The extractor of a fallback pipeline: it classifies faces another pipeline found."""
+
+    def process(self, *a, **k):
+        raise InputError("a fallback pipeline has no extractor of its own")
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Smoother:
     """Temporal smoothing of one face's probabilities.
 
@@ -105,23 +140,21 @@ class Pipeline:
     PyTorch by ferlib.export; same probabilities within 1e-4, faster on CPU).
     keypoint_model: a keypoint_regressor checkpoint for the made extractor's keypoint-aligned retry
     of faces face mesh misses (ferlib.realign).
+    mesh: run face mesh on every face (None: only when the model needs landmarks; image models
+    classify the crop of the detector box, box -> crop -> model).
+    fallback_model: for a model that needs landmarks, the image model that classifies the faces
+    face mesh cannot read ("auto": the shipped FALLBACK_MODEL when it is there; None: such faces get
+    no prediction). Its probabilities are mapped onto the model's classes by name (renormalised).
+    Each Prediction says which path produced it (`path`: mesh | box) and which model (`model`).
     """
 
     def __init__(self, model=None, extractor: LandmarkExtractor | None = None, smoothing: str = "none",
                  mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
                  smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = "torch",
-                 keypoint_model=None):
+                 keypoint_model=None, mesh: bool | None = None, fallback_model="auto"):
         if backend not in ("torch", "onnx"):
             raise InputError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        if model is None:
-            model = default_model_path()
-        if isinstance(model, (str, Path)):
-            self.model_path: Path | None = checkpoint_paths(model)[1]
-            self.model, self.card = load_checkpoint(model)
-        else:
-            self.model_path = None
-            self.model, self.card = model
-        self.model.eval()
+        self.model_path, self.model, self.card = _load(default_model_path() if model is None else model)
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.spec: InputSpec = card_spec(self.card)
         if backend == "onnx":
@@ -129,10 +162,30 @@ class Pipeline:
 
             self.model = OnnxModel.from_torch(self.model, card=self.card, spec=self.spec)
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
+        self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
+        mesh = self.needs_mesh if mesh is None else bool(mesh)
         self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score,
-                                                        keypoint_model=keypoint_model)
+                                                        keypoint_model=keypoint_model, mesh=mesh)
         self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
         self.baseline: np.ndarray | None = None
+        self.fallback: Pipeline | None = None
+        self._fallback_index: np.ndarray | None = None
+        if self.needs_mesh:
+            self._set_fallback(fallback_model, backend)
+
+    def _set_fallback(self, fallback_model, backend: str) -> None:
+        """The image model for faces without landmarks, and where its classes go in ours."""
+        if isinstance(fallback_model, str) and fallback_model == "auto":
+            fallback_model = shipped_fallback_model()
+        if fallback_model is None:
+            return
+        fb = Pipeline(fallback_model, extractor=_NoExtractor(), backend=backend, fallback_model=None)
+        if fb.needs_mesh:
+            raise InputError(f"fallback model {fb.name} needs landmarks: it must be an image model")
+        ours = {c: i for i, c in enumerate(self.classes)}
+        index = np.array([ours.get(c, -1) for c in fb.classes])
+        if (index >= 0).any():
+            self.fallback, self._fallback_index = fb, index
 
     # -- configuration ---------------------------------------------------------------------------
     def set_smoothing(self, kind: str, alpha: float = 0.4, window: int = 8) -> None:
@@ -145,10 +198,6 @@ class Pipeline:
             if landmarks_px.shape != (478, 3) or not np.isfinite(landmarks_px).all():
                 raise InputError(f"neutral baseline must be finite (478, 3) landmarks, got {landmarks_px.shape}")
         self.baseline = landmarks_px
-
-    @property
-    def needs_baseline(self) -> bool:
-        return bool(self.spec.subtract_baseline)
 
     def reset(self) -> None:
         """A new stream or source begins: forget face tracks and smoothing state."""
@@ -172,19 +221,38 @@ class Pipeline:
         return torch.softmax(logits.float(), dim=1).numpy()
 
     def predict_faces(self, bgr: np.ndarray, faces: list[Face], timings: dict | None = None) -> list[Prediction]:
-        """Predictions for already-detected faces (smoothing applied per face_id)."""
+        """Predictions for already-detected faces (smoothing applied per face_id). A model that needs
+        landmarks gets the faces that have them; the others go to the fallback image model (and get
+        no prediction without one)."""
         if not faces:
             return []
+        t = {"prepare": 0.0, "model": 0.0}
+        ours = [f for f in faces if f.landmarks is not None or not self.needs_mesh]
+        rest = [f for f in faces if f.landmarks is None and self.needs_mesh and self.fallback is not None]
+        probs: dict[int, tuple[np.ndarray, str]] = {}
+        if ours:
+            probs.update((id(f), (p, self.name)) for f, p in zip(ours, self._classify(bgr, ours, t)))
+        if rest:
+            fb = self.fallback._classify(bgr, rest, t)
+            mapped = np.zeros((len(rest), len(self.classes)), np.float32)
+            keep = self._fallback_index >= 0
+            mapped[:, self._fallback_index[keep]] = fb[:, keep]
+            mapped /= np.clip(mapped.sum(axis=1, keepdims=True), 1e-12, None)
+            probs.update((id(f), (p, self.fallback.name)) for f, p in zip(rest, mapped))
+        if timings is not None:
+            timings.update(t)
+        return [Prediction(face=f, probs=self.smoother(f.face_id, probs[id(f)][0]), classes=self.classes,
+                           model=probs[id(f)][1]) for f in faces if id(f) in probs]
+
+    def _classify(self, bgr: np.ndarray, faces: list[Face], t: dict) -> np.ndarray:
+        """This pipeline's model's probabilities for the faces; adds the times to t (ms)."""
         t0 = time.perf_counter()
         batch = self.inputs_for(bgr, faces)
         t1 = time.perf_counter()
         probs = self.probabilities(batch)
-        t2 = time.perf_counter()
-        if timings is not None:
-            timings["prepare"] = (t1 - t0) * 1e3
-            timings["model"] = (t2 - t1) * 1e3
-        return [Prediction(face=f, probs=self.smoother(f.face_id, p), classes=self.classes)
-                for f, p in zip(faces, probs)]
+        t["prepare"] += (t1 - t0) * 1e3
+        t["model"] += (time.perf_counter() - t1) * 1e3
+        return probs
 
     def process(self, bgr: np.ndarray, timestamp_ms: float | None = None, frame_index: int = 0) -> FrameResult:
         """Detect every face in a BGR frame and classify it; an empty result means no face."""

@@ -1,8 +1,10 @@
 """Batch prediction over images, folders and videos: one DataFrame schema for every model.
 
-Columns, exactly: `source, frame, face, detected, label, p_<class>...` (model classes, lower case).
-One row per face per frame; a frame or image with no face gives one row with detected=0, an empty
-label and empty probabilities. Files that cannot be read are reported, not fatal.
+Columns, exactly: `source, frame, face, detected, label, p_<class>..., path` (model classes, lower
+case; `path` says how the face reached the model: "mesh" = with its face-mesh landmarks, "box" = its
+detector box alone, face mesh could not read it). One row per face per frame; a frame or image with
+no face gives one row with detected=0, an empty label, empty probabilities and an empty path. Files
+that cannot be read are reported, not fatal.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from ferlib.pipeline import Pipeline
 from ferlib.types import FrameResult
 
 BASE_COLUMNS = ("source", "frame", "face", "detected", "label")
+TRAILING_COLUMNS = ("path",)
 
 
 def columns_for(classes) -> list[str]:
-    return list(BASE_COLUMNS) + [f"p_{c.lower()}" for c in classes]
+    return list(BASE_COLUMNS) + [f"p_{c.lower()}" for c in classes] + list(TRAILING_COLUMNS)
 
 
 def result_rows(source: str, frame: int, result: FrameResult, classes) -> list[dict]:
@@ -30,11 +33,13 @@ def result_rows(source: str, frame: int, result: FrameResult, classes) -> list[d
     if not result.predictions:
         row = {"source": source, "frame": frame, "face": -1, "detected": 0, "label": ""}
         row.update({f"p_{c.lower()}": np.nan for c in classes})
+        row["path"] = ""
         return [row]
     rows = []
     for p in result.predictions:
         row = {"source": source, "frame": frame, "face": int(p.face.face_id), "detected": 1, "label": p.label}
         row.update({f"p_{c.lower()}": float(v) for c, v in zip(classes, p.probs)})
+        row["path"] = p.path
         rows.append(row)
     return rows
 

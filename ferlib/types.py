@@ -12,26 +12,37 @@ class Face:
 
     landmarks: float32 (478, 3) in *pixel* coordinates of the frame the face was found in
     (x right, y down, z in the same pixel scale as x, as MediaPipe's face mesh gives it times the
-    image width). box: (x0, y0, x1, y1) in pixels, clipped to the frame. score: detection
+    image width), or None where face mesh could not read a face a detector found. box: (x0, y0, x1, y1) in pixels, clipped to the frame. score: detection
     confidence in [0, 1]. face_id: stable id across frames of one video stream (0, 1, ...);
     for still images the index of the face in the image, left to right.
     pose: (yaw, pitch, roll) in degrees, or None when not computed.
     """
 
-    landmarks: np.ndarray
+    landmarks: np.ndarray | None
     box: tuple[float, float, float, float]
     score: float
     face_id: int = 0
     pose: tuple[float, float, float] | None = None
 
+    @property
+    def path(self) -> str:
+        """How the face was prepared for a model: "mesh" (it has landmarks) or "box" (detector box only)."""
+        return "box" if self.landmarks is None else "mesh"
+
 
 @dataclass
 class Prediction:
-    """A model's output for one face: probabilities over `classes` (same order)."""
+    """A model's output for one face: probabilities over `classes` (same order). model: the name of
+    the model that produced them (a landmark model's image fallback classifies faces without landmarks)."""
 
     face: Face
     probs: np.ndarray
     classes: tuple[str, ...]
+    model: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.face.path
 
     @property
     def label(self) -> str:

@@ -149,7 +149,8 @@ def make_extractor():
     """A LandmarkExtractor for one Studio stream, reset."""
     from ferlib.landmarks import LandmarkExtractor
 
-    return _pooled(("extractor",), lambda: LandmarkExtractor(mode="video", max_faces=1))
+    # samples store landmarks: faces face mesh cannot read are not offered
+    return _pooled(("extractor",), lambda: LandmarkExtractor(mode="video", max_faces=1, keep_unmeshed=False))
 
 
 @st.cache_resource(show_spinner=False)

@@ -59,7 +59,7 @@ class LiveProcessor(VideoProcessorBase):
     keypoint_regressor checkpoint path for the retry of missed faces, or None); ``request_calibration()``
     averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
     ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None.
-    Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, timings) or
+    Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, path, model, timings) or
     dict(error=message).
     """
 
@@ -104,7 +104,7 @@ class LiveProcessor(VideoProcessorBase):
                 self._clear_calib, self._calib = False, None
                 pipe.set_neutral_baseline(None)
                 self.calibrated = False
-            if self._calib is None or not result.predictions:
+            if self._calib is None or not result.predictions or result.predictions[0].face.landmarks is None:
                 return
             from ferlib.normalize import normalize
 
@@ -134,7 +134,8 @@ class LiveProcessor(VideoProcessorBase):
             "label": main.label if main else None,
             "probs": main.probs.astype(float).tolist() if main else None,
             "classes": list(main.classes) if main else None,
-            "pose": main.face.pose if main else None, "timings": dict(result.timings_ms)})
+            "pose": main.face.pose if main else None, "path": main.path if main else None,
+            "model": main.model if main else None, "timings": dict(result.timings_ms)})
         out = draw_result(bgr.copy(), result, self.mesh)
         return av.VideoFrame.from_ndarray(out, format="bgr24")
 
@@ -173,8 +174,8 @@ class StudioRecorder(VideoProcessorBase):
         self._capture.set()
 
     def recv(self, frame: av.VideoFrame) -> av.VideoFrame:
+        from ferlib.crops import face_crop
         from ferlib.errors import StorageError
-        from ferlib.landmarks import face_crop
 
         bgr = frame.to_ndarray(format="bgr24")
         self.frames += 1

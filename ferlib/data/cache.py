@@ -36,7 +36,7 @@ from .importers import read_bytes, resize_square
 CACHE_FORMAT = 1
 NUM_LANDMARKS = 478
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_EXTRACTOR = {"mode": "static", "max_faces": 5}
+DEFAULT_EXTRACTOR = {"mode": "static", "max_faces": 5, "keep_unmeshed": False}  # landmarks or nothing
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -189,6 +189,7 @@ def _extract_one(item: tuple[str, str, bytes | np.ndarray]) -> tuple[str, np.nda
         faces = _WORKER["extractor"].process(img)
     except FerError as e:
         return key, None, float("nan"), (np.nan,) * 4, str(e)
+    faces = [f for f in faces if f.landmarks is not None]
     if not faces:
         return key, None, float("nan"), (np.nan,) * 4, ""
     f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
@@ -366,7 +367,8 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     the whole image where no face was found; "auto": "image" for images whose longer side is below
     ferlib.landmarks.SMALL_SIDE, else "face".
     """
-    from ferlib.landmarks import SMALL_SIDE, face_crop
+    from ferlib.crops import face_crop
+    from ferlib.detection import SMALL_SIDE
     from ferlib.types import Face
 
     if mode not in ("auto", "image", "face"):

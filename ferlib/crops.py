@@ -1,0 +1,73 @@
+"""Face crops: square crops of frames, and the FER2013-framed crop that image models see.
+
+A face with landmarks is framed on its landmarks' bounding box. A face without them (face mesh
+failed: a profile, a hand over the face, blur) is framed on its detector box, first turned into
+the landmark box it stands for (BOX_TO_LANDMARKS), so both kinds of face give the same framing.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ferlib.errors import InputError
+from ferlib.io import ensure_bgr
+from ferlib.types import Face
+
+FER_CROP_MARGIN = 0.11
+FER_CROP_SHIFT = -0.05
+"""face_crop defaults, measured on FER2013 PublicTest: there the landmark box's longer side is a median
+0.90 of the image side (margin 1/0.9 - 1) and its centre lies 0.05 of that side below the image centre."""
+BOX_TO_LANDMARKS = (1.19, 0.06)
+"""A BlazeFace box's longer side times BOX_TO_LANDMARKS[0] is the longer side of the face mesh's
+bounding box, whose centre lies BOX_TO_LANDMARKS[1] of that side below the box's centre: the medians
+over faces where both exist (scripts/calibrate_box_crop.py)."""
+
+
+def box_of(pts: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) bounding box of (N, >=2) points."""
+    return (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+
+
+def square_crop(bgr: np.ndarray, cx: float, cy: float, side: float) -> tuple[np.ndarray, float, float]:
+    """Square crop of `side` px centred on (cx, cy), padded with replicated borders where it leaves
+    the frame. Returns (crop, x0, y0): crop pixel (u, v) is frame pixel (x0 + u, y0 + v)."""
+    side = max(int(round(side)), 2)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    h, w = bgr.shape[:2]
+    pl, pt = max(0, -x0), max(0, -y0)
+    pr, pb = max(0, x0 + side - w), max(0, y0 + side - h)
+    crop = bgr[max(0, y0):min(h, y0 + side), max(0, x0):min(w, x0 + side)]
+    if pl or pt or pr or pb:
+        crop = cv2.copyMakeBorder(crop, pt, pb, pl, pr, cv2.BORDER_REPLICATE)
+    return crop, float(x0), float(y0)
+
+
+def landmark_box(face: Face) -> tuple[float, float, float, float]:
+    """The face's landmark bounding box, or the one its detector box stands for (BOX_TO_LANDMARKS)."""
+    if face.landmarks is not None and len(face.landmarks):
+        return box_of(np.asarray(face.landmarks))
+    x0, y0, x1, y1 = face.box
+    longer = max(x1 - x0, y1 - y0) * BOX_TO_LANDMARKS[0]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + BOX_TO_LANDMARKS[1] * longer
+    return cx - longer / 2, cy - longer / 2, cx + longer / 2, cy + longer / 2
+
+
+def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
+              margin: float = FER_CROP_MARGIN) -> np.ndarray:
+    """Square face crop for image models, framed like FER2013 (tight face) and resized to size x size.
+
+    Square of side (1 + margin) * the longer side of `landmark_box(face)`, its centre moved
+    FER_CROP_SHIFT * that side down (negative: up). Returns uint8 (size, size) when grey, else
+    (size, size, 3) BGR.
+    """
+    bgr = ensure_bgr(bgr, name="frame")
+    if size < 1:
+        raise InputError(f"face crop size must be >= 1, got {size}")
+    x0, y0, x1, y1 = landmark_box(face)
+    longer = max(x1 - x0, y1 - y0)
+    side = (1 + margin) * longer
+    if not side >= 1:
+        raise InputError(f"face box {face.box} is empty")
+    crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer, side)
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if grey else crop

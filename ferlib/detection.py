@@ -1,0 +1,123 @@
+"""The face detection cascade: every face a BlazeFace detector can find.
+
+1. full-range BlazeFace on the frame (faces small and large, up to about 5 m);
+2. when it finds nothing, or the frame is small (longer side < SMALL_SIDE, e.g. FER2013's 48 px):
+   short-range BlazeFace on the frame scaled to SMALL_UPSCALE px and padded with black
+   (`upscale_pad`): it finds faces that fill the image (tight crops, aligned dataset images) and
+   turned heads that the full-range model misses;
+3. (in ferlib.landmarks) for a still where both found nothing: the whole image, if a face mesh fits it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ferlib import graphs
+from ferlib.errors import InputError
+
+SMALL_SIDE = 128
+"""Images whose longer side is below this skip the full-range detector (FER2013 is 48)."""
+SMALL_UPSCALE = 192
+SMALL_PAD = 0.25
+"""Short-range stage: scale the longer side to SMALL_UPSCALE px, then pad SMALL_PAD of that on each side
+with black (on 400 FER2013 PrivateTest images: 95% found, against 89% with a replicated border)."""
+
+
+@dataclass
+class Detection:
+    """A face box (x0, y0, x1, y1) in the pixels of the image given to `detect`, the detector's
+    score, and the cascade stage that found it: "full" or "short"."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    stage: str
+
+
+@dataclass
+class Scaled:
+    """An image scaled by `scale` and shifted by (ox, oy): pixel p of the original is p * scale + o."""
+
+    image: np.ndarray
+    scale: float
+    ox: float
+    oy: float
+
+    def back(self, pts: np.ndarray) -> np.ndarray:
+        """(N, 3) points of `image` -> the original's pixels (z scaled like x)."""
+        out = np.array(pts, dtype=np.float64, copy=True)
+        out[:, :2] = (out[:, :2] - (self.ox, self.oy)) / self.scale
+        out[:, 2] /= self.scale
+        return out
+
+    def back_box(self, box) -> tuple[float, float, float, float]:
+        s, ox, oy = self.scale, self.ox, self.oy
+        return ((box[0] - ox) / s, (box[1] - oy) / s, (box[2] - ox) / s, (box[3] - oy) / s)
+
+
+def upscale_pad(bgr: np.ndarray) -> Scaled:
+    """The short-range stage's input: longer side scaled to SMALL_UPSCALE, SMALL_PAD black border."""
+    h, w = bgr.shape[:2]
+    scale = SMALL_UPSCALE / max(h, w)
+    interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    big = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
+    pad = round(SMALL_UPSCALE * SMALL_PAD)
+    big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return Scaled(big, scale, float(pad), float(pad))
+
+
+def clip_box(box, w: int, h: int) -> tuple[float, float, float, float]:
+    return (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
+
+
+class FaceDetector:
+    """The cascade's two BlazeFace stages (module docstring). Owns its graphs; not thread-safe.
+
+    `detect(bgr)`: boxes in `bgr`'s pixels, best score first, at most `max_faces`, scores below
+    `min_face_score` dropped. `detect_scaled(scaled)`: the short-range stage alone, on an image
+    already made by `upscale_pad` (boxes in its pixels).
+    """
+
+    def __init__(self, max_faces: int = 5, min_detection_confidence: float = 0.5, min_face_score: float = 0.0):
+        if max_faces < 1:
+            raise InputError(f"max_faces must be >= 1, got {max_faces}")
+        self.max_faces, self.min_face_score = max_faces, min_face_score
+        self._min_conf = min_detection_confidence
+        self._full = graphs.face_detection(True, min_detection_confidence)
+        self._short = None  # made on first use
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        h, w = bgr.shape[:2]
+        if max(h, w) >= SMALL_SIDE:
+            found = self._run(self._full, bgr, "full")
+            if found:
+                return found
+        scaled = upscale_pad(bgr)
+        return [Detection(clip_box(scaled.back_box(d.box), w, h), d.score, d.stage)
+                for d in self.detect_scaled(scaled)]
+
+    def detect_scaled(self, scaled: Scaled) -> list[Detection]:
+        if self._short is None:
+            self._short = graphs.face_detection(False, self._min_conf)
+        return self._run(self._short, scaled.image, "short")
+
+    def _run(self, graph, bgr, stage: str) -> list[Detection]:
+        h, w = bgr.shape[:2]
+        res = graph.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        dets = []
+        for d in res.detections or []:
+            score = float(d.score[0])
+            if score < self.min_face_score:
+                continue
+            rb = d.location_data.relative_bounding_box
+            x0, y0 = rb.xmin * w, rb.ymin * h
+            dets.append(Detection((x0, y0, x0 + rb.width * w, y0 + rb.height * h), score, stage))
+        dets.sort(key=lambda d: -d.score)
+        return dets[: self.max_faces]
+
+    def close(self) -> None:
+        for g in (self._full, self._short):
+            if g is not None:
+                g.close()
+        self._full = self._short = None

@@ -1,0 +1,76 @@
+"""MediaPipe graphs started quietly: BlazeFace detectors and face meshes.
+
+MediaPipe's C++ start-up (TFLite, absl) writes warnings to fd 2 whatever GLOG_minloglevel says, so
+each graph is built and run once on a blank image while fd 2 is muted. Graphs are not thread-safe:
+whoever makes one owns it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+_STDERR_LOCK = threading.Lock()
+_BLANK = np.full((64, 64, 3), 128, np.uint8)
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Mute fd 2 while MediaPipe's C++ graphs start. Python exceptions are unaffected."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _mediapipe():
+    """The mediapipe module, its logging turned down (set before its first graph starts)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import mediapipe as mp
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    return mp
+
+
+def _started(make):
+    with _STDERR_LOCK, _native_stderr_silenced():
+        graph = make()
+        graph.process(_BLANK)
+    return graph
+
+
+def face_detection(full_range: bool, min_confidence: float):
+    """BlazeFace: full range (faces up to about 5 m) or short range (faces within about 2 m)."""
+    mp = _mediapipe()
+    return _started(lambda: mp.solutions.face_detection.FaceDetection(
+        model_selection=1 if full_range else 0, min_detection_confidence=min_confidence))
+
+
+def face_mesh(static: bool, max_faces: int, min_confidence: float):
+    """Refined face mesh (478 points): static (one image at a time) or tracking (video)."""
+    mp = _mediapipe()
+    return _started(lambda: mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+        min_detection_confidence=min_confidence))
+
+
+def restart(graph) -> None:
+    """Reset a tracking graph (forget its faces) with fd 2 muted."""
+    with _STDERR_LOCK, _native_stderr_silenced():
+        graph.reset()
+        graph.process(_BLANK)
