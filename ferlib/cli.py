@@ -151,7 +151,8 @@ def _train_config(args):
                        label_smoothing=args.label_smoothing, weighted_sampler=args.weighted_sampler,
                        class_weights=not args.no_class_weights,
                        augment=not args.no_augment, tta_flip=args.tta, seed=args.seed, num_threads=args.threads,
-                       monitor=args.monitor, freeze_backbone=getattr(args, "freeze_backbone", False))
+                       monitor=args.monitor, freeze_backbone=getattr(args, "freeze_backbone", False),
+                       device=args.device).resolved()  # "auto" -> the device used; fails before the data work
 
 
 def _log_epoch(ev: dict) -> None:
@@ -175,7 +176,11 @@ def _finish_training(model, card, sets, result, args, run_dir: Path) -> int:
     from ferlib.checkpoint import save_checkpoint
     from ferlib.evaluate import save_metrics
 
-    metrics = _split_metrics(model, sets, args.tta)
+    model.to(result.device or "cpu")  # val/test metrics on the training device (the GPU when it had one)
+    try:
+        metrics = _split_metrics(model, sets, args.tta)
+    finally:
+        model.to("cpu")
     for name, m in metrics.items():
         save_metrics(m, run_dir / f"{name}_metrics.json")
         print(f"{name}: accuracy {m['accuracy_all']:.4f} (misses counted as wrong; detection rate "
@@ -230,6 +235,7 @@ def cmd_train(args) -> int:
     from ferlib.train import train
 
     model_kw = _json_arg(args.model_kw, "--model-kw")
+    config = _train_config(args)
     frames = _datasets(args)
     extra = _datasets(args, "extra_train")
     classes = _classes(args.classes, frames + extra)
@@ -242,12 +248,11 @@ def cmd_train(args) -> int:
     if n_strata > 1:  # placeholder edges; the real ones are the training crops' clarity quantiles
         overrides["clarity_edges"] = tuple(float(i) for i in range(n_strata - 1))
     spec = spec_for_model(model, **overrides)
-    config = _train_config(args)
     sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
     if n_strata > 1:
         spec, sets = _clarity_strata(spec, sets, n_strata)
     print(f"{args.model}: {count_parameters(model)} parameters, classes {classes}, "
-          f"{ {k: len(v) for k, v in sets.items()} } samples", file=sys.stderr)
+          f"{ {k: len(v) for k, v in sets.items()} } samples, device {config.device}", file=sys.stderr)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
     result = train(model, sets["train"].tensor_set(), sets["val"].tensor_set(), config, callback=_log_epoch,
                    run_dir=run_dir)
@@ -260,6 +265,7 @@ def cmd_finetune(args) -> int:
     from ferlib.checkpoint import card_spec, load_checkpoint
     from ferlib.train import finetune
 
+    config = _train_config(args)
     _, base = load_checkpoint(args.checkpoint)
     frames = _datasets(args)
     extra = _datasets(args, "extra_train")
@@ -267,8 +273,10 @@ def cmd_finetune(args) -> int:
     spec = card_spec(base)
     sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
     run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    print(f"fine-tuning {base['model']['name']}: {len(sets['train'])} + {len(sets['val'])} samples, "
+          f"device {config.device}", file=sys.stderr)
     model, card, result = finetune(args.checkpoint, sets["train"].tensor_set(), sets["val"].tensor_set(),
-                                   _train_config(args), classes=classes, callback=_log_epoch, run_dir=run_dir)
+                                   config, classes=classes, callback=_log_epoch, run_dir=run_dir)
     card["data"] = _data_card(frames, extra, sets)
     card["metrics"] = {"val_at_best_epoch": result.best}
     return _finish_training(model, card, sets, result, args, run_dir)
@@ -400,6 +408,9 @@ def _train_options(p, lr: float) -> None:
     p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_f1", "val_loss"),
                    help="validation figure that picks the best epoch and drives early stopping")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="training device (default auto: cuda when torch sees a CUDA GPU, else cpu); "
+                        "cuda runs forward passes in bf16 autocast")
     p.add_argument("--out", required=True, help="checkpoint stem: writes STEM.safetensors and STEM.json")
     p.add_argument("--run-dir", default=None, help="run folder (config, curves, metrics); default runs/<stem name>")
     p.add_argument("--no-save", action="store_true", help="only report and write the run folder (comparison runs)")

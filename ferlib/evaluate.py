@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ferlib.classes import FER7
+from ferlib.device import autocast, model_device, to_device
 from ferlib.errors import InputError
 from ferlib.inputs import REGIONS, InputSpec, Mirror, TensorSet, spec_for_model
 from ferlib.store import PITCH_EDGES, YAW_EDGES, atomic_write_bytes, bin_labels
@@ -18,19 +19,22 @@ from ferlib.store import PITCH_EDGES, YAW_EDGES, atomic_write_bytes, bin_labels
 def predict_outputs(model, data: TensorSet, batch_size: int = 512, tta_flip: bool = False,
                     spec: InputSpec | None = None) -> torch.Tensor:
     """Class probabilities (N, C) of a classifier, averaged with the mirrored input when tta_flip;
-    (N, P, 2) points of a keypoint regressor."""
+    (N, P, 2) points of a keypoint regressor. Float32 CPU tensors, wherever the model and data are:
+    batches go to the model's device (under bf16 autocast on CUDA)."""
     was_training = model.training
     model.eval()
     mirror = Mirror(spec or data.spec or spec_for_model(model)) if tta_flip else None
+    device = model_device(model)
     outs = []
     for i in range(0, len(data), batch_size):
-        batch = data.batch(slice(i, i + batch_size))
-        out = model(batch)
-        if model.task == "classification":
-            out = out.softmax(1)
-            if mirror is not None:
-                out = (out + model(mirror(batch)).softmax(1)) / 2
-        outs.append(out)
+        batch = to_device(data.batch(slice(i, i + batch_size)), device)
+        with autocast(device):
+            out = model(batch)
+            if model.task == "classification":
+                out = out.softmax(1)
+                if mirror is not None:
+                    out = (out + model(mirror(batch)).softmax(1)) / 2
+        outs.append(out.float().cpu())
     model.train(was_training)
     return torch.cat(outs)
 

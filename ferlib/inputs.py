@@ -358,12 +358,12 @@ class Mirror:
             elif k == "heatmaps":
                 m = v.flip(-1)
                 if self.hm_perm is not None:
-                    m = m[:, self.hm_perm]
+                    m = m[:, self.hm_perm.to(v.device)]
             elif k == "landmarks":
-                m = v[:, :, self.lm_perm].clone()
+                m = v[:, :, self.lm_perm.to(v.device)].clone()
                 m[:, 0] = (0.0 if self.spec.subtract_baseline else 1.0) - m[:, 0]
             elif k == "distances":
-                m = v[:, self.dist_perm]
+                m = v[:, self.dist_perm.to(v.device)]
             else:
                 continue
             if mask is None:
@@ -373,13 +373,22 @@ class Mirror:
         return out
 
 
+def _rand(shape, g: torch.Generator, device, normal: bool = False) -> torch.Tensor:
+    """Uniform [0, 1) (or standard normal) numbers drawn on the CPU from `g`, then moved to `device`
+    (the same tensor on the CPU)."""
+    x = torch.randn(shape, generator=g) if normal else torch.rand(shape, generator=g)
+    return x.to(device, non_blocking=True)
+
+
 @dataclass
 class Augmenter:
     """Training augmentation of built batches, drawn from a torch.Generator (reproducible).
 
     Images: random flip (with the matching landmark/heatmap mirror), rotation (+-rotation deg),
     zoom (1 +- zoom), shift, brightness/contrast jitter, random erasing. Landmarks: mirror + Gaussian
-    jitter (sd `jitter` in normalised units)."""
+    jitter (sd `jitter` in normalised units). The random numbers are always drawn on the CPU from
+    `g` (a CPU generator) and moved to the batch's device, so a seed gives the same augmentation on
+    every device (and CPU batches are augmented exactly as before CUDA support)."""
 
     spec: InputSpec
     flip: bool = True
@@ -395,22 +404,23 @@ class Augmenter:
         self.mirror = Mirror(self.spec) if self.flip else None
 
     def __call__(self, batch: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, torch.Tensor]:
-        n = len(next(iter(batch.values())))
+        first = next(iter(batch.values()))
+        n, device = len(first), first.device
         out = dict(batch)
         if self.mirror is not None:
-            out = self.mirror(out, torch.rand(n, generator=g) < 0.5)
+            out = self.mirror(out, _rand(n, g, device) < 0.5)
         if "image" in out:
             out["image"] = self._image(out["image"], g)
         if "landmarks" in out and self.jitter > 0:
             lm = out["landmarks"]
-            out["landmarks"] = lm + self.jitter * torch.randn(lm.shape, generator=g)
+            out["landmarks"] = lm + self.jitter * _rand(lm.shape, g, lm.device, normal=True)
         return out
 
     def _image(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
+        n, device = x.shape[0], x.device
 
         def u(a):
-            return (torch.rand(n, generator=g) * 2 - 1) * a
+            return (_rand(n, g, device) * 2 - 1) * a
 
         ang = u(self.rotation) * math.pi / 180
         scale = 1 + u(self.zoom)
@@ -425,15 +435,15 @@ class Augmenter:
         x = (raw.clamp(0, 1) - self.spec.mean) / self.spec.std
         if self.erase_p > 0:
             s = x.shape[-1]
-            erase = torch.rand(n, generator=g) < self.erase_p
-            area = (0.02 + 0.18 * torch.rand(n, generator=g)) * s * s
-            aspect = torch.exp((torch.rand(n, generator=g) * 2 - 1) * math.log(3))
+            erase = _rand(n, g, device) < self.erase_p
+            area = (0.02 + 0.18 * _rand(n, g, device)) * s * s
+            aspect = torch.exp((_rand(n, g, device) * 2 - 1) * math.log(3))
             h = (area * aspect).sqrt().clamp(1, s).long()
             w = (area / aspect).sqrt().clamp(1, s).long()
-            y0 = (torch.rand(n, generator=g) * (s - h + 1)).long()
-            x0 = (torch.rand(n, generator=g) * (s - w + 1)).long()
-            ys = torch.arange(s).view(1, s, 1)
-            xs = torch.arange(s).view(1, 1, s)
+            y0 = (_rand(n, g, device) * (s - h + 1)).long()
+            x0 = (_rand(n, g, device) * (s - w + 1)).long()
+            ys = torch.arange(s, device=device).view(1, s, 1)
+            xs = torch.arange(s, device=device).view(1, 1, s)
             box = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + h).view(-1, 1, 1)) &
                    (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + w).view(-1, 1, 1)) & erase.view(-1, 1, 1))
             x = x.masked_fill(box[:, None], 0.0)

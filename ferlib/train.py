@@ -3,7 +3,8 @@
 The defaults are the first source design's setup: Adam, lr 1e-3 decayed linearly to 1/10,
 early stopping on validation, cross-entropy with normalised inverse-frequency class weights.
 Options from the other designs: AdamW, cosine annealing, label smoothing, a weighted sampler,
-test-time flip averaging. Same data + same seed + same thread count -> the same weights.
+test-time flip averaging. Same data + same seed + same thread count -> the same weights (on the
+CPU; on CUDA, `TrainConfig.device`, forward passes run in bf16 autocast and are not bit-reproducible).
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import json
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from ferlib.device import DEVICES, autocast, resolve_device, to_device
 from ferlib.errors import InputError
 from ferlib.evaluate import keypoint_nme, macro_f1, predict_outputs
 from ferlib.inputs import Augmenter, TensorSet, spec_for_model
@@ -39,6 +41,9 @@ class TrainConfig:
     weight_decay is L2 (Adam) or decoupled decay (AdamW). dropout, when set, overrides every
     nn.Dropout's rate. augment: ferlib.inputs.Augmenter during training (classification only).
     num_threads > 0 sets torch's intra-op threads for the run.
+    device: auto | cpu | cuda; "auto" = cuda when torch sees a CUDA GPU, else cpu. `resolved()` (and
+    every run) replaces "auto" with the device used, so saved configs name it; old configs without
+    the field load as "auto".
     """
 
     epochs: int = 30
@@ -59,19 +64,26 @@ class TrainConfig:
     freeze_backbone: bool = False
     num_threads: int = 0
     eval_batch_size: int = 512
+    device: str = "auto"
 
     def __post_init__(self):
         checks = [(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
                   (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
                   (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
                   (self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2"),
-                  (self.lr > 0 and 0 <= self.label_smoothing < 1, "lr > 0 and 0 <= label_smoothing < 1")]
+                  (self.lr > 0 and 0 <= self.label_smoothing < 1, "lr > 0 and 0 <= label_smoothing < 1"),
+                  (self.device in DEVICES, f"device must be one of {DEVICES}")]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
             raise InputError(f"bad TrainConfig {asdict(self)}: {'; '.join(bad)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy whose device is the one a run uses ("auto" -> cpu or cuda); InputError for "cuda"
+        when torch sees no CUDA GPU."""
+        return replace(self, device=resolve_device(self.device))
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -83,7 +95,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Outcome of a run; the model passed to train() holds the best validation weights."""
+    """Outcome of a run; the model passed to train() holds the best validation weights. device: the
+    device the run used ("cpu" or "cuda")."""
 
     best_epoch: int = 0
     best: dict = field(default_factory=dict)
@@ -92,6 +105,7 @@ class TrainResult:
     stopped_early: bool = False
     cancelled: bool = False
     elapsed_s: float = 0.0
+    device: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,15 +131,23 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, default=float).encode())
 
 
+def _on_device(data: TensorSet, device: torch.device) -> TensorSet:
+    """`data` itself on the CPU; else a copy with its tensors and labels on `device` (non-blocking)."""
+    if device.type == "cpu":
+        return data
+    return TensorSet(to_device(data.tensors, device), data.labels.to(device, non_blocking=True), data.spec)
+
+
 def _validate(model, data, config, spec, criterion_eval) -> dict:
     out = predict_outputs(model, data, batch_size=config.eval_batch_size,
                           tta_flip=config.tta_flip and model.task == "classification", spec=spec)
+    labels = data.labels.cpu()
     if model.task == "keypoints":
-        loss = float(nn.functional.mse_loss(out, data.labels.float()))
-        return {"val_loss": loss, "val_acc": None, "val_f1": None, "val_nme": keypoint_nme(out, data.labels)}
-    loss = float(criterion_eval(torch.log(out.clamp_min(1e-8)), data.labels.long()))
+        loss = float(nn.functional.mse_loss(out, labels.float()))
+        return {"val_loss": loss, "val_acc": None, "val_f1": None, "val_nme": keypoint_nme(out, labels)}
+    loss = float(criterion_eval(torch.log(out.clamp_min(1e-8)), labels.long()))
     pred = out.argmax(1).numpy()
-    y = data.labels.numpy()
+    y = labels.numpy()
     return {"val_loss": loss, "val_acc": float((pred == y).mean()),
             "val_f1": macro_f1(y, pred, out.shape[1])}
 
@@ -138,7 +160,20 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     callback gets dicts {event: "step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
     val_loss, val_acc, val_f1, lr, elapsed_s}. cancel: set it to stop after the current step.
     run_dir: config.json (at start), curves.json (every epoch), metrics.json (at the end).
+    config.device (resolved; run_dir's config.json and result.device name it): on CUDA the model,
+    the data and the augmentation go to the GPU and forward passes run under bf16 autocast; the
+    model is back on the CPU when train returns or raises. On the CPU nothing moves.
     """
+    config = config.resolved()
+    try:
+        return _train(model, train_data, val_data, config, callback, cancel, run_dir)
+    finally:
+        model.to("cpu")  # checkpoints are saved from CPU tensors; a no-op for CPU runs
+
+
+def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
+           callback, cancel, run_dir) -> TrainResult:
+    """train()'s run on the resolved config.device."""
     if len(train_data) < 2:
         raise InputError(f"training set has {len(train_data)} samples; need at least 2")
     t0 = time.monotonic()
@@ -164,13 +199,16 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     if config.freeze_backbone:
         for p in model.backbone_parameters():
             p.requires_grad_(False)
+    device = torch.device(config.device)
+    model.to(device)
+    train_set, val_set = _on_device(train_data, device), _on_device(val_data, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
     labels = train_data.labels
     if classify:
         weight = class_weights(labels, model.num_classes) if config.class_weights else None
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing).to(device)
         sample_w = class_weights(labels, model.num_classes)[labels.long()] if config.weighted_sampler else None
     else:
         criterion = nn.MSELoss()
@@ -183,7 +221,7 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     monitor = config.monitor if classify else "val_loss"
     sign = -1.0 if monitor == "val_loss" else 1.0
     best_score, best_state, bad_epochs = -math.inf, None, 0
-    result = TrainResult()
+    result = TrainResult(device=config.device)
 
     def emit(event: str, **kw) -> None:
         if callback is not None:
@@ -207,14 +245,16 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
                 result.cancelled = True
                 break
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            batch = train_data.batch(idx)
+            idx_on = idx.to(device, non_blocking=True)
+            batch = train_set.batch(idx_on)
             if augment is not None:
                 batch = augment(batch, g)
             for pg in opt.param_groups:
                 pg["lr"] = config.lr * _lr_factor(config.schedule, t, total)
-            out = model(batch)
-            target = labels[idx].long() if classify else labels[idx].float()
-            loss = criterion(out, target)
+            target = train_set.labels[idx_on].long() if classify else train_set.labels[idx_on].float()
+            with autocast(device):
+                out = model(batch)
+                loss = criterion(out, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -224,7 +264,7 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
             emit("step", epoch=epoch, step=step + 1, train_loss=loss_sum / seen)
         if result.cancelled:
             break
-        val = _validate(model, val_data, config, spec, criterion_eval)
+        val = _validate(model, val_set, config, spec, criterion_eval)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), **val,
                "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0}
         result.history.append(row)
@@ -263,6 +303,7 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
     when config.freeze_backbone. Returns (model, updated card, result); save with save_checkpoint."""
     from ferlib.checkpoint import card_spec, load_checkpoint
 
+    config = config.resolved()  # the card names the device used
     model, card = load_checkpoint(checkpoint_path)
     classes = list(classes) if classes is not None else list(card["classes"])
     if classes != card["classes"]:

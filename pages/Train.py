@@ -68,6 +68,8 @@ def progress_panel() -> None:
     st.subheader(f"Run {job.run_id}: {job.spec.name}")
     with st.container(key="train-progress"):
         st.progress(job.progress, text=f"Training status: {job.status}, {job.message}")
+    if job.device:
+        st.caption(f"Device: {job.device}")
     if job.alive and st.button("Cancel", key="train_cancel"):
         job.cancel.set()
     st.plotly_chart(figures.training_curves(job.history), key="train_curves", width="stretch")

@@ -54,6 +54,9 @@ class TrainSpec:
 
 @dataclass
 class TrainJob:
+    """One background training run: its progress, status and outcome; device is the one it trains
+    on ("cpu"/"cuda", set once known)."""
+
     run_id: int
     spec: TrainSpec
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -63,6 +66,7 @@ class TrainJob:
     message: str = ""
     model_id: int | None = None
     test_metrics: dict | None = None
+    device: str = ""
     thread: threading.Thread | None = None
 
     @property
@@ -127,7 +131,8 @@ def _work(store: Store, job: TrainJob) -> None:
         tr = sets["train"][0]
         va = sets.get("val", sets["train"])[0]
         config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, patience=s.patience, lr=s.lr,
-                             freeze_backbone=s.freeze_backbone, num_threads=1)
+                             freeze_backbone=s.freeze_backbone, num_threads=1, device="auto").resolved()
+        job.device = config.device  # the GPU when torch sees one
         run_dir = store.root / "runs" / str(job.run_id)
 
         def on_event(ev: dict) -> None:
@@ -162,7 +167,7 @@ def _work(store: Store, job: TrainJob) -> None:
         job.progress, job.status = 1.0, "done"
         job.message = "done" + (" (stopped early)" if result.stopped_early else "")
         store.finish_run(job.run_id, "done", {"history": job.history, "model_id": job.model_id,
-                                             "best": result.best, "test": job.test_metrics})
+                                             "best": result.best, "test": job.test_metrics, "device": job.device})
     except _Cancelled:
         job.status, job.message = "cancelled", "stopped by the user"
         store.finish_run(job.run_id, "cancelled", {"history": job.history})

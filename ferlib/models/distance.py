@@ -44,8 +44,8 @@ class DistanceMLP(FerModel):
                 # BatchNorm needs >1 sample in training; a lone sample uses running statistics.
                 if trunk.training and int(m.sum()) == 1:
                     trunk.eval()
-                    out[m] = trunk(x[m])
+                    out[m] = trunk(x[m]).to(out.dtype)  # bf16 under autocast (CUDA training)
                     trunk.train()
                 else:
-                    out[m] = trunk(x[m])
+                    out[m] = trunk(x[m]).to(out.dtype)
         return self.head(out)
