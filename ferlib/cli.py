@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ferlib.data.tensors import DATASET_KINDS
 from ferlib.errors import FerError, InputError
+from ferlib.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING
 
 
 def _write_csv(df, out: Path) -> None:
@@ -21,12 +22,17 @@ def _write_csv(df, out: Path) -> None:
 
 
 def cmd_predict(args) -> int:
+    import torch
+
     from ferlib.pipeline import Pipeline
     from ferlib.predict import predict
 
-    with Pipeline(args.model, smoothing=args.smoothing, keypoint_model=args.keypoint_model) as pipe:
-        print(f"model: {pipe.name} ({pipe.model_path or 'in memory'}), classes: {', '.join(pipe.classes)}",
-              file=sys.stderr)
+    torch.set_num_threads(args.threads)  # more spin against MediaPipe's own threads (docs/cli.md)
+    with Pipeline(args.model, smoothing=args.smoothing, keypoint_model=args.keypoint_model,
+                  backend=args.backend) as pipe:
+        fb = f"; faces without landmarks: {pipe.fallback.name}" if pipe.fallback else ""
+        print(f"model: {pipe.name} ({pipe.model_path or 'in memory'}, {pipe.backend}{fb}), classes: "
+              f"{', '.join(pipe.classes)}; video smoothing: {pipe.smoother.kind}", file=sys.stderr)
         report = predict(args.inputs, pipe, max_frames=args.max_frames)
     _write_csv(report.frame, Path(args.out))
     df = report.frame
@@ -443,7 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or video files")
     p.add_argument("--model", default=None, help="checkpoint (.json/.safetensors/stem); default: the shipped default")
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
-    p.add_argument("--smoothing", default="none", choices=("none", "ema", "vote"), help="temporal smoothing for videos")
+    p.add_argument("--smoothing", default=DEFAULT_SMOOTHING, choices=SMOOTHING,
+                   help=f"temporal smoothing of each face over a video's frames (default {DEFAULT_SMOOTHING}: "
+                        "docs/models.md says how it was chosen; stills are never smoothed)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="model runtime: auto = ONNX Runtime where the model exports, else PyTorch")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: MediaPipe has its own)")
     p.add_argument("--max-frames", type=int, default=None, help="stop each video after this many frames")
     _keypoint_option(p)
     p.set_defaults(func=cmd_predict)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ferlib.crops import FER_CROP_MARGIN, FER_CROP_SHIFT, box_of, face_crop, square_crop  # noqa: F401 (re-exported)
-from ferlib.detection import SMALL_PAD, SMALL_SIDE, SMALL_UPSCALE, FaceDetector, Scaled, clip_box, upscale_pad
+from ferlib.detection import (RETRY_PADS, SMALL_PAD, SMALL_SIDE, SMALL_UPSCALE, FaceDetector,  # noqa: F401
+                              Scaled, clip_box, upscale_pad)
 from ferlib.errors import FerError, InputError
 from ferlib.io import ensure_bgr
 from ferlib.mesh import CROP_MARGIN, MESH_INPUT, FaceMesher  # noqa: F401 (cache settings read these)
@@ -21,9 +22,9 @@ from ferlib.normalize import head_pose
 from ferlib.tracking import FaceTracker, greedy_match
 from ferlib.types import Face
 
-FRONT_END = 2
+FRONT_END = 3
 """Version of the face front end (part of the landmark cache's key): 2 = the detection cascade for
-every image size, stills' whole-image stage, faces kept without landmarks."""
+every image size, stills' whole-image stage, faces kept without landmarks; 3: RETRY_PADS."""
 MODES = ("video", "static")
 
 
@@ -164,11 +165,12 @@ class LandmarkExtractor:
         """Cascade + mesh per box (+ the whole-image stage); ids by the tracker."""
         h, w = bgr.shape[:2]
         small = max(h, w) < SMALL_SIDE
-        scaled = upscale_pad(bgr) if small else Scaled(bgr, 1.0, 0.0, 0.0)
+        scaled, dets = Scaled(bgr, 1.0, 0.0, 0.0), []
+        if small:
+            scaled, dets = self._detector.detect_small(bgr) if self._detector is not None else (upscale_pad(bgr), [])
+        elif self._detector is not None:
+            dets = self._detector.detect(bgr)
         work = scaled.image
-        dets = []
-        if self._detector is not None:
-            dets = self._detector.detect_scaled(scaled) if small else self._detector.detect(bgr)
         found = []
         for d in dets:
             pts = self._mesh_box(work, d.box) if self._mesh_on else None
@@ -176,13 +178,15 @@ class LandmarkExtractor:
                 found.append((pts, d.box, d.score))
         if not found and self.min_face_score == 0 and (small or self._detector is None or self._mode == "static"):
             # The input is itself a face crop (FER2013, an aligned 350 px crop): mesh the whole image.
-            pts = self._mesh().mesh_image(work)
+            whole = upscale_pad(bgr) if small else scaled  # the default pad, as before the retries
+            pts = self._mesh().mesh_image(whole.image)
             if pts is None and self._realign is not None and small:
                 pts = self._realign.retry(bgr, self._find_small)
                 if pts is not None:  # into the upscaled, padded image's pixels like the others
-                    pts[:, :2] = pts[:, :2] * scaled.scale + (scaled.ox, scaled.oy)
-                    pts[:, 2] *= scaled.scale
+                    pts[:, :2] = pts[:, :2] * whole.scale + (whole.ox, whole.oy)
+                    pts[:, 2] *= whole.scale
             if pts is not None:
+                scaled = whole
                 found.append((pts, box_of(pts), 0.0))
         faces = [Face(landmarks=None if pts is None else scaled.back(pts).astype(np.float32),
                       box=clip_box(scaled.back_box(box), w, h), score=float(score)) for pts, box, score in found]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
-from ferlib.errors import InputError, ModelFileError
+from ferlib.errors import FerError, InputError, ModelFileError
 from ferlib.inputs import InputSpec, build_batch
 from ferlib.io import ensure_bgr
 from ferlib.crops import face_crop
@@ -28,6 +28,9 @@ MODELS_DIR = REPO_ROOT / "models"
 # Shipped models in order of preference for the default (the fast landmark path first).
 DEFAULT_MODELS = ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d_fer2013", "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
+DEFAULT_SMOOTHING = "ema"
+"""Smoothing of videos in `predict` and on the Live page (docs/models.md: chosen on the committed clip)."""
+BACKENDS = ("torch", "onnx", "auto")
 
 
 KEYPOINT_MODEL = "keypoint_regressor_fer2013"  # the shipped keypoint regressor (ferlib.realign)
@@ -137,7 +140,8 @@ class Pipeline:
     model: a checkpoint path (stem, .json or .safetensors), a `(model, card)` pair, or None for
     the default model. extractor: a LandmarkExtractor (one is made in `mode` if None).
     backend "onnx" runs the model under ONNX Runtime (exported in memory and checked against
-    PyTorch by ferlib.export; same probabilities within 1e-4, faster on CPU).
+    PyTorch by ferlib.export; same probabilities within 1e-4, one thread, much faster on CPU);
+    "auto": ONNX Runtime where the model exports, else PyTorch (`self.backend` says which).
     keypoint_model: a keypoint_regressor checkpoint for the made extractor's keypoint-aligned retry
     of faces face mesh misses (ferlib.realign).
     mesh: run face mesh on every face (None: only when the model needs landmarks; image models
@@ -152,15 +156,20 @@ class Pipeline:
                  mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
                  smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = "torch",
                  keypoint_model=None, mesh: bool | None = None, fallback_model="auto"):
-        if backend not in ("torch", "onnx"):
-            raise InputError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.model_path, self.model, self.card = _load(default_model_path() if model is None else model)
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.spec: InputSpec = card_spec(self.card)
-        if backend == "onnx":
+        self.backend = "torch"
+        if backend in ("onnx", "auto"):
             from ferlib.export import OnnxModel
 
-            self.model = OnnxModel.from_torch(self.model, card=self.card, spec=self.spec)
+            try:
+                self.model, self.backend = OnnxModel.from_torch(self.model, card=self.card, spec=self.spec), "onnx"
+            except FerError:
+                if backend == "onnx":
+                    raise  # "auto": models ONNX cannot express (distance_mlp strata) stay in PyTorch
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
         self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
         mesh = self.needs_mesh if mesh is None else bool(mesh)

@@ -139,7 +139,8 @@ def make_pipeline(model_path: str, smoothing: str = "none"):
     """A Pipeline (its own MediaPipe graph) for one stream, reset; called in the stream's worker thread."""
     from ferlib.pipeline import Pipeline
 
-    pipe = _pooled(("pipeline", str(model_path)), lambda: Pipeline(model_path, smoothing=smoothing))
+    pipe = _pooled(("pipeline", str(model_path)), lambda: Pipeline(model_path, smoothing=smoothing,
+                                                                            backend="auto"))
     pipe.set_smoothing(smoothing)
     pipe.set_neutral_baseline(None)
     return pipe

@@ -1,0 +1,86 @@
+"""Accuracy and detection rate through the command users run: `python -m ferlib predict`.
+
+    .venv/bin/python scripts/eval_predict.py SET_FOLDER --model NAME_OR_PATH [--out results.json]
+
+SET_FOLDER holds `<class>/<image>` (scripts/make_eval_sets.py builds them). Runs
+`python -m ferlib predict SET_FOLDER --model ... --out CSV` in a subprocess, then scores the CSV:
+faces found, accuracy with a missed face counted as wrong, accuracy on found faces, macro F1 (misses
+wrong), per-class recall, the share of each predicted class against its true share, the `path`
+counts (mesh | box), and for the synthetic turns (file names `y<yaw>_...`) all of that per yaw.
+Only images whose class the model has are scored (the others are counted as excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ferlib.classes import canonical  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def score(df: pd.DataFrame, classes: list[str]) -> dict:
+    """Metrics of predict's rows (largest face per image) against the `true` column."""
+    n = len(df)
+    found = df["detected"] == 1
+    right = found & (df["label"] == df["true"])
+    recall = {c: float(right[df["true"] == c].mean()) for c in classes if (df["true"] == c).any()}
+    f1s = []
+    for c in recall:
+        tp = int((right & (df["true"] == c)).sum())
+        fp = int((found & (df["label"] == c) & (df["true"] != c)).sum())
+        fn = int((df["true"] == c).sum()) - tp
+        f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+    true_share = df["true"].value_counts(normalize=True)
+    pred_share = df.loc[found, "label"].value_counts() / max(n, 1)
+    return {"images": n, "found": float(found.mean()), "accuracy_all": float(right.mean()),
+            "accuracy_found": float(right[found].mean()) if found.any() else float("nan"),
+            "macro_f1_all": float(np.mean(f1s)) if f1s else float("nan"), "recall": recall,
+            "predicted_over_true_share": {c: round(float(pred_share.get(c, 0.0) / true_share[c]), 3)
+                                          for c in recall},
+            "path": df.loc[found, "path"].value_counts().to_dict()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--csv", default=None, help="predict's CSV (default: a file beside --out or in /tmp)")
+    ap.add_argument("--out", default=None, help="JSON to write")
+    args = ap.parse_args(argv)
+    folder = Path(args.folder)
+    csv = Path(args.csv or f"/tmp/eval-{folder.name}-{Path(args.model).stem}.csv")
+    cmd = [sys.executable, "-m", "ferlib", "predict", str(folder), "--model", args.model, "--out", str(csv)]
+    t0 = time.monotonic()
+    subprocess.run(cmd, cwd=ROOT, check=False)
+    seconds = time.monotonic() - t0
+    df = pd.read_csv(csv, keep_default_na=False)
+    classes = [c[2:] for c in df.columns if c.startswith("p_")]
+    df["true"] = [canonical(Path(s).parent.name) for s in df["source"]]
+    df = df.drop_duplicates("source", keep="first")  # one face per image is scored: its first row
+    excluded = int((~df["true"].isin(classes)).sum())
+    df = df[df["true"].isin(classes)]
+    out = {"command": " ".join(["python", "-m", "ferlib"] + cmd[3:]), "seconds": round(seconds, 1),
+           "excluded_other_classes": excluded, "all": score(df, classes)}
+    yaw = df["source"].map(lambda s: re.match(r"y(\d+)_", Path(s).name))
+    if yaw.notna().all() and len(df):
+        df["yaw"] = [int(m.group(1)) for m in yaw]
+        out["by_yaw"] = {int(y): score(g, classes) for y, g in df.groupby("yaw")}
+    text = json.dumps(out, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Build the image folders that `scripts/eval_predict.py` runs `ferlib predict` on (outside the repo:
+the images are dataset images with research-only licences and must never be committed).
+
+    .venv/bin/python scripts/make_eval_sets.py --out /tmp/ferlib-eval [--shared ../shared]
+
+Sets (each `<set>/<class>/<file>`):
+- fer2013_private: FER2013 PrivateTest as it is (3,589 grey 48 px images, the official test split).
+- affectnet_tight350: the AffectNet subset, every class, resized to 350x350 (a tight face crop:
+  the face fills the image); `--per-class` images per class (the first by name).
+- ckplus_tight350: CK+48, the last frame of each sequence, resized to 350x350.
+- turns: synthetic head turns: frontal faces (ckplus_tight350 and affectnet_tight350 images where
+  face mesh reads a face with |yaw| < 10 degrees) turned by each of TURNS degrees: the face mesh's
+  478 points are rotated in 3D about the face's vertical axis and the face is re-drawn triangle by
+  triangle (far triangles first), its old region inpainted first. Hair, ears and neck stay as they
+  were, so it is a rough stand-in for a real turn. File names carry the yaw: `y45_<name>`.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ferlib.classes import canonical  # noqa: E402
+from ferlib.io import load_image  # noqa: E402
+from ferlib.landmarks import LandmarkExtractor  # noqa: E402
+
+TURNS = (0, 15, 30, 45, 60, 75, 90)
+SIDE = 350
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+def fer_private(shared: Path, out: Path) -> None:
+    with zipfile.ZipFile(shared / "data" / "fer2013.zip") as z:
+        for n in z.namelist():
+            parts = n.split("/")
+            if len(parts) == 4 and parts[1] == "PrivateTest" and n.endswith(".jpg"):
+                p = out / "fer2013_private" / parts[2] / parts[3]
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(z.read(n))
+
+
+def tight(shared: Path, out: Path, per_class: int) -> None:
+    with zipfile.ZipFile(shared / "data" / "affectnet_subset.zip") as z:
+        by_class: dict[str, list[str]] = {}
+        for n in sorted(z.namelist()):
+            parts = n.split("/")
+            if len(parts) == 3 and parts[2]:
+                by_class.setdefault(canonical(parts[1]), []).append(n)
+        for c, names in by_class.items():
+            for n in names[:per_class]:
+                img = cv2.resize(load_image(z.read(n)), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+                _write(out / "affectnet_tight350" / c / (Path(n).stem + ".png"), img)
+    with zipfile.ZipFile(shared / "data" / "ckplus48.zip") as z:
+        last: dict[str, str] = {}
+        for n in sorted(z.namelist()):
+            parts = n.split("/")
+            if len(parts) == 3 and parts[2]:
+                seq = "_".join(Path(parts[2]).stem.split("_")[:2])
+                last[seq] = n  # sorted: the last frame of the sequence wins
+        for n in last.values():
+            img = cv2.resize(load_image(z.read(n)), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+            _write(out / "ckplus_tight350" / canonical(n.split("/")[1]) / (Path(n).stem + ".png"), img)
+
+
+def turn_face(bgr: np.ndarray, pts: np.ndarray, yaw: float) -> np.ndarray:
+    """The face turned by `yaw` degrees about its vertical axis (module docstring)."""
+    centre = pts.mean(axis=0)
+    a = np.deg2rad(yaw)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    moved = (pts - centre) @ rot.T + centre
+    tri = Delaunay(pts[:, :2]).simplices
+    hull = cv2.convexHull(pts[:, :2].astype(np.int32))
+    mask = np.zeros(bgr.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255)
+    out = cv2.inpaint(bgr, cv2.dilate(mask, np.ones((9, 9), np.uint8)), 5, cv2.INPAINT_TELEA)
+    depth = moved[tri, 2].mean(axis=1)  # MediaPipe z: smaller is nearer the camera
+    for t in tri[np.argsort(-depth)]:
+        src, dst = pts[t, :2].astype(np.float32), moved[t, :2].astype(np.float32)
+        if abs(np.cross(dst[1] - dst[0], dst[2] - dst[0])) < 1.0:
+            continue  # seen edge-on
+        x, y, w, h = cv2.boundingRect(dst)
+        if w < 1 or h < 1:
+            continue
+        m = cv2.getAffineTransform(src, (dst - [x, y]).astype(np.float32))
+        patch = cv2.warpAffine(bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        tmask = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(tmask, (dst - [x, y]).astype(np.int32), 255)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, out.shape[1]), min(y + h, out.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        sub = tmask[y0 - y:y1 - y, x0 - x:x1 - x] > 0
+        out[y0:y1, x0:x1][sub] = patch[y0 - y:y1 - y, x0 - x:x1 - x][sub]
+    return out
+
+
+def turns(out: Path, limit: int) -> None:
+    by_class: dict[str, list[Path]] = {}
+    for p in sorted((out / "ckplus_tight350").rglob("*.png")) + sorted((out / "affectnet_tight350").rglob("*.png")):
+        by_class.setdefault(p.parent.name, []).append(p)
+    # round robin over the classes, so every class is turned
+    sources = [p for group in itertools.zip_longest(*by_class.values()) for p in group if p is not None]
+    made = 0
+    with LandmarkExtractor(mode="static", max_faces=1) as ex:
+        for p in sources:
+            if made >= limit:
+                break
+            bgr = load_image(p)
+            faces = ex.process(bgr)
+            if not faces or faces[0].landmarks is None or faces[0].pose is None or abs(faces[0].pose[0]) >= 10:
+                continue
+            pts = faces[0].landmarks.astype(np.float64)
+            for yaw in TURNS:
+                sign = 1 if made % 2 == 0 else -1  # half turned left, half right
+                _write(out / "turns" / p.parent.name / f"y{yaw:02d}_{p.parent.parent.name[:3]}_{p.name}",
+                       bgr if yaw == 0 else turn_face(bgr, pts, sign * yaw))
+            made += 1
+    print(f"turns: {made} frontal faces x {len(TURNS)} yaws")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/ferlib-eval")
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--per-class", type=int, default=60, help="AffectNet images per class (tight crops)")
+    ap.add_argument("--turns", type=int, default=120, help="frontal faces to turn")
+    args = ap.parse_args(argv)
+    out, shared = Path(args.out), Path(args.shared)
+    fer_private(shared, out)
+    tight(shared, out, args.per_class)
+    turns(out, args.turns)
+    for d in sorted(out.iterdir()):
+        print(f"{d.name}: {sum(1 for _ in d.rglob('*.*'))} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
