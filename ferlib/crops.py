@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ferlib.detection import SMALL_SIDE
 from ferlib.errors import InputError
 from ferlib.io import ensure_bgr
 from ferlib.types import Face
@@ -52,6 +53,25 @@ def landmark_box(face: Face) -> tuple[float, float, float, float]:
     longer = max(x1 - x0, y1 - y0) * BOX_TO_LANDMARKS[0]
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + BOX_TO_LANDMARKS[1] * longer
     return cx - longer / 2, cy - longer / 2, cx + longer / 2, cy + longer / 2
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (INTER_AREA when shrinking, cubic when enlarging)."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def model_crop(bgr: np.ndarray, face: Face, size: int = 48) -> np.ndarray:
+    """The grey crop an image model sees: the whole image when its longer side is under SMALL_SIDE
+    px (it is a face crop, e.g. FER2013: image models are trained on such images whole, by
+    ferlib.data.cache.extract_crops), else `face_crop`."""
+    bgr = ensure_bgr(bgr, name="frame")
+    if max(bgr.shape[:2]) < SMALL_SIDE:
+        return resize_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), size)
+    return face_crop(bgr, face, size=size, grey=True)
 
 
 def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,

@@ -19,7 +19,7 @@ from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
 from ferlib.errors import FerError, InputError, ModelFileError
 from ferlib.inputs import InputSpec, build_batch
 from ferlib.io import ensure_bgr
-from ferlib.crops import face_crop
+from ferlib.crops import model_crop
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.types import Face, FrameResult, Prediction
 
@@ -217,7 +217,7 @@ class Pipeline:
     def inputs_for(self, bgr: np.ndarray, faces: list[Face]) -> dict[str, torch.Tensor]:
         """The model's input batch for these faces of this frame."""
         lm = np.stack([f.landmarks for f in faces]) if self.spec.needs_landmarks else None
-        crops = (np.stack([face_crop(bgr, f, size=self.spec.image_size) for f in faces])
+        crops = (np.stack([model_crop(bgr, f, size=self.spec.image_size) for f in faces])
                  if self.spec.needs_crops else None)
         base = self.baseline if self.spec.subtract_baseline else None
         if self.spec.subtract_baseline and base is None:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ferlib.classes import UnknownClassError, canonical, from_code
+from ferlib.crops import resize_square  # noqa: F401 (part of ferlib.data's API)
 from ferlib.errors import InputError
 from ferlib.io import IMAGE_EXTENSIONS, ensure_bgr, load_image
 
@@ -121,15 +122,6 @@ def read_bytes(path: str) -> bytes:
         raise InputError(f"image {path}: no member {member!r} in {zip_file}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise InputError(f"image {path}: corrupt zip member ({e})") from None
-
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size (INTER_AREA when shrinking, cubic when enlarging)."""
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return image
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
 
 
 def read_image(path: str, resize_to: int | None = None) -> np.ndarray:
