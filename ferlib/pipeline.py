@@ -17,7 +17,7 @@ import torch
 
 from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
 from ferlib.errors import FerError, InputError, ModelFileError
-from ferlib.inputs import InputSpec, build_batch
+from ferlib.inputs import InputSpec, Mirror, build_batch
 from ferlib.io import ensure_bgr
 from ferlib.crops import model_crop
 from ferlib.landmarks import LandmarkExtractor
@@ -149,13 +149,15 @@ class Pipeline:
     fallback_model: for a model that needs landmarks, the image model that classifies the faces
     face mesh cannot read ("auto": the shipped FALLBACK_MODEL when it is there; None: such faces get
     no prediction). Its probabilities are mapped onto the model's classes by name (renormalised).
+    tta_flip: average each face's probabilities with its mirror image's (None: when the model was
+    trained and measured with it, its card's `tta_flip`).
     Each Prediction says which path produced it (`path`: mesh | box) and which model (`model`).
     """
 
     def __init__(self, model=None, extractor: LandmarkExtractor | None = None, smoothing: str = "none",
                  mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
                  smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = "torch",
-                 keypoint_model=None, mesh: bool | None = None, fallback_model="auto"):
+                 keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.model_path, self.model, self.card = _load(default_model_path() if model is None else model)
@@ -170,6 +172,9 @@ class Pipeline:
             except FerError:
                 if backend == "onnx":
                     raise  # "auto": models ONNX cannot express (distance_mlp strata) stay in PyTorch
+        if tta_flip is None:  # as the card's figures were measured
+            tta_flip = bool(self.card.get("training", {}).get("config", {}).get("tta_flip", False))
+        self._mirror = Mirror(self.spec) if tta_flip else None
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
         self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
         mesh = self.needs_mesh if mesh is None else bool(mesh)
@@ -225,9 +230,15 @@ class Pipeline:
         return build_batch(self.spec, landmarks_px=lm, crops=crops, baseline=base)
 
     def probabilities(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Class probabilities of a built batch; with flip TTA, averaged with the mirrored faces'
+        (one model call on both halves)."""
+        n = len(next(iter(batch.values())))
+        if self._mirror is not None:
+            flipped = self._mirror(batch)
+            batch = {k: torch.cat([v, flipped[k]]) for k, v in batch.items()}
         with torch.inference_mode():
-            logits = self.model(batch)
-        return torch.softmax(logits.float(), dim=1).numpy()
+            probs = torch.softmax(self.model(batch).float(), dim=1).numpy()
+        return (probs[:n] + probs[n:]) / 2 if self._mirror is not None else probs
 
     def predict_faces(self, bgr: np.ndarray, faces: list[Face], timings: dict | None = None) -> list[Prediction]:
         """Predictions for already-detected faces (smoothing applied per face_id). A model that needs

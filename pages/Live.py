@@ -6,7 +6,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.errors import FerError
-from ferlib.pipeline import shipped_keypoint_model
+from ferlib.pipeline import DEFAULT_SMOOTHING, shipped_keypoint_model
 from webapp import figures, video
 from webapp.resources import SMOOTHING, drain_results, get_store, make_pipeline, require_models, rtc_configuration
 
@@ -23,7 +23,9 @@ controls, view, charts = st.columns([1, 2, 2])
 with controls:
     choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="live_model")
     smoothing = st.radio("Smoothing", list(SMOOTHING), key="live_smoothing",
-                         help="EMA of the probabilities, or the majority label over a window of frames")
+                         index=list(SMOOTHING.values()).index(DEFAULT_SMOOTHING),
+                         help="EMA of the probabilities (the default: steadier labels that still follow a "
+                              "change within half a second), or the majority label over a window of frames")
     mesh = st.toggle("Face-mesh overlay", key="live_mesh")
     show_pose = st.toggle("Head-pose readout", value=True, key="live_pose")
     kp_path = shipped_keypoint_model()
@@ -75,6 +77,11 @@ def live_panel() -> None:
         last = history[-1] if history else None
         if last and last["label"]:
             st.markdown(f"Prediction: **{last['label']}** ({max(last['probs']):.0%})")
+            if last.get("path"):
+                st.markdown(f"Path: {last['path']} ({last['model']})", help=(
+                    "mesh: the face's 478 face-mesh landmarks reached the model (or framed its crop); box: "
+                    "the detector's box alone (image models run no face mesh, and a landmark model's "
+                    "fallback image model classifies faces face mesh cannot read)"))
             if show_pose and last["pose"]:
                 yaw, pitch, roll = last["pose"]
                 st.markdown(f"Head pose: yaw {yaw:+.0f}°, pitch {pitch:+.0f}°, roll {roll:+.0f}°")

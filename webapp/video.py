@@ -55,7 +55,8 @@ def drain(q: queue.Queue) -> list:
 class LiveProcessor(VideoProcessorBase):
     """Runs a Pipeline on each frame, draws its result and queues per-frame stats.
 
-    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh``, ``keypoint_model`` (a
+    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh`` (the overlay; it turns face
+    mesh on for image models), ``keypoint_model`` (a
     keypoint_regressor checkpoint path for the retry of missed faces, or None); ``request_calibration()``
     averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
     ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None.
@@ -96,6 +97,8 @@ class LiveProcessor(VideoProcessorBase):
         self._built = (model_path, smoothing)
         if self._pipeline.extractor.keypoint_model != self.keypoint_model:  # pooled pipelines keep it
             self._pipeline.extractor.set_keypoint_model(self.keypoint_model)
+        # image models run face mesh only for the overlay (and then report head pose too)
+        self._pipeline.extractor.mesh = self._pipeline.needs_mesh or self.mesh
         return self._pipeline
 
     def _calibrate(self, pipe, result: FrameResult) -> None:

@@ -1,0 +1,61 @@
+"""Time per frame of every shipped emotion model's whole pipeline on the committed clip, in one run.
+
+    taskset -c 0 .venv/bin/python scripts/bench_live_default.py [--out benchmarks/DATE-live-default.md]
+
+Each model gets the Pipeline the Live page makes (video mode, ONNX Runtime where the model exports,
+face mesh only for models that need landmarks); every clip frame (decoded once, beforehand) goes
+through each pipeline in turn, so all of them see the same load. Reports the median and p95 ms per
+frame and the frames per second the median allows. Run it pinned to one core (taskset) to answer
+"does it hold 30 fps on one core".
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ferlib.io import iter_video  # noqa: E402
+from ferlib.pipeline import Pipeline, shipped_models  # noqa: E402
+
+CLIP = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="Markdown file to write")
+    ap.add_argument("--models", nargs="*", default=None, help="card paths (default: every shipped model)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    frames = [(ts, bgr) for _, ts, bgr in iter_video(CLIP)]
+    models = [Path(m) for m in args.models] if args.models else shipped_models()
+    pipes = {m.stem: Pipeline(m, backend="auto", fallback_model=None) for m in models}
+    times = {k: [] for k in pipes}
+    for ts, bgr in frames:
+        for k, p in pipes.items():
+            t0 = time.perf_counter()
+            p.process(bgr, ts)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    lines = [f"# Live pipeline per frame, every shipped model ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)",
+             "", f"`{' '.join(sys.argv)}`; {len(frames)} frames of the committed 640x360 clip, models interleaved "
+             "per frame, torch 1 thread; face mesh runs only for models that need landmarks.", "",
+             "| model | runtime | face mesh | median ms/frame | p95 ms | fps at the median |", "|---|---|---|---|---|---|"]
+    for k, p in sorted(pipes.items(), key=lambda kv: np.median(times[kv[0]])):
+        t = np.asarray(times[k][5:])  # the first frames start the graphs
+        lines.append(f"| `{k}` | {p.backend} | {'yes' if p.extractor.mesh else 'no'} | {np.median(t):.1f} | "
+                     f"{np.percentile(t, 95):.1f} | {1000 / np.median(t):.0f} |")
+        p.close()
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
