@@ -25,8 +25,11 @@ from ferlib.types import Face, FrameResult, Prediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
-# Shipped models in order of preference for the default (the fast landmark path first).
-DEFAULT_MODELS = ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d_fer2013", "image_cnn_fer2013")
+# Shipped models in order of preference for the default: the most accurate whose whole pipeline
+# holds 30 fps on one core (README "Choosing the default"; benchmarks/2026-11-27-live-default.md),
+# then the fast landmark path.
+DEFAULT_MODELS = ("resnet18_attention_fer2013_long", "landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d_fer2013",
+                  "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
 """Smoothing of videos in `predict` and on the Live page (docs/models.md: chosen on the committed clip)."""
