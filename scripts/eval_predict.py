@@ -5,7 +5,8 @@
 SET_FOLDER holds `<class>/<image>` (scripts/make_eval_sets.py builds them). Runs
 `python -m ferlib predict SET_FOLDER --model ... --out CSV` in a subprocess, then scores the CSV:
 faces found, accuracy with a missed face counted as wrong, accuracy on found faces, macro F1 (misses
-wrong), per-class recall, the share of each predicted class against its true share, the `path`
+wrong), per-class recall, on a class-balanced version of the set how often each class is predicted
+against its true share (1/K), the `path`
 counts (mesh | box), and for the synthetic turns (file names `y<yaw>_...`) all of that per yaw.
 Only images whose class the model has are scored (the others are counted as excluded).
 """
@@ -40,13 +41,14 @@ def score(df: pd.DataFrame, classes: list[str]) -> dict:
         fp = int((found & (df["label"] == c) & (df["true"] != c)).sum())
         fn = int((df["true"] == c).sum()) - tp
         f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
-    true_share = df["true"].value_counts(normalize=True)
-    pred_share = df.loc[found, "label"].value_counts() / max(n, 1)
+    # a class-balanced test built from the set: each true class weighs the same, so a class's
+    # predicted share is the mean over true classes of how often it is predicted (K x that = ratio)
+    balanced = {c: round(float(len(recall) * np.mean([(found & (df["label"] == c))[df["true"] == k].mean()
+                                                       for k in recall])), 3) for c in recall}
     return {"images": n, "found": float(found.mean()), "accuracy_all": float(right.mean()),
             "accuracy_found": float(right[found].mean()) if found.any() else float("nan"),
             "macro_f1_all": float(np.mean(f1s)) if f1s else float("nan"), "recall": recall,
-            "predicted_over_true_share": {c: round(float(pred_share.get(c, 0.0) / true_share[c]), 3)
-                                          for c in recall},
+            "balanced_predicted_over_true_share": balanced,
             "path": df.loc[found, "path"].value_counts().to_dict()}
 
 
