@@ -224,12 +224,13 @@ class LandmarkExtractor:
     def _process_tracked(self, bgr) -> list[Face]:
         """Video mode's tracking path (class docstring): faces with ids."""
         h, w = bgr.shape[:2]
+        mesher = self._mesh()
         if self._shape != (h, w):
             self._shape, self._since_detect = (h, w), None
-            self._mesher.reset_tracking()
+            mesher.reset_tracking()
         pts, boxes, scores = [], [], []
         if self._since_detect is not None and self._meshed:
-            pts = self._mesher.track(bgr, self._meshed)
+            pts = mesher.track(bgr, self._meshed)
             boxes = [clip_box(box_of(p), w, h) for p in pts]
             scores = [self._scores.get(i) for i in self._tracker.match(boxes)]
         if (self._since_detect is None or self._since_detect + 1 >= self.redetect_every or self._unmeshed

@@ -85,6 +85,9 @@ def live_panel() -> None:
             if show_pose and last["pose"]:
                 yaw, pitch, roll = last["pose"]
                 st.markdown(f"Head pose: yaw {yaw:+.0f}°, pitch {pitch:+.0f}°, roll {roll:+.0f}°")
+            elif show_pose:
+                st.caption("Head pose needs face mesh: image models run without it (faster on stills); "
+                           "turn on the face-mesh overlay to see it.")
         elif last:
             st.markdown("Prediction: no face")
         if p is not None and p.calibrated:

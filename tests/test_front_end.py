@@ -105,8 +105,14 @@ def test_image_model_runs_no_face_mesh(frames):
         res = pipe.process(frames[120])
         assert [p.path for p in res.predictions] == ["box"]
         assert pipe.extractor._mesher is None  # never built: box -> crop -> model
-    with Pipeline(IMAGE_MODEL, mode="static", mesh=True) as pipe:  # asked for (the Live mesh overlay)
+    with Pipeline(IMAGE_MODEL, mode="static", mesh=True) as pipe:  # asked for
         assert [p.path for p in pipe.process(frames[120]).predictions] == ["mesh"]
+    with Pipeline(IMAGE_MODEL, mode="video") as pipe:  # the Live overlay turns face mesh on mid-stream
+        assert [p.path for p in pipe.process(frames[120], 0.0).predictions] == ["box"]
+        pipe.extractor.mesh = True
+        assert pipe.extractor.tracking
+        assert [p.path for p in pipe.process(frames[120], 40.0).predictions] == ["mesh"]
+        assert [p.path for p in pipe.process(frames[120], 80.0).predictions] == ["mesh"]  # the tracking mesh
 
 
 @pytest.mark.skipif(shipped_fallback_model() is None, reason="the shipped fallback image model is absent")
