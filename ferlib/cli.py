@@ -324,7 +324,7 @@ def cmd_evaluate(args) -> int:
     if args.figure:
         from ferlib.store import atomic_write_bytes
 
-        atomic_write_bytes(Path(args.figure), confusion_figure(metrics).to_html(include_plotlyjs="cdn").encode())
+        atomic_write_bytes(Path(args.figure), confusion_figure(metrics).to_html(include_plotlyjs=True).encode())
         print(f"wrote {args.figure}", file=sys.stderr)
     return 0
 
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
     p.add_argument("--smoothing", default=DEFAULT_SMOOTHING, choices=SMOOTHING,
                    help=f"temporal smoothing of each face over a video's frames (default {DEFAULT_SMOOTHING}: "
-                        "docs/models.md says how it was chosen; stills are never smoothed)")
+                        "docs/cli.md says how it was chosen; stills are never smoothed)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="model runtime: auto = ONNX Runtime where the model exports, else PyTorch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: MediaPipe has its own)")

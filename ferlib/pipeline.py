@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
+from ferlib.crops import model_crop
 from ferlib.errors import FerError, InputError, ModelFileError
 from ferlib.inputs import InputSpec, Mirror, build_batch
 from ferlib.io import ensure_bgr
-from ferlib.crops import model_crop
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.types import Face, FrameResult, Prediction
 
@@ -32,7 +32,8 @@ DEFAULT_MODELS = ("resnet18_attention_fer2013_long", "landmark_cnn1d_fer2013_aff
                   "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
-"""Smoothing of videos in `predict` and on the Live page (docs/models.md: chosen on the committed clip)."""
+"""Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
+scripts/eval_smoothing.py (README, "Recognising real faces")."""
 BACKENDS = ("torch", "onnx", "auto")
 
 

@@ -3,6 +3,7 @@ committed clip (real MediaPipe, real training), and the CLI's handling of bad ar
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -91,7 +92,9 @@ def test_evaluate_prints_and_saves_metrics(trained, work, clip_dataset):
     # trained on 28 of these frames (4 validate): far better than the 50 % of guessing (measured 0.97)
     assert m["accuracy"] >= 0.8, m["accuracy"]
     assert set(m["occlusion"]) == {"eyes", "mouth"}
-    assert "plotly" in fig.read_text()[:5000].lower()
+    html = fig.read_text()
+    assert "plotly" in html[:5000].lower()
+    assert not re.search(r"<script[^>]+src=\"https?://", html), "the figure must not load scripts from the internet"
 
 
 @pytest.mark.slow
