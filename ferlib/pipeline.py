@@ -82,11 +82,26 @@ def shipped_fallback_model() -> Path | None:
     return c if w.is_file() and c.is_file() else None
 
 
+def resolve_model(ref) -> Path:
+    """A checkpoint reference -> its card path: a path (stem, .json or .safetensors) that exists, or
+    the bare name of a shipped model (`ferlib predict --model resnet18_attention_fer2013_long`)."""
+    weights, card = checkpoint_paths(ref)
+    if weights.is_file() or card.is_file():
+        return card
+    name = Path(ref).name
+    if Path(ref).parent == Path(".") and checkpoint_paths(MODELS_DIR / name)[0].is_file():
+        return checkpoint_paths(MODELS_DIR / name)[1]
+    names = ", ".join(p.stem for p in shipped_models())
+    raise ModelFileError(f"model {str(ref)!r}: checkpoint file {weights} does not exist and no shipped model "
+                         f"has that name (shipped: {names or 'none'})")
+
+
 def _load(model) -> tuple[Path | None, object, dict]:
-    """(card path or None, model in eval mode, card) of a checkpoint path or a (model, card) pair."""
+    """(card path or None, model in eval mode, card) of a checkpoint reference (`resolve_model`) or a
+    (model, card) pair."""
     if isinstance(model, (str, Path)):
-        m, card = load_checkpoint(model)
-        path = checkpoint_paths(model)[1]
+        path = resolve_model(model)
+        m, card = load_checkpoint(path)
     else:
         path, (m, card) = None, model
     m.eval()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferlib.errors import InputError
+from ferlib.errors import InputError, ModelFileError
 from ferlib.io import iter_video
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.pipeline import Pipeline, shipped_fallback_model
@@ -168,3 +168,12 @@ def test_bad_or_empty_frames_get_a_clear_answer(tmp_path, shape):
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out, keep_default_na=False)
     assert len(df) == 1 and df.detected[0] == 0 and df.label[0] == "" and df.path[0] == ""
+
+
+def test_models_load_by_bare_shipped_name(tmp_path):
+    with Pipeline("image_cnn_fer2013", mode="static") as pipe:
+        assert pipe.model_path == ROOT / "models" / "image_cnn_fer2013.json"
+    with pytest.raises(ModelFileError, match="does not exist.*shipped: .*resnet18_attention_fer2013_long"):
+        Pipeline("no_such_model")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        Pipeline(tmp_path / "image_cnn_fer2013")  # a path is never taken for a shipped name
