@@ -36,6 +36,25 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+"""Where the shipped models are (models/ of the checkout)."""
+
+
+def resolve_checkpoint(ref, models_dir: Path = MODELS_DIR) -> Path:
+    """The card path of a checkpoint reference: a path (stem, .json or .safetensors) that exists, or
+    the bare name of a shipped model in `models_dir`. Unknown: ModelFileError listing the names."""
+    weights, card = checkpoint_paths(ref)
+    if weights.is_file() or card.is_file():
+        return card
+    if Path(ref).parent == Path("."):
+        shipped_w, shipped_c = checkpoint_paths(Path(models_dir) / Path(ref).name)
+        if shipped_w.is_file():
+            return shipped_c
+    names = ", ".join(sorted(p.stem for p in Path(models_dir).glob("*.safetensors")))
+    raise ModelFileError(f"model {str(ref)!r}: checkpoint file {weights} does not exist and no shipped model "
+                         f"has that name (shipped: {names or 'none'})")
+
+
 def make_card(model: FerModel, classes, spec: InputSpec, training: dict | None = None,
               data: dict | None = None, metrics: dict | None = None, keypoints=None) -> dict:
     """A model card (save_checkpoint adds format, version, model and the weights' hash)."""

@@ -305,21 +305,9 @@ class TorchScriptModel:
         return self
 
 
-def resolve_checkpoint(model: str) -> Path:
-    """A checkpoint path as given, or the name of a shipped model in models/."""
-    from ferlib.checkpoint import checkpoint_paths
-    from ferlib.pipeline import MODELS_DIR
-
-    for cand in (Path(model), MODELS_DIR / model):
-        w, c = checkpoint_paths(cand)
-        if w.is_file() and c.is_file():
-            return c
-    raise ModelFileError(f"model {model!r}: no checkpoint at {model} or in {MODELS_DIR}")
-
-
 def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:
     """Export a checkpoint (path or shipped name) -> (written path, max |diff| to PyTorch)."""
-    from ferlib.checkpoint import card_spec, load_checkpoint
+    from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 
     if fmt not in FORMATS:
         raise InputError(f"export format must be one of {FORMATS}, got {fmt!r}")
@@ -336,4 +324,4 @@ def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:
 
 
 __all__ = ["FORMATS", "OPSET", "OnnxModel", "PARITY_ATOL", "TorchScriptModel", "example_batch",
-           "export_checkpoint", "export_onnx", "export_torchscript", "input_keys", "resolve_checkpoint"]
+           "export_checkpoint", "export_onnx", "export_torchscript", "input_keys"]

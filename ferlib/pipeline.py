@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.checkpoint import card_spec, checkpoint_paths, load_checkpoint
+from ferlib.checkpoint import MODELS_DIR, card_spec, checkpoint_paths, load_checkpoint, resolve_checkpoint
 from ferlib.crops import model_crop
 from ferlib.errors import FerError, InputError, ModelFileError
 from ferlib.inputs import InputSpec, Mirror, build_batch
@@ -23,8 +23,6 @@ from ferlib.io import ensure_bgr
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.types import Face, FrameResult, Prediction
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = REPO_ROOT / "models"
 # Shipped models in order of preference for the default: the most accurate whose whole pipeline
 # holds 30 fps on one core (README "Choosing the default"; benchmarks/2026-11-27-live-default.md),
 # then the fast landmark path.
@@ -82,25 +80,11 @@ def shipped_fallback_model() -> Path | None:
     return c if w.is_file() and c.is_file() else None
 
 
-def resolve_model(ref) -> Path:
-    """A checkpoint reference -> its card path: a path (stem, .json or .safetensors) that exists, or
-    the bare name of a shipped model (`ferlib predict --model resnet18_attention_fer2013_long`)."""
-    weights, card = checkpoint_paths(ref)
-    if weights.is_file() or card.is_file():
-        return card
-    name = Path(ref).name
-    if Path(ref).parent == Path(".") and checkpoint_paths(MODELS_DIR / name)[0].is_file():
-        return checkpoint_paths(MODELS_DIR / name)[1]
-    names = ", ".join(p.stem for p in shipped_models())
-    raise ModelFileError(f"model {str(ref)!r}: checkpoint file {weights} does not exist and no shipped model "
-                         f"has that name (shipped: {names or 'none'})")
-
-
 def _load(model) -> tuple[Path | None, object, dict]:
-    """(card path or None, model in eval mode, card) of a checkpoint reference (`resolve_model`) or a
-    (model, card) pair."""
+    """(card path or None, model in eval mode, card) of a checkpoint reference (a path, or a shipped
+    model's bare name: `ferlib.checkpoint.resolve_checkpoint`) or a (model, card) pair."""
     if isinstance(model, (str, Path)):
-        path = resolve_model(model)
+        path = resolve_checkpoint(model, MODELS_DIR)
         m, card = load_checkpoint(path)
     else:
         path, (m, card) = None, model
