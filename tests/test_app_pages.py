@@ -7,6 +7,7 @@ MediaPipe, the store and the models run for real. Data goes to a temporary FERLI
 from __future__ import annotations
 
 import base64
+import re
 import json
 import time
 from types import SimpleNamespace
@@ -455,3 +456,76 @@ def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, mon
     row = at.dataframe[0].value.iloc[0]
     assert row["samples"] == 7 and abs(row["detection rate"] - 6 / 7) < 1e-9  # the blank image has no face
     assert sum(f["data"][0]["type"] == "heatmap" for f in _plotly(at)) == 2
+
+
+def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, clip_faces, streamer):
+    from ferlib.pipeline import DEFAULT_MODELS
+
+    a = _seed(store, clip_faces, "big")
+    b = _seed(store, clip_faces[:3], "small")  # the newest: it used to be the only one preselected
+    at = _app("Train")
+    assert sorted(at.multiselect(key="train_sessions").value) == sorted([a, b])
+    base = at.selectbox(key="train_base").value
+    shipped = [s for s in DEFAULT_MODELS if (ROOT / "models" / f"{s}.json").exists()]
+    assert base is not None and base.label == f"shipped: {shipped[0]}"
+    assert at.checkbox(key="train_freeze").value is True and not at.checkbox(key="train_freeze").disabled
+    # from scratch: nothing to freeze; back to a base: frozen again
+    at.selectbox(key="train_base").select_index(len(at.selectbox(key="train_base").options) - 1).run()
+    assert at.selectbox(key="train_base").value is None
+    assert at.checkbox(key="train_freeze").value is False and at.checkbox(key="train_freeze").disabled
+    at.selectbox(key="train_base").set_value(base).run()
+    assert at.checkbox(key="train_freeze").value is True
+    assert not at.button(key="train_start").disabled
+    assert not at.exception and not at.warning
+
+
+def test_train_says_which_samples_it_leaves_out_and_refuses_contempt_only(store, clip_faces, streamer):
+    from ferlib.landmarks import face_crop
+
+    sid = store.create_session("smirks", "indoor", False)
+    for k, (bgr, face, _) in enumerate(clip_faces[:6]):
+        store.add_sample(sid, "contempt", face.landmarks, crop=face_crop(bgr, face, 112, grey=False),
+                         pose=face.pose, frame_index=k)
+    at = _app("Train")
+    errors = [e.value for e in at.error]
+    assert any("Nothing to train on" in e and "contempt" in e for e in errors), errors
+    assert not any("InputError" in e for e in errors)
+    assert at.button(key="train_start").disabled
+    _seed(store, clip_faces, "me")
+    at = _app("Train")
+    warnings = [w.value for w in at.warning]
+    assert any("6 contempt samples (smirks)" in w and "has no 'contempt' class" in w for w in warnings), warnings
+    assert not at.error and not at.button(key="train_start").disabled
+    assert any(m.startswith("Training uses: happy") for m in (x.value for x in at.markdown))
+
+
+def test_a_failed_run_reads_as_a_sentence_once_without_empty_chart(store, clip_faces, streamer):
+    _seed(store, clip_faces[:1], "tiny")
+    at = _app("Train")
+    at.button(key="train_start").click().run()
+    job = _wait_job(at.session_state["train_run"])
+    assert job.status == "failed" and "Error" not in job.message, job.message
+    at.run()
+    text = " ".join(e.value for e in at.error) + " ".join(p.proto.text for p in at.get("progress"))
+    assert "Error:" not in text and text.count(job.message) == 1, text
+    assert not _plotly(at), "a failed run shows no empty loss chart"
+    runs = at.dataframe[-1].value
+    assert "pid" not in runs.columns and "test accuracy" in runs.columns
+    assert runs["status"].iloc[0] == "failed" and runs["error"].iloc[0] == job.message
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", runs["ended"].iloc[0]), runs["ended"].iloc[0]
+
+
+def test_make_live_shows_its_effect_at_once_and_caveats_few_samples(store, clip_faces, streamer):
+    _seed(store, clip_faces, "me")
+    at = _app("Train")
+    at.number_input(key="train_epochs").set_value(2).run()
+    at.button(key="train_start").click().run()
+    job = _wait_job(at.session_state["train_run"])
+    assert job.status == "done", job.message
+    at.run()
+    assert any("rough figure" in c.value and f"n={job.test_metrics['n']} test samples" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    at.button(key="train_make_live").click().run()
+    assert store.live_model()["id"] == job.model_id
+    assert any("is live" in m.value for m in at.markdown)
+    assert not [b for b in at.button if b.key == "train_make_live"]

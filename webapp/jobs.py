@@ -25,6 +25,7 @@ from ferlib.models import create_model
 from ferlib.store import Store, validate_name
 from ferlib.train import TrainConfig, finetune, train
 from webapp.datasets import dataset_path, extra_frame, split_sets, studio_frame
+from webapp.ui import error_text
 
 # Everything the worker needs is imported here, in the importing (script) thread: compiling modules
 # in a worker thread while Streamlit parses a page races in CPython 3.11's AST validator
@@ -67,6 +68,7 @@ class TrainJob:
     model_id: int | None = None
     test_metrics: dict | None = None
     device: str = ""
+    counts: dict = field(default_factory=dict)
     thread: threading.Thread | None = None
 
     @property
@@ -127,7 +129,8 @@ def _work(store: Store, job: TrainJob) -> None:
 
         sets = split_sets(studio_frame(store, s.session_ids), in_spec, classes, extra=extra, callback=on_extract)
         if "train" not in sets:
-            raise ValueError("too few samples for a training split: record more per emotion")
+            raise InputError("too few samples for a training split: record more per emotion")
+        job.counts = {k: len(v[1]) for k, v in sets.items()}
         tr = sets["train"][0]
         va = sets.get("val", sets["train"])[0]
         config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, patience=s.patience, lr=s.lr,
@@ -172,7 +175,7 @@ def _work(store: Store, job: TrainJob) -> None:
         job.status, job.message = "cancelled", "stopped by the user"
         store.finish_run(job.run_id, "cancelled", {"history": job.history})
     except Exception as e:  # the UI shows it; the run row records it
-        job.status, job.message = "failed", f"{type(e).__name__}: {e}"
+        job.status, job.message = "failed", error_text(e)
         try:
             store.finish_run(job.run_id, "failed", {"history": job.history, "error": job.message,
                                                    "traceback": traceback.format_exc(limit=5)})

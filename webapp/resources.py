@@ -167,3 +167,11 @@ def classifier_types() -> list[str]:
         except Exception:  # a family that cannot be built here is simply not offered
             continue
     return out
+
+
+@st.cache_resource(show_spinner=False)
+def model_input_kind(name: str) -> str:
+    """The `input_kind` of registry model `name` ("landmarks", "image", "hybrid", "distances")."""
+    from ferlib.models import create_model
+
+    return create_model(name).input_kind
