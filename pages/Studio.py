@@ -1,14 +1,15 @@
 """Studio: record your own labelled faces (consent first), see the coverage, review and export."""
 import time
 
+import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.classes import CLASSES
 from ferlib.errors import FerError
 from ferlib.store import CONDITIONS
-from webapp import figures, video
-from webapp.resources import drain_results, get_store, make_extractor, rtc_configuration
+from webapp import figures, ui, video
+from webapp.resources import drain_results, get_store, make_extractor, model_choices, rtc_configuration
 
 st.title("Studio")
 store = get_store()
@@ -41,7 +42,15 @@ with record_tab:
         left, right = st.columns([2, 3])
         with left:
             name = st.text_input("Session name", value="my session", key="studio_session", max_chars=64)
-            emotion = st.selectbox("Emotion", CLASSES, index=CLASSES.index("neutral"), key="studio_emotion")
+            emotions = ui.learnable_classes([c.path for c in model_choices(store)])
+            emotion = st.selectbox("Emotion", emotions, index=emotions.index("neutral") if "neutral" in emotions else 0,
+                                   key="studio_emotion",
+                                   help="The emotions a model here can learn: training keeps a base model's "
+                                        "classes, and the shipped models know these")
+            unlearnable = [c for c in CLASSES if c not in emotions]
+            if unlearnable:
+                st.caption(f"Not offered: {', '.join(unlearnable)} (no model here has the class, so its samples "
+                           "could never be learned).")
             condition = st.radio("Condition", CONDITIONS, horizontal=True, key="studio_condition")
             landmarks_only = st.toggle("Landmarks only (store no images)", key="studio_landmarks_only",
                                        help="Applies when the session is created")
@@ -77,10 +86,14 @@ with record_tab:
             if p is not None:
                 drain_results(p, "studio_error")
             known = store.session_by_name(name)
-            n = store.count_samples(known) if known is not None else 0
+            per = (store.samples([known]).groupby("emotion").size() if known is not None
+                   else pd.Series(dtype=int))
+            n, k = int(per.sum()), int(per.get(emotion, 0))
             with st.container(key="studio-stats"):
-                st.markdown(f"Samples recorded: {n}  \nSession: {name}  \nRecording: "
-                            f"{'yes, ' + emotion if p is not None and p.recording else 'no'}")
+                rest = ", ".join(f"{e} {c}" for e, c in per.items())
+                st.markdown(f"Samples recorded: {k} {emotion} in this session  \n"
+                            f"Session: {name}, {n} samples in all" + (f" ({rest})" if rest else "") + "  \n"
+                            f"Recording: {'yes, ' + emotion if p is not None and p.recording else 'no'}")
             if st.session_state.get("studio_error"):
                 st.warning(st.session_state["studio_error"])
             scope = st.radio("Coverage of", ["this session", "all sessions"], horizontal=True, key="studio_cov")
@@ -95,10 +108,10 @@ with review_tab:
     if sessions.empty:
         st.info("No sessions yet.")
     else:
-        st.dataframe(sessions.assign(created=[time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-                                              for t in sessions["created"]]),
-                     hide_index=True, key="studio_sessions_table")
-        labels = {int(r.id): f"{r.name} ({r.samples} samples)" for r in sessions.itertuples()}
+        st.dataframe(ui.sessions_table(sessions, store.samples()), hide_index=True, key="studio_sessions_table",
+                     width="stretch")
+        # names only: the counts live in the table above, which every rerun rebuilds
+        labels = {int(r.id): r.name for r in sessions.itertuples()}
         chosen = st.selectbox("Session", list(labels), format_func=labels.get, key="review_session")
         samples = store.samples([chosen])
         per_page = 12

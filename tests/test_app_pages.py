@@ -213,12 +213,16 @@ def test_studio_coverage_guide_from_seeded_store(store, clip_faces, streamer):
     at = _app("Studio")
     at.checkbox(key="studio_consent").check().run()
     at.text_input(key="studio_session").input("seeded").run()
-    assert f"Samples recorded: {len(clip_faces)}" in _text(at)
+    assert f"Session: seeded, {len(clip_faces)} samples in all" in _text(at)
     fig = _plotly(at)[0]
     heat = [t for t in fig["data"] if t["type"] == "heatmap"]
     assert heat and "happy" in heat[0]["y"] and "yaw -10..10" in heat[0]["x"]
-    z = _array(heat[0]["z"])  # indoor panel: yaw bins then pitch bins
-    assert z[:, :5].sum() == len(clip_faces) and (z == 0).any()  # and what is missing shows as 0
+    z = _array(heat[0]["z"])  # indoor, yaw bins
+    assert z.sum() == len(clip_faces) and (z == 0).any()  # and what is missing shows as 0
+    pitch = [t for t in heat if t["x"][0].startswith("pitch")]
+    assert pitch and _array(pitch[0]["z"]).sum() == len(clip_faces)  # its own panel: no sample counted twice
+    assert all(t["x"][0].split()[0] == t["x"][-1].split()[0] for t in heat), "yaw and pitch share no row"
+    assert fig["layout"]["coloraxis"]["cmin"] == 0
 
 
 def test_review_delete_session_removes_files(store, clip_faces, streamer):
@@ -529,3 +533,36 @@ def test_make_live_shows_its_effect_at_once_and_caveats_few_samples(store, clip_
     assert store.live_model()["id"] == job.model_id
     assert any("is live" in m.value for m in at.markdown)
     assert not [b for b in at.button if b.key == "train_make_live"]
+
+
+def test_studio_offers_only_learnable_emotions_and_counts_per_emotion(store, clip_faces, streamer):
+    streamer(playing=False)
+    _seed(store, clip_faces, "seeded")  # sad and happy
+    at = _app("Studio")
+    at.checkbox(key="studio_consent").check().run()
+    options = at.selectbox(key="studio_emotion").options
+    assert "contempt" not in options and {"happy", "sad", "neutral"} <= set(options)
+    assert any("Not offered: contempt" in c.value for c in at.caption)
+    at.text_input(key="studio_session").input("seeded").run()
+    at.selectbox(key="studio_emotion").select("happy").run()
+    n_happy = sum(e == "happy" for *_, e in clip_faces)
+    text = _text(at)
+    assert f"Samples recorded: {n_happy} happy in this session" in text, text
+    assert f"{len(clip_faces)} samples in all (happy {n_happy}, sad {len(clip_faces) - n_happy})" in text, text
+    # an empty session's coverage is white zeros on a 0.. scale, not a solid colour on -0.5..0.5
+    at.text_input(key="studio_session").input("new one").run()
+    fig = _plotly(at)[0]
+    assert all(_array(t["z"]).sum() == 0 for t in fig["data"])
+    assert fig["layout"]["coloraxis"]["cmin"] == 0 and fig["layout"]["coloraxis"]["cmax"] >= 1
+
+
+def test_review_counts_samples_per_emotion(store, clip_faces, streamer):
+    streamer(playing=False)
+    _seed(store, clip_faces, "both")
+    _seed(store, [c for c in clip_faces if c[2] == "sad"][:4], "sad only")
+    at = _app("Studio")
+    table = at.dataframe[0].value.set_index("session")
+    n_happy = sum(e == "happy" for *_, e in clip_faces)
+    assert table.at["both", "happy"] == n_happy and table.at["both", "samples"] == len(clip_faces)
+    assert table.at["sad only", "sad"] == 4 and table.at["sad only", "happy"] == 0
+    assert "pid" not in table.columns and "id" not in table.columns

@@ -60,37 +60,47 @@ def performance_chart(history: Sequence[dict], seconds: float = 10.0) -> go.Figu
 
 
 def coverage_heatmap(cov: pd.DataFrame) -> go.Figure:
-    """Samples per emotion (rows) x yaw bin and pitch bin (columns), one panel per condition.
+    """Samples per emotion (rows) x head-pose bin (columns): the yaw bins in the top row of panels,
+    the pitch bins in the bottom row (each counts every sample once), one column of panels per
+    condition.
 
-    Zero cells (what is still missing) show as white with a 0."""
+    Zero cells (what is still missing) show as white with a 0; the colour scale starts at 0, so an
+    empty session is all white."""
     conditions = list(dict.fromkeys(cov["condition"])) or ["indoor"]
     yb, pb = bin_labels(YAW_EDGES), bin_labels(PITCH_EDGES)
     if (cov["yaw_bin"] == "unknown").any():  # samples without a head pose (coverage() keeps them only if any)
         yb, pb = yb + ["unknown"], pb + ["unknown"]
-    cols = [f"yaw {b}" for b in yb] + [f"pitch {b}" for b in pb]
     emotions = list(dict.fromkeys(cov["emotion"]))
-    n, gap = len(conditions), 0.04
-    width = (1 - gap * (n - 1)) / n
-    data, layout = [], {}
-    for j, cond in enumerate(conditions):
-        part = cov[cov["condition"] == cond]
-        yaw = part.groupby(["emotion", "yaw_bin"])["count"].sum().unstack().reindex(index=emotions, columns=yb)
-        pitch = part.groupby(["emotion", "pitch_bin"])["count"].sum().unstack().reindex(index=emotions, columns=pb)
-        z = np.hstack([yaw.fillna(0).to_numpy(), pitch.fillna(0).to_numpy()]).astype(int).tolist()
-        ax = "" if j == 0 else str(j + 1)
-        data.append({"type": "heatmap", "z": z, "x": cols, "y": emotions, "text": z, "texttemplate": "%{text}",
-                     "coloraxis": "coloraxis", "xaxis": f"x{ax}", "yaxis": f"y{ax}", "name": cond,
-                     "hovertemplate": "%{y}, %{x}: %{z}<extra>" + cond + "</extra>"})
-        lo = j * (width + gap)
-        layout[f"xaxis{ax}"] = {"domain": [lo, lo + width], "anchor": f"y{ax}"}
-        layout[f"yaxis{ax}"] = {"autorange": "reversed", "anchor": f"x{ax}", "showticklabels": j == 0}
-        layout.setdefault("annotations", []).append(
-            {"text": cond, "x": lo + width / 2, "y": 1.0, "xref": "paper", "yref": "paper", "showarrow": False,
-             "yanchor": "bottom"})
+    n, gap, vgap = len(conditions), 0.04, 0.16
+    width, height = (1 - gap * (n - 1)) / n, (1 - vgap) / 2
+    data, layout, notes, top = [], {}, [], 0
+    for i, (axis, bins, col) in enumerate((("yaw", yb, "yaw_bin"), ("pitch", pb, "pitch_bin"))):
+        y_lo = 1 - height if i == 0 else 0.0
+        for j, cond in enumerate(conditions):
+            part = cov[cov["condition"] == cond]
+            z = (part.groupby(["emotion", col])["count"].sum().unstack().reindex(index=emotions, columns=bins)
+                 .fillna(0).to_numpy().astype(int))
+            top = max(top, int(z.max()) if z.size else 0)
+            k = i * n + j + 1
+            ax = "" if k == 1 else str(k)
+            data.append({"type": "heatmap", "z": z.tolist(), "x": [f"{axis} {b}" for b in bins], "y": emotions,
+                         "text": z.tolist(), "texttemplate": "%{text}", "coloraxis": "coloraxis",
+                         "xaxis": f"x{ax}", "yaxis": f"y{ax}", "name": f"{cond}, {axis}",
+                         "hovertemplate": "%{y}, %{x}: %{z}<extra>" + cond + "</extra>"})
+            lo = j * (width + gap)
+            layout[f"xaxis{ax}"] = {"domain": [lo, lo + width], "anchor": f"y{ax}"}
+            layout[f"yaxis{ax}"] = {"domain": [y_lo, y_lo + height], "autorange": "reversed", "anchor": f"x{ax}",
+                                    "showticklabels": j == 0}
+            notes.append({"text": f"<b>{cond}</b>: {axis} (head turned {'left/right' if axis == 'yaw' else 'up/down'})",
+                          "x": lo + width / 2, "y": y_lo + height, "xref": "paper", "yref": "paper",
+                          "showarrow": False, "yanchor": "bottom"})
+    rows = max(1, len(emotions))
     return go.Figure({"data": data, "layout": {
-        **layout, "title": {"text": "Coverage: samples per emotion and head pose (0 = still missing)"},
-        "coloraxis": {"colorscale": [[0, "white"], [1e-9, "#fde0c5"], [1, "#b2182b"]]},
-        "height": 120 + 28 * max(1, len(emotions)), "margin": dict(l=10, r=10, t=70, b=10)}})
+        **layout, "annotations": notes,
+        "title": {"text": "Coverage: samples per emotion and head pose (0 = still missing)"},
+        "coloraxis": {"colorscale": [[0, "white"], [1e-9, "#fde0c5"], [1, "#b2182b"]], "cmin": 0,
+                      "cmax": max(1, top), "colorbar": {"title": {"text": "samples"}}},
+        "height": 170 + 2 * 26 * rows, "margin": dict(l=10, r=10, t=70, b=10)}})
 
 
 def training_curves(history: Sequence[dict]) -> go.Figure:

@@ -117,3 +117,19 @@ def runs_table(store, limit: int = 50) -> pd.DataFrame:
             "error": m.get("error", "") if r.status == "failed" else ""})
     return pd.DataFrame(rows, columns=["run", "model", "status", "started", "ended", "duration (s)",
                                        "test accuracy", "test samples", "best val accuracy", "error"])
+
+
+def sessions_table(sessions: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """The Review tab's sessions: name, condition, images or landmarks only, created, the total and
+    one count column per recorded emotion (canonical order)."""
+    per = (samples.groupby(["session_id", "emotion"]).size().unstack(fill_value=0) if len(samples)
+           else pd.DataFrame(index=pd.Index([], name="session_id")))
+    emotions = [c for c in CLASSES if c in per.columns] + sorted(set(per.columns) - set(CLASSES))
+    out = pd.DataFrame({
+        "session": sessions["name"].to_numpy(), "condition": sessions["condition"].to_numpy(),
+        "stores": ["landmarks only" if v else "images + landmarks" for v in sessions["landmarks_only"]],
+        "created": [clock(t)[:16] for t in sessions["created"]],
+        "samples": sessions["samples"].astype(int).to_numpy()})
+    for e in emotions:
+        out[e] = [int(per.at[i, e]) if i in per.index else 0 for i in sessions["id"]]
+    return out
