@@ -143,7 +143,7 @@ def load_role(role: str):
 
 
 class Runners:
-    """Callables batch dict -> logits tensor per (role, backend, threads), exported once each
+    """ferlib.runtime runners per (role, backend, threads), made once each by `load_runner`
     (exports are parity-checked against PyTorch by ferlib.export)."""
 
     def __init__(self, roles: dict):
@@ -151,19 +151,14 @@ class Runners:
         self._made: dict[tuple, object] = {}
 
     def __call__(self, role: str, backend: str, threads: int):
-        from ferlib.export import OnnxModel, export_torchscript
+        from ferlib.runtime import load_runner
 
-        key = (role, backend, threads if backend == "onnx" else 0)
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; known: {BACKENDS}")
+        key = (role, backend, threads)
         if key not in self._made:
             model, card, _ = self.roles[role]
-            if backend == "torch":
-                self._made[key] = model
-            elif backend == "torchscript":
-                self._made[key] = export_torchscript(model, spec=_spec(card))
-            elif backend == "onnx":
-                self._made[key] = OnnxModel.from_torch(model, threads=threads, spec=_spec(card))
-            else:
-                raise InputError(f"unknown backend {backend!r}; known: {BACKENDS}")
+            self._made[key] = load_runner((model, card), backend=backend, threads=threads)
         return self._made[key]
 
 
@@ -220,8 +215,7 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
     drawn = {role: (role, cfg.threads[0], cfg.batches[0]) for role in roles}
     extractors = {role: LandmarkExtractor(mode="video") for role in roles}
     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
-    pipes = {k: Pipeline((runners(k[0], backend_for[k[0]], k[1]), roles[k[0]][1]), extractor=extractors[k[0]])
-             for k in keys}
+    pipes = {k: Pipeline(runners(k[0], backend_for[k[0]], k[1]), extractor=extractors[k[0]]) for k in keys}
 
     def one_pass(max_frames: int | None) -> dict:
         t = {"decode": [], "mesh": [], **{("landmarks", r): [] for r in roles}, **{("draw", r): [] for r in roles},
@@ -348,10 +342,9 @@ def bench_raw(cfg: BenchConfig, roles: dict, runners: Runners, frames, lm, idx, 
                 run = runners(role, backend, threads)
                 for b, x in batches.items():
                     torch.set_num_threads(threads)
-                    with torch.inference_mode():
-                        diff = float(np.max(np.abs(run(x).float().numpy() - ref[b])))
+                    diff = float(np.max(np.abs(run.outputs(x) - ref[b])))
                     cells.append(({"model": role, "backend": backend, "threads": threads, "batch": b,
-                                   "max_abs_diff_vs_torch": diff}, lambda run=run, x=x: run(x)))
+                                   "max_abs_diff_vs_torch": diff}, lambda run=run, x=x: run.outputs(x)))
     _log(f"raw models: {len(cells)} cells x {rounds} rounds")
     samples: list[list[float]] = [[] for _ in cells]
     for r in range(rounds):

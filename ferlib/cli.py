@@ -22,24 +22,31 @@ def _write_csv(df, out: Path) -> None:
 
 
 def cmd_predict(args) -> int:
-    import torch
+    import time
 
+    t_start = time.perf_counter()
     from ferlib.pipeline import Pipeline
     from ferlib.predict import predict
+    from ferlib.runtime import set_torch_threads
 
-    torch.set_num_threads(args.threads)  # more spin against MediaPipe's own threads (docs/cli.md)
+    set_torch_threads(args.threads)  # torch's own ops (inputs); the model runner gets args.threads too
     keypoint_model = {"auto": shipped_keypoint_model(), "none": None}.get(args.keypoint_model, args.keypoint_model)
     with Pipeline(args.model, smoothing=args.smoothing, keypoint_model=keypoint_model,
-                  backend=args.backend) as pipe:
+                  backend=args.backend, threads=args.threads) as pipe:
         fb = f"; faces without landmarks: {pipe.fallback.name}" if pipe.fallback else ""
-        print(f"model: {pipe.name} ({pipe.model_path or 'in memory'}, {pipe.backend}{fb}), classes: "
-              f"{', '.join(pipe.classes)}; video smoothing: {pipe.smoother.kind}", file=sys.stderr)
+        print(f"model: {pipe.name} ({pipe.model_path or 'in memory'}, {pipe.backend}, {args.threads} thread(s){fb}), "
+              f"classes: {', '.join(pipe.classes)}; video smoothing: {pipe.smoother.kind}", file=sys.stderr)
+        t_ready = time.perf_counter()
         report = predict(args.inputs, pipe, max_frames=args.max_frames)
+        t_done = time.perf_counter()
     _write_csv(report.frame, Path(args.out))
     df = report.frame
     n_det = int(df["detected"].sum())
+    n_frames = len(df.drop_duplicates(["source", "frame"]))
     print(f"wrote {len(df)} rows ({n_det} faces, {int((df['detected'] == 0).sum())} frames without a face) "
           f"to {args.out}", file=sys.stderr)
+    print(f"timing: model and graphs ready in {t_ready - t_start:.2f} s; {n_frames} frames/images in "
+          f"{t_done - t_ready:.2f} s ({1e3 * (t_done - t_ready) / max(n_frames, 1):.1f} ms each)", file=sys.stderr)
     for e in report.errors:
         print(f"error: {e}", file=sys.stderr)
     return 2 if report.errors else 0
@@ -290,11 +297,18 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ferlib.checkpoint import card_spec, load_checkpoint
+    from ferlib.checkpoint import card_spec
     from ferlib.data.tensors import prepare
     from ferlib.evaluate import confusion_figure, evaluate, occlusion_test, save_metrics
+    from ferlib.runtime import load_runner
 
-    model, card = load_checkpoint(args.checkpoint)
+    model = load_runner(args.checkpoint, backend=args.backend, threads=args.threads)
+    card = model.card
+    if not card or "classes" not in card or "input" not in card:
+        raise InputError(f"{args.checkpoint}: no model card with classes and input spec (export it from a checkpoint)")
+    if model.task != "classification":
+        raise InputError(f"{args.checkpoint}: a {model.task} model; evaluate scores emotion classifiers")
+    print(f"model: {model.name} ({model.backend}, {model.threads} thread(s))", file=sys.stderr)
     classes, spec = list(card["classes"]), card_spec(card)
     regions = [r.strip() for r in args.occlusion.split(",") if r.strip()] if args.occlusion else []
     bad = [r for r in regions if r not in ("eyes", "mouth")]
@@ -315,7 +329,8 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate(model, classes=classes, tta_flip=args.tta, **inputs)
     if regions:
         metrics["occlusion"] = {r: occlusion_test(model, spec, inputs["data"], region=r) for r in regions}
-    metrics.update({"checkpoint": str(args.checkpoint), "dataset": df.attrs["root"], "kind": df.attrs["kind"],
+    metrics.update({"checkpoint": str(args.checkpoint), "backend": model.backend,
+                    "dataset": df.attrs["root"], "kind": df.attrs["kind"],
                     "split": args.split, "tta_flip": bool(args.tta), "dropped_labels": prep.info["dropped_labels"]})
     print(_report(metrics))
     if args.out:
@@ -388,6 +403,15 @@ def _data_options(p, multiple: bool = True) -> None:
     _keypoint_option(p)
 
 
+def _runtime_options(p, why: str) -> None:
+    """--backend and --threads of the model runner (ferlib.runtime.load_runner)."""
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="model runtime: auto (default) = ONNX Runtime where the model exports, else PyTorch; "
+                        "onnx, torchscript (exported in memory, checked against PyTorch) or torch (eager)")
+    p.add_argument("--threads", type=int, default=1,
+                   help=f"intra-op threads of the model runner and of torch (default {why})")
+
+
 def _keypoint_option(p) -> None:
     p.add_argument("--keypoint-model", default=None, metavar="PATH",
                    help="keypoint_regressor checkpoint: retry faces face mesh missed, keypoint-aligned "
@@ -453,9 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", default=DEFAULT_SMOOTHING, choices=SMOOTHING,
                    help=f"temporal smoothing of each face over a video's frames (default {DEFAULT_SMOOTHING}: "
                         "docs/cli.md says how it was chosen; stills are never smoothed)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="model runtime: auto = ONNX Runtime where the model exports, else PyTorch")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: MediaPipe has its own)")
+    _runtime_options(p, "1: MediaPipe's graphs run threads of their own on the same cores")
     p.add_argument("--max-frames", type=int, default=None, help="stop each video after this many frames")
     p.add_argument("--keypoint-model", default="auto", metavar="PATH",
                    help="keypoint_regressor checkpoint for the keypoint-aligned retry of faces the cascade "
@@ -493,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem)")
+    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem or a shipped name), or an exported "
+                                      ".onnx / TorchScript .pt file (ferlib export keeps the card in it)")
+    _runtime_options(p, "1")
     _data_options(p, multiple=False)
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     p.add_argument("--tta", action="store_true", help="test-time flip averaging")

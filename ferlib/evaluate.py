@@ -12,15 +12,40 @@ from ferlib.classes import FER7
 from ferlib.device import autocast, model_device, to_device
 from ferlib.errors import InputError
 from ferlib.inputs import REGIONS, InputSpec, Mirror, TensorSet, spec_for_model
+from ferlib.runtime import Runner
 from ferlib.store import PITCH_EDGES, YAW_EDGES, atomic_write_bytes, bin_labels
+
+
+def _runner_spec(runner: Runner, spec: InputSpec | None, data: TensorSet) -> InputSpec:
+    if spec is not None or data.spec is not None:
+        return spec or data.spec
+    if runner.card and "input" in runner.card:
+        return InputSpec.from_dict(runner.card["input"])
+    raise InputError(f"{runner.name}: flip averaging needs the model's input spec (no card, no spec given)")
+
+
+def _runner_outputs(runner: Runner, data: TensorSet, batch_size: int, tta_flip: bool,
+                    spec: InputSpec | None) -> torch.Tensor:
+    mirror = Mirror(_runner_spec(runner, spec, data)) if tta_flip and runner.task == "classification" else None
+    outs = []
+    for i in range(0, len(data), batch_size):
+        batch = data.batch(slice(i, i + batch_size))
+        out = runner(batch)
+        if mirror is not None:
+            out = (out + runner(mirror(batch))) / 2
+        outs.append(torch.from_numpy(np.asarray(out, dtype=np.float32)))
+    return torch.cat(outs)
 
 
 @torch.no_grad()
 def predict_outputs(model, data: TensorSet, batch_size: int = 512, tta_flip: bool = False,
                     spec: InputSpec | None = None) -> torch.Tensor:
     """Class probabilities (N, C) of a classifier, averaged with the mirrored input when tta_flip;
-    (N, P, 2) points of a keypoint regressor. Float32 CPU tensors, wherever the model and data are:
-    batches go to the model's device (under bf16 autocast on CUDA)."""
+    (N, P, 2) points of a keypoint regressor. `model`: a torch model (training: batches go to its
+    device, under bf16 autocast on CUDA) or any ferlib.runtime Runner (ONNX Runtime, TorchScript,
+    PyTorch). Float32 CPU tensors."""
+    if isinstance(model, Runner):
+        return _runner_outputs(model, data, batch_size, tta_flip, spec)
     was_training = model.training
     model.eval()
     mirror = Mirror(spec or data.spec or spec_for_model(model)) if tta_flip else None
@@ -81,14 +106,15 @@ def evaluate(source, labels=None, classes=FER7, *, data: TensorSet | None = None
     """Metrics of a classifier.
 
     source: probabilities (N, C) (rows for undetected faces are ignored), or a model evaluated on
-    `data` (a TensorSet of the detected faces, in order). labels: (N,) class indices of ALL N test
+    `data` (a TensorSet of the detected faces, in order): a torch model or any ferlib.runtime
+    Runner (e.g. `load_runner("model.onnx")`). labels: (N,) class indices of ALL N test
     items (default data.labels). detected_mask: (N,) bool, False where no face was found; those
     count as wrong in `accuracy_all` and `macro_f1_all`; the other metrics are over detected faces.
     poses: (N, 3) yaw/pitch/roll degrees (NaN unknown) for accuracy per pose bin.
     """
     classes = list(classes)
     c = len(classes)
-    if isinstance(source, torch.nn.Module):
+    if isinstance(source, (torch.nn.Module, Runner)):
         if data is None:
             raise InputError("evaluate(model, ...) needs data=TensorSet")
         probs = predict_outputs(source, data, tta_flip=tta_flip, spec=spec).numpy()
@@ -191,14 +217,16 @@ def occlude(batch: dict[str, torch.Tensor], spec: InputSpec, region: str) -> dic
 
 @torch.no_grad()
 def occlusion_test(model, spec: InputSpec, data: TensorSet, region: str = "eyes", batch_size: int = 512) -> dict:
-    """Accuracy with and without `region` occluded, and the drop (percentage points / 100)."""
+    """Accuracy with and without `region` occluded, and the drop (percentage points / 100).
+    `model`: a torch model or a ferlib.runtime Runner."""
     model.eval()
+    run = model.outputs if isinstance(model, Runner) else (lambda b: model(b).float().cpu().numpy())
     correct = correct_occ = 0
     for i in range(0, len(data), batch_size):
         batch = data.batch(slice(i, i + batch_size))
-        y = data.labels[i:i + batch_size]
-        correct += int((model(batch).argmax(1) == y).sum())
-        correct_occ += int((model(occlude(batch, spec, region)).argmax(1) == y).sum())
+        y = data.labels[i:i + batch_size].numpy()
+        correct += int((run(batch).argmax(1) == y).sum())
+        correct_occ += int((run(occlude(batch, spec, region)).argmax(1) == y).sum())
     n = len(data)
     return {"region": region, "n": n, "accuracy": correct / n, "accuracy_occluded": correct_occ / n,
             "drop": (correct - correct_occ) / n}

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.checkpoint import MODELS_DIR, card_spec, checkpoint_paths, load_checkpoint, resolve_checkpoint
+from ferlib.checkpoint import MODELS_DIR, card_spec, checkpoint_paths
 from ferlib.crops import model_crop
-from ferlib.errors import FerError, InputError, ModelFileError
+from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, Mirror, build_batch
 from ferlib.io import ensure_bgr
 from ferlib.landmarks import LandmarkExtractor
+from ferlib.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.types import Face, FrameResult, Prediction
 
 # Shipped models in order of preference for the default: the most accurate whose whole pipeline
@@ -32,7 +33,6 @@ SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
 """Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
 scripts/eval_smoothing.py (README, "Recognising real faces")."""
-BACKENDS = ("torch", "onnx", "auto")
 
 
 KEYPOINT_MODEL = "keypoint_regressor_fer2013"  # the shipped keypoint regressor (ferlib.realign)
@@ -78,18 +78,6 @@ def shipped_fallback_model() -> Path | None:
     """Card path of the shipped FALLBACK_MODEL, or None when it is absent."""
     w, c = checkpoint_paths(MODELS_DIR / FALLBACK_MODEL)
     return c if w.is_file() and c.is_file() else None
-
-
-def _load(model) -> tuple[Path | None, object, dict]:
-    """(card path or None, model in eval mode, card) of a checkpoint reference (a path, or a shipped
-    model's bare name: `ferlib.checkpoint.resolve_checkpoint`) or a (model, card) pair."""
-    if isinstance(model, (str, Path)):
-        path = resolve_checkpoint(model, MODELS_DIR)
-        m, card = load_checkpoint(path)
-    else:
-        path, (m, card) = None, model
-    m.eval()
-    return path, m, card
 
 
 class _NoExtractor:
@@ -140,11 +128,13 @@ class Smoother:
 class Pipeline:
     """Faces and emotion probabilities for frames.
 
-    model: a checkpoint path (stem, .json or .safetensors), a `(model, card)` pair, or None for
-    the default model. extractor: a LandmarkExtractor (one is made in `mode` if None).
-    backend "onnx" runs the model under ONNX Runtime (exported in memory and checked against
-    PyTorch by ferlib.export; same probabilities within 1e-4, one thread, much faster on CPU);
-    "auto": ONNX Runtime where the model exports, else PyTorch (`self.backend` says which).
+    model: a checkpoint path (stem, .json or .safetensors) or shipped name, an exported .onnx /
+    TorchScript file, a `(model, card)` pair, a ferlib.runtime Runner, or None for the default
+    model. extractor: a LandmarkExtractor (one is made in `mode` if None).
+    backend, threads: the model's runner (`ferlib.runtime.load_runner`): "auto" (the default) runs
+    it under ONNX Runtime (exported in memory, checked against PyTorch within 1e-4; much faster on
+    CPU) where the model exports, else PyTorch; `self.backend` says which. threads: the runner's
+    intra-op threads (default 1: MediaPipe's graphs run their own threads on the same cores).
     keypoint_model: a keypoint_regressor checkpoint for the made extractor's keypoint-aligned retry
     of faces face mesh misses (ferlib.realign).
     mesh: run face mesh on every face (None: only when the model needs landmarks; image models
@@ -159,22 +149,23 @@ class Pipeline:
 
     def __init__(self, model=None, extractor: LandmarkExtractor | None = None, smoothing: str = "none",
                  mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
-                 smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = "torch",
-                 keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None):
+                 smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = DEFAULT_BACKEND,
+                 keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None,
+                 threads: int = DEFAULT_THREADS):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.model_path, self.model, self.card = _load(default_model_path() if model is None else model)
+        self.runner: Runner = load_runner(default_model_path() if model is None else model, backend, threads)
+        if self.runner.card is None or "classes" not in self.runner.card or "input" not in self.runner.card:
+            raise ModelFileError(f"{self.runner.name}: no model card with classes and input spec; "
+                                 "export it from a checkpoint (`ferlib export`) to keep its card")
+        if self.runner.task != "classification":
+            raise InputError(f"{self.runner.name}: a {self.runner.task} model, not an emotion classifier")
+        self.model = self.runner  # the name older callers use
+        self.model_path: Path | None = self.runner.path
+        self.card: dict = self.runner.card
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
         self.spec: InputSpec = card_spec(self.card)
-        self.backend = "torch"
-        if backend in ("onnx", "auto"):
-            from ferlib.export import OnnxModel
-
-            try:
-                self.model, self.backend = OnnxModel.from_torch(self.model, card=self.card, spec=self.spec), "onnx"
-            except FerError:
-                if backend == "onnx":
-                    raise  # "auto": models ONNX cannot express (distance_mlp strata) stay in PyTorch
+        self.backend: str = self.runner.backend
         if tta_flip is None:  # as the card's figures were measured
             tta_flip = bool(self.card.get("training", {}).get("config", {}).get("tta_flip", False))
         self._mirror = Mirror(self.spec) if tta_flip else None
@@ -188,15 +179,15 @@ class Pipeline:
         self.fallback: Pipeline | None = None
         self._fallback_index: np.ndarray | None = None
         if self.needs_mesh:
-            self._set_fallback(fallback_model, backend)
+            self._set_fallback(fallback_model, backend, threads)
 
-    def _set_fallback(self, fallback_model, backend: str) -> None:
+    def _set_fallback(self, fallback_model, backend: str, threads: int) -> None:
         """The image model for faces without landmarks, and where its classes go in ours."""
         if isinstance(fallback_model, str) and fallback_model == "auto":
             fallback_model = shipped_fallback_model()
         if fallback_model is None:
             return
-        fb = Pipeline(fallback_model, extractor=_NoExtractor(), backend=backend, fallback_model=None)
+        fb = Pipeline(fallback_model, extractor=_NoExtractor(), backend=backend, fallback_model=None, threads=threads)
         if fb.needs_mesh:
             raise InputError(f"fallback model {fb.name} needs landmarks: it must be an image model")
         ours = {c: i for i, c in enumerate(self.classes)}
@@ -234,13 +225,12 @@ class Pipeline:
 
     def probabilities(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Class probabilities of a built batch; with flip TTA, averaged with the mirrored faces'
-        (one model call on both halves)."""
+        (one runner call on both halves)."""
         n = len(next(iter(batch.values())))
         if self._mirror is not None:
             flipped = self._mirror(batch)
             batch = {k: torch.cat([v, flipped[k]]) for k, v in batch.items()}
-        with torch.inference_mode():
-            probs = torch.softmax(self.model(batch).float(), dim=1).numpy()
+        probs = self.runner(batch)
         return (probs[:n] + probs[n:]) / 2 if self._mirror is not None else probs
 
     def predict_faces(self, bgr: np.ndarray, faces: list[Face], timings: dict | None = None) -> list[Prediction]:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from ferlib.errors import FerError
 from ferlib.evaluate import confusion_figure
-from webapp import figures
+from webapp import figures, ui
 from webapp.resources import get_store, load_model, require_models
 
 st.title("Evaluate")
@@ -15,16 +15,24 @@ choices = require_models(store)
 session_ids, folder, split, limit = [], "", "all", 300
 left, right = st.columns(2)
 with left:
-    picked = st.multiselect("Models (one, or two side by side)", choices, default=choices[:1], max_selections=2,
-                            format_func=lambda c: c.label, key="eval_models")
+    # two plain selects: a model's whole name always shows (multiselect chips cut them off)
+    first = st.selectbox("Model", choices, format_func=lambda c: c.label, key="eval_model")
+    others = [None] + [c for c in choices if c != first]
+    default_other = choices[ui.default_model_index(choices)]
+    second = st.selectbox("Compare with (optional)", others, key="eval_model_2",
+                          index=others.index(default_other) if default_other in others else 0,
+                          format_func=lambda c: "nothing: this model alone" if c is None else c.label,
+                          help="A second model evaluated on the same samples, side by side")
+    picked = [c for c in (first, second) if c is not None]
 with right:
     source = st.radio("Data", ["Studio sessions", "Folder or zip dataset"], horizontal=True, key="eval_source")
     if source == "Studio sessions":
         sessions = store.sessions()
         sessions = sessions[sessions["samples"] > 0]
         labels = {int(r.id): f"{r.name} ({r.samples} samples)" for r in sessions.itertuples()}
-        session_ids = st.multiselect("Sessions", list(labels), default=list(labels)[:1], format_func=labels.get,
-                                     key="eval_sessions")
+        kept = st.session_state.get("eval_sessions")
+        st.session_state["eval_sessions"] = list(labels) if kept is None else [i for i in kept if i in labels]
+        session_ids = st.multiselect("Sessions", list(labels), format_func=labels.get, key="eval_sessions")
         split = st.radio("Samples", ["test split", "all"], horizontal=True, key="eval_split",
                          help="The chunked split per emotion and session: fine-tuned models never saw the test part")
     else:
@@ -70,6 +78,8 @@ if st.button("Evaluate", type="primary", key="eval_run", disabled=not ready):
             except FerError as e:
                 st.error(f"{c.label}: {e}")
     st.session_state["eval_results"] = results
+    st.session_state["eval_what"] = ("test samples" if source == "Studio sessions" and split == "test split"
+                                     else "samples")
 
 results = st.session_state.get("eval_results") or {}
 if results:
@@ -77,18 +87,28 @@ if results:
     table = pd.DataFrame([{"model": k, "samples": m["n"], "detection rate": m["detection_rate"],
                            "accuracy": m["accuracy"], "macro F1": m["macro_f1"],
                            "accuracy (misses wrong)": m["accuracy_all"]} for k, m in results.items()])
-    st.dataframe(table, hide_index=True, key="eval_table")
+    st.dataframe(table, hide_index=True, key="eval_table", width="stretch")
+    n = min(int(m["n"]) for m in results.values())
+    note = ui.few_samples_note(n, st.session_state.get("eval_what", "samples"))
+    if note:
+        st.warning(f"{note}.")
     pose_rows = []
     cols = st.columns(len(results))
     for col, (label, m) in zip(cols, results.items()):
         with col:
             st.markdown(f"**{label}**")
-            st.plotly_chart(confusion_figure(m, normalised=False), key=f"cm_{label}", width="stretch")
-            st.plotly_chart(confusion_figure(m, normalised=True), key=f"cmn_{label}", width="stretch")
+            counts = confusion_figure(m, normalised=False)
+            counts.update_layout(title=f"Counts: samples per true and predicted class (accuracy {m['accuracy']:.1%}, "
+                                       f"n={m['n']})")
+            share = confusion_figure(m, normalised=True)
+            share.update_layout(title="Row-normalised: share of each true class")
+            st.plotly_chart(counts, key=f"cm_{label}", width="stretch")
+            st.plotly_chart(share, key=f"cmn_{label}", width="stretch")
             st.dataframe(pd.DataFrame(m["per_class"]).T.rename_axis("class"), key=f"report_{label}")
         for axis, rows in (m.get("pose_accuracy") or {}).items():
-            pose_rows += [{"model": label, "pose_bin": f"{axis} {r['bin']}", "accuracy": r["accuracy"] or np.nan,
-                           "n": r["n"]} for r in rows]
+            pose_rows += [{"model": label, "pose_bin": f"{axis} {r['bin']}",
+                           "accuracy": np.nan if r["accuracy"] is None else r["accuracy"], "n": r["n"]}
+                          for r in rows]
     if pose_rows:
         st.plotly_chart(figures.pose_accuracy_bar(pd.DataFrame(pose_rows)), key="eval_pose",
                         width="stretch")

@@ -426,19 +426,30 @@ def test_evaluate_shows_confusion_matrices_side_by_side(store, clip_faces, strea
     at = _app("Evaluate")
     from webapp.resources import model_choices
 
-    picks = [c for c in model_choices(store) if c.store_id in (a, b)]
-    at.multiselect(key="eval_models").set_value(picks).run()
+    picks = {c.store_id: c for c in model_choices(store) if c.store_id in (a, b)}
+    # every session with samples preselected; the second model defaults to the shipped default
+    assert at.multiselect(key="eval_sessions").value == [store.session_by_name("me")]
+    assert at.selectbox(key="eval_model_2").value.label.startswith("shipped: ")
+    at.selectbox(key="eval_model").set_value(picks[a]).run()
+    at.selectbox(key="eval_model_2").set_value(picks[b]).run()
     at.radio(key="eval_split").set_value("all").run()
     at.button(key="eval_run").click().run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert list(table["samples"]) == [len(clip_faces)] * 2
+    assert list(table["model"]) == [picks[a].label, picks[b].label]
+    assert any(f"n={len(clip_faces)} samples: a rough figure" in w.value for w in at.warning)
     titles = [f["layout"]["title"]["text"] for f in _plotly(at)]
     cms = [f for f in _plotly(at) if f["data"][0]["type"] == "heatmap"]
     assert len(cms) == 4  # counts + normalised for each of the two models
     counts = _array(cms[0]["data"][0]["z"])
     assert counts.sum() == len(clip_faces)
+    cm_titles = [f["layout"]["title"]["text"] for f in cms]
+    assert cm_titles[0].startswith("Counts") and cm_titles[1].startswith("Row-normalised")
     assert any("head-pose" in t for t in titles)
+    pose = next(f for f in _plotly(at) if "head-pose" in f["layout"]["title"]["text"])
+    texts = [t for trace in pose["data"] for t in trace["text"]]
+    assert "no data" in texts and any(t.startswith("0% (n=") or "%" in t for t in texts if t != "no data")
 
 
 def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, monkeypatch):
@@ -455,6 +466,7 @@ def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, mon
     at = _app("Evaluate")
     at.radio(key="eval_source").set_value("Folder or zip dataset").run()
     at.text_input(key="eval_folder").input(str(root)).run()
+    at.selectbox(key="eval_model_2").select_index(0).run()  # this model alone
     at.button(key="eval_run").click().run()
     assert not at.exception and not at.error
     row = at.dataframe[0].value.iloc[0]

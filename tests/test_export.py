@@ -9,8 +9,8 @@ from ferlib.checkpoint import make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.cli import main
 from ferlib.errors import InputError, ModelFileError
-from ferlib.export import (PARITY_ATOL, OnnxModel, TorchScriptModel, example_batch, export_onnx,
-                           export_torchscript)
+from ferlib.export import PARITY_ATOL, example_batch, export_onnx, export_torchscript
+from ferlib.runtime import OnnxRunner, TorchScriptRunner
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model, list_models
 
@@ -44,15 +44,15 @@ def test_export_parity(name):
     kwargs, overrides = CASES[name]
     model = _trained_like(name, kwargs)
     spec = spec_for_model(model, **overrides)
-    onnx_model = OnnxModel(export_onnx(model, spec=spec))
+    onnx_model = OnnxRunner(export_onnx(model, spec=spec))
     ts_model = export_torchscript(model, spec=spec)
     for n, seed in ((1, 10), (9, 11), (37, 12)):  # 37: several ONNX Runtime chunks (max_batch 16)
         batch = example_batch(model, n, seed, spec)
         with torch.inference_mode():
             ref = model(batch).numpy()
         assert np.isfinite(ref).all() and ref.std() > 0
-        np.testing.assert_allclose(onnx_model(batch).numpy(), ref, atol=PARITY_ATOL, rtol=1e-4)
-        np.testing.assert_allclose(ts_model(batch).numpy(), ref, atol=PARITY_ATOL, rtol=1e-4)
+        np.testing.assert_allclose(onnx_model.outputs(batch), ref, atol=PARITY_ATOL, rtol=1e-4)
+        np.testing.assert_allclose(ts_model.outputs(batch), ref, atol=PARITY_ATOL, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["landmark_cnn1d", "image_cnn"])
@@ -66,9 +66,9 @@ def test_pipeline_onnx_backend_matches_torch(fixture_clip, name):
     frames = [f for _, _, f in iter_video(fixture_clip, max_frames=3)]
     with LandmarkExtractor(mode="static") as ex:
         faces = [ex.process(f) for f in frames]
-        torch_pipe = Pipeline((model, card), extractor=ex)
+        torch_pipe = Pipeline((model, card), extractor=ex, backend="torch")
         onnx_pipe = Pipeline((model, card), extractor=ex, backend="onnx")
-        assert isinstance(onnx_pipe.model, OnnxModel)
+        assert isinstance(onnx_pipe.model, OnnxRunner)
         for f, fs in zip(frames, faces):
             assert fs, "the fixture clip's first frames show a face"
             a = torch_pipe.predict_faces(f, fs)
@@ -89,11 +89,11 @@ def test_cli_export_onnx_and_torchscript(tmp_path, capsys):
     batch = example_batch(model, 5, 3)
     with torch.inference_mode():
         ref = model(batch).numpy()
-    om, tm = OnnxModel(onnx_path), TorchScriptModel.load(ts_path)
+    om, tm = OnnxRunner(onnx_path), TorchScriptRunner.load(ts_path)
     assert om.card["classes"] == list(FER7) and om.card["metrics"] == {"note": "export test"}
     assert tm.card["model"]["name"] == "landmark_cnn1d" and tm.input_keys == ("landmarks",)
-    np.testing.assert_allclose(om(batch).numpy(), ref, atol=PARITY_ATOL)
-    np.testing.assert_allclose(tm(batch).numpy(), ref, atol=PARITY_ATOL)
+    np.testing.assert_allclose(om.outputs(batch), ref, atol=PARITY_ATOL)
+    np.testing.assert_allclose(tm.outputs(batch), ref, atol=PARITY_ATOL)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -101,18 +101,20 @@ def test_export_bad_inputs(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "missing" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
     with pytest.raises(ModelFileError, match="cannot be loaded"):
-        OnnxModel(b"not an onnx model")
+        OnnxRunner(b"not an onnx model")
     with pytest.raises(ModelFileError, match="no such file"):
-        OnnxModel(tmp_path / "none.onnx")
+        OnnxRunner(tmp_path / "none.onnx")
     bad = tmp_path / "plain.pt"
     bad.write_bytes(b"\x80\x04junk")
     with pytest.raises(ModelFileError, match="plain.pt"):
-        TorchScriptModel.load(bad)
+        TorchScriptRunner.load(bad)
     blob = export_onnx(create_model("landmark_cnn1d").eval())
     with pytest.raises(InputError, match="missing \\['landmarks'\\]"):
-        OnnxModel(blob)({"image": torch.zeros(1, 1, 48, 48)})
+        OnnxRunner(blob)({"image": torch.zeros(1, 1, 48, 48)})
+    with pytest.raises(InputError, match="threads must be"):
+        OnnxRunner(blob, threads=0)
     with pytest.raises(InputError, match="max_batch must be"):
-        OnnxModel(blob, max_batch=0)
+        OnnxRunner(blob, max_batch=0)
 
 
 def test_plain_onnx_file_is_refused(tmp_path):
@@ -124,4 +126,4 @@ def test_plain_onnx_file_is_refused(tmp_path):
     path = tmp_path / "plain.onnx"
     path.write_bytes(proto.SerializeToString())
     with pytest.raises(ModelFileError, match="not a ferlib export"):
-        OnnxModel(path)
+        OnnxRunner(path)

@@ -110,6 +110,8 @@ def test_cli_predict(tiny_checkpoint, fixture_clip, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ferlib", "predict", str(fixture_clip), "--model", str(tiny_checkpoint),
                         "--out", str(out), "--max-frames", "3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert "(" + str(tiny_checkpoint) + ".json, onnx, 1 thread(s)" in r.stderr  # the fast runner by default
+    assert "3 frames/images in" in r.stderr
     df = pd.read_csv(out, keep_default_na=False)
     assert len(df) == 3 and list(df.columns) == columns_for(FER7)
     r = subprocess.run([sys.executable, "-m", "ferlib", "predict", str(tmp_path / "missing.jpg"), "--model",

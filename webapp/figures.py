@@ -119,8 +119,19 @@ def training_curves(history: Sequence[dict]) -> go.Figure:
 
 
 def pose_accuracy_bar(table: pd.DataFrame) -> go.Figure:
-    """Accuracy per head-pose bin (table columns: model, pose_bin, accuracy, n)."""
-    data = [{"type": "bar", "x": part["pose_bin"].tolist(), "y": part["accuracy"].tolist(), "name": str(model),
-             "text": [f"n={n}" for n in part["n"]]} for model, part in table.groupby("model", sort=False)]
-    return _figure(data, {"title": {"text": "Accuracy per head-pose bin"}, "yaxis": {"range": [0, 1]},
-                          "barmode": "group"})
+    """Accuracy per head-pose bin (table columns: model, pose_bin, accuracy (NaN: no sample), n).
+
+    Every bar is labelled with its accuracy and n; a bin without samples has no bar and says
+    "no data", so it never looks like 0 %."""
+    bins = list(dict.fromkeys(table["pose_bin"]))
+    data = []
+    for model, part in table.groupby("model", sort=False):
+        acc = [None if a != a else float(a) for a in part["accuracy"]]
+        data.append({"type": "bar", "x": part["pose_bin"].tolist(), "y": [0.0 if a is None else a for a in acc],
+                     "name": str(model), "textposition": "outside", "cliponaxis": False,
+                     "text": ["no data" if a is None else f"{a:.0%} (n={n})" for a, n in zip(acc, part["n"])],
+                     "marker": {"opacity": [0.0 if a is None else 1.0 for a in acc]},
+                     "hovertemplate": "%{x}: %{text}<extra>" + str(model) + "</extra>"})
+    return _figure(data, {"title": {"text": "Accuracy per head-pose bin (no data: no sample in that bin)"},
+                          "yaxis": {"range": [0, 1.15], "tickformat": ".0%"}, "barmode": "group",
+                          "xaxis": {"categoryorder": "array", "categoryarray": bins}, "height": 360})
