@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ferlib.data.tensors import DATASET_KINDS
 from ferlib.errors import FerError, InputError
+from ferlib.personal import DEFAULT_METHOD
+from ferlib.personal import METHODS as ADAPT_METHODS
 from ferlib.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model
 
 
@@ -160,7 +162,8 @@ def _clarity_strata(spec, sets: dict, n_strata: int):
 def _train_config(args):
     from ferlib.train import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+    return TrainConfig(epochs=30 if args.epochs is None else args.epochs, patience=args.patience,
+                       batch_size=args.batch_size, lr=1e-4 if args.lr is None else args.lr,
                        optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, weighted_sampler=args.weighted_sampler,
                        class_weights=not args.no_class_weights,
@@ -276,6 +279,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from ferlib.checkpoint import resolve_checkpoint
+
+    args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a path or a shipped model's name
+    if args.adapt == "train":
+        return _finetune_train(args)
+    return _finetune_personal(args)
+
+
+def _finetune_train(args) -> int:
+    """--adapt train: the classic fine-tune (validation split, early stopping): for big datasets."""
     from ferlib.checkpoint import card_spec, load_checkpoint
     from ferlib.train import finetune
 
@@ -294,6 +307,59 @@ def cmd_finetune(args) -> int:
     card["data"] = _data_card(frames, extra, sets)
     card["metrics"] = {"val_at_best_epoch": result.best}
     return _finish_training(model, card, sets, result, args, run_dir)
+
+
+def _finetune_personal(args) -> int:
+    """--adapt prototype|head|full (default ferlib.personal.DEFAULT_METHOD): few-shot personal
+    adaptation on every train and val row, a fixed schedule, no early stopping; a test split, when
+    the data has one (studio sessions), is reported."""
+    from ferlib.checkpoint import card_spec, load_checkpoint, save_checkpoint
+    from ferlib.data.tensors import concat_prepared
+    from ferlib.evaluate import save_metrics
+    from ferlib.personal import AdaptConfig, adapt
+
+    _, base = load_checkpoint(args.checkpoint)
+    if args.classes and _classes(args.classes, []) != list(base["classes"]):
+        raise InputError(f"--adapt {args.adapt} keeps the base model's classes {base['classes']}; "
+                         "new classes need --adapt train")
+    config = AdaptConfig(method=args.adapt, seed=args.seed, threads=args.threads,
+                         **({"epochs": args.epochs} if args.epochs is not None else {}),
+                         **({"full_lr": args.lr} if args.lr is not None else {}))
+    frames = _datasets(args)
+    extra = _datasets(args, "extra_train")
+    classes = list(base["classes"])
+    sets = _split_or_all(_prepare(frames, card_spec(base), classes, args, train_only=extra))
+    fit = [sets[k] for k in ("train", "val") if k in sets]
+    fit = concat_prepared(fit) if len(fit) > 1 else fit[0]
+    print(f"adapting {base['model']['name']} ({args.adapt}) to {len(fit)} samples", file=sys.stderr)
+    model, card, report = adapt(args.checkpoint, fit.tensor_set(), config)
+    print(f"adapted in {report['seconds']:.1f} s; samples per emotion {report['per_class']}"
+          + (f"; no samples of {report['classes_without_samples']} (those keep the base model's behaviour)"
+             if report["classes_without_samples"] else ""), file=sys.stderr)
+    card["data"] = {**_data_card(frames, extra, sets), "adaptation": "every train and val row"}
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    metrics = _split_metrics(model, {k: v for k, v in sets.items() if k == "test"}, False)
+    for name, m in metrics.items():
+        save_metrics(m, run_dir / f"{name}_metrics.json")
+        print(f"{name}: accuracy {m['accuracy_all']:.4f} on {m['n']} samples (misses counted as wrong)",
+              file=sys.stderr)
+    card["metrics"] = metrics
+    card["training"]["command"] = "python -m ferlib " + shlex.join(sys.argv[1:])
+    if args.no_save:
+        print("not saved (--no-save)", file=sys.stderr)
+        return 0
+    w, c = save_checkpoint(model, Path(args.out), card)
+    print(f"saved {w} and {c}", file=sys.stderr)
+    return 0
+
+
+def _split_or_all(prep) -> dict:
+    from ferlib.data.tensors import split_prepared
+
+    sets = split_prepared(prep)
+    if not any(k in sets for k in ("train", "val")):
+        raise InputError(f"the data has no train or val rows to adapt to (splits: {sorted(sets)})")
+    return sets
 
 
 def cmd_evaluate(args) -> int:
@@ -418,14 +484,16 @@ def _keypoint_option(p) -> None:
                         "(e.g. models/keypoint_regressor_fer2013)")
 
 
-def _train_options(p, lr: float) -> None:
+def _train_options(p, lr: float | None) -> None:
     p.add_argument("--extra-train", action="append", default=[], metavar="DATASET",
                    help="dataset used for training only (every sample; e.g. the AffectNet subset); repeatable")
     p.add_argument("--classes", default=None, help="comma list or 'fer7' (default: the classes in the data; "
                    "finetune: the checkpoint's)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default 30 (train, finetune --adapt train), 15 (finetune --adapt full)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--lr", type=float, default=lr,
+                   help="default: train 1e-3; finetune --adapt train/full 1e-4")
     p.add_argument("--optimizer", default="adam", choices=("adam", "adamw"))
     p.add_argument("--schedule", default="linear", choices=("linear", "cosine", "constant"))
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam) or decoupled decay (adamw)")
@@ -507,11 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
     _train_options(p, lr=1e-3)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="fine-tune a checkpoint on datasets (new head when --classes differ)")
-    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem)")
-    p.add_argument("--freeze-backbone", action="store_true", help="train the final layer only")
+    p = sub.add_parser("finetune", help="adapt a checkpoint to a person's samples (default), or fine-tune it on "
+                                           "datasets (--adapt train; new head when --classes differ)")
+    p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem) or a shipped model's name")
+    p.add_argument("--adapt", default=DEFAULT_METHOD, choices=(*ADAPT_METHODS, "train"),
+                   help=f"default {DEFAULT_METHOD}: few-shot personal adaptation on every sample, a fixed schedule "
+                        "(README 'Personal models' compares the methods); train: the classic fine-tune with a "
+                        "validation split and early stopping, for big datasets")
+    p.add_argument("--freeze-backbone", action="store_true", help="--adapt train: train the final layer only")
     _data_options(p)
-    _train_options(p, lr=1e-4)
+    _train_options(p, lr=None)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion matrix of a checkpoint")
