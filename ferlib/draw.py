@@ -34,7 +34,10 @@ def draw_result(bgr: np.ndarray, result: FrameResult, mesh: bool = False) -> np.
         draw_faces(bgr, [p.face], mesh, colour)
         x0, y0, x1, _ = (int(round(v)) for v in p.face.box)
         text = f"{label} {float(np.max(p.probs)):.0%}" + (" (box)" if p.path == "box" else "")
-        cv2.putText(bgr, text, (x0, max(14, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+        # above the box, or just inside its top edge when that would cut the label off at the frame's top
+        ty = y0 - 6 if y0 - 6 - th >= 2 else max(y0, 0) + th + 6
+        cv2.putText(bgr, text, (x0, min(ty, h - base - 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
         # probability bars beside the box (left of it when there is no room on the right)
         bar_w, row = 70, 13
         bx = x1 + 6 if x1 + 6 + bar_w + 60 < w else max(0, x0 - bar_w - 66)

@@ -7,7 +7,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.errors import FerError
 from ferlib.pipeline import DEFAULT_SMOOTHING, shipped_keypoint_model
-from webapp import figures, video
+from webapp import figures, ui, video
 from webapp.resources import SMOOTHING, drain_results, get_store, make_pipeline, require_models, rtc_configuration
 
 st.title("Live")
@@ -19,15 +19,23 @@ except FerError as e:
     st.error(str(e))
     st.stop()
 
-controls, view, charts = st.columns([1, 2, 2])
-with controls:
-    choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="live_model")
-    smoothing = st.radio("Smoothing", list(SMOOTHING), key="live_smoothing",
+live = next((i for i, c in enumerate(choices) if c.is_live), None)
+top = st.columns([3, 2])
+with top[0]:
+    choice = st.selectbox("Model", choices, format_func=lambda c: c.label, key="live_model",
+                          index=live if live is not None else ui.default_model_index(choices),
+                          help="The live model (Train page: Make live) or, without one, the shipped default")
+with top[1]:
+    smoothing = st.radio("Smoothing", list(SMOOTHING), key="live_smoothing", horizontal=True,
                          index=list(SMOOTHING.values()).index(DEFAULT_SMOOTHING),
                          help="EMA of the probabilities (the default: steadier labels that still follow a "
                               "change within half a second), or the majority label over a window of frames")
+opts = st.columns(4)
+with opts[0]:
     mesh = st.toggle("Face-mesh overlay", key="live_mesh")
+with opts[1]:
     show_pose = st.toggle("Head-pose readout", value=True, key="live_pose")
+with opts[2]:
     kp_path = shipped_keypoint_model()
     retry = kp_path is not None and st.toggle(
         "Retry missed faces (keypoint model)", key="live_keypoints",
@@ -36,6 +44,7 @@ with controls:
              "three more face-mesh passes on such frames)")
     keypoint_model = str(kp_path) if retry else None
 
+view, charts = st.columns([3, 2])
 with view:
     ctx = webrtc_streamer(
         key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
@@ -47,7 +56,7 @@ with view:
         proc.model_path, proc.smoothing, proc.mesh = choice.path, SMOOTHING[smoothing], mesh
         proc.keypoint_model = keypoint_model
 
-with controls:
+with opts[3]:
     if st.button("Calibrate neutral", key="live_calibrate", disabled=proc is None,
                  help="Look neutral at the camera: averages your landmarks over a few frames as the "
                       "baseline that models trained with subject conditioning subtract"):
@@ -57,6 +66,9 @@ with controls:
         proc.clear_calibration()
 
 history: deque = st.session_state.setdefault("live_history", deque(maxlen=1200))
+if st.session_state.get("live_history_model") != choice.path:  # a new model: its chart starts afresh
+    history.clear()
+    st.session_state["live_history_model"] = choice.path
 playing = bool(ctx.state.playing)
 
 
@@ -64,7 +76,8 @@ playing = bool(ctx.state.playing)
 def live_panel() -> None:
     p = ctx.video_processor
     if p is not None:
-        history.extend(drain_results(p, "live_error"))
+        # frames the previous model processed (still queued) stay out of this model's chart
+        history.extend(h for h in drain_results(p, "live_error") if h.get("model_path", choice.path) == choice.path)
         st.session_state["live_frames"] = p.frames
     frames = st.session_state.get("live_frames", 0)
     recent = [h for h in history if history and h["t"] >= history[-1]["t"] - 2.0]
@@ -90,12 +103,16 @@ def live_panel() -> None:
                            "turn on the face-mesh overlay to see it.")
         elif last:
             st.markdown("Prediction: no face")
+        elif playing:
+            st.info("Starting: loading the model and the face detector; the first frame takes a few seconds.")
         if p is not None and p.calibrated:
             st.caption("Neutral baseline calibrated.")
     if st.session_state.get("live_error"):
         st.warning(st.session_state["live_error"])
-    st.plotly_chart(figures.probability_timeline(list(history)), key="live_probs", width="stretch")
-    st.plotly_chart(figures.performance_chart(list(history)), key="live_perf", width="stretch")
+    quiet = {"displayModeBar": False}  # the toolbar would cover the titles; these charts redraw every second
+    st.plotly_chart(figures.probability_timeline(list(history), model=choice.label.removeprefix("shipped: ")),
+                    key="live_probs", width="stretch", config=quiet)
+    st.plotly_chart(figures.performance_chart(list(history)), key="live_perf", width="stretch", config=quiet)
 
 
 with charts:

@@ -267,7 +267,7 @@ def test_live_without_models_says_so(store, streamer, tmp_path, monkeypatch):
 
 
 def test_live_runs_real_frames_through_the_pipeline(store, clip_faces, streamer):
-    _make_model(store)
+    store.set_live_model(_make_model(store))  # the live model is the Live page's default
     fake = streamer(playing=True)
     at = _app("Live")
     key, kw = fake.calls[-1]
@@ -578,3 +578,45 @@ def test_review_counts_samples_per_emotion(store, clip_faces, streamer):
     assert table.at["both", "happy"] == n_happy and table.at["both", "samples"] == len(clip_faces)
     assert table.at["sad only", "sad"] == 4 and table.at["sad only", "happy"] == 0
     assert "pid" not in table.columns and "id" not in table.columns
+
+
+def test_home_names_the_live_model_in_full_and_links_the_steps(store, clip_faces, streamer):
+    from ferlib.pipeline import DEFAULT_MODELS
+
+    at = _app()
+    text = _text(at)
+    shipped = [s for s in DEFAULT_MODELS if (ROOT / "models" / f"{s}.json").exists()][0]
+    assert f"**Live model:** {shipped} (the shipped default)" in text, text
+    links = [e for e in at.get("page_link") if e.proto.label.startswith(("1.", "2.", "3.", "4."))]
+    assert [e.proto.label for e in links] == ["1. Live", "2. Studio", "3. Train", "4. Evaluate"]
+    mid = _make_model(store, "mine")
+    store.set_live_model(mid)
+    assert "**Live model:** mine v1 (fine-tuned here)" in _text(_app())
+
+
+def test_live_names_the_model_and_restarts_its_chart_on_a_new_model(store, clip_faces, streamer):
+    a = _make_model(store, "first")
+    _make_model(store, "second")
+    store.set_live_model(a)
+    fake = streamer(playing=True)
+    at = _app("Live")
+    assert at.selectbox(key="live_model").value.label == "first v1 (live)"  # the live model by default
+    assert any(i.value.startswith("Starting:") for i in at.info)  # before the first processed frame
+    proc = fake.procs["live"]
+    for bgr, _, _ in clip_faces[:3]:
+        proc.recv(_frame(bgr))
+    at.run()
+    assert len(at.session_state["live_history"]) == 3
+    assert "first v1" in _plotly(at)[0]["layout"]["title"]["text"]
+    at.selectbox(key="live_model").select(next(c for c in _choices(store) if c.label == "second v1")).run()
+    proc.recv(_frame(clip_faces[0][0]))  # queued under the old model: left out of the new chart
+    at.run()
+    hist = list(at.session_state["live_history"])
+    assert all(h["model_path"] == proc.model_path for h in hist)
+    assert "second v1" in _plotly(at)[0]["layout"]["title"]["text"]
+
+
+def _choices(store):
+    from webapp.resources import model_choices
+
+    return model_choices(store)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from ferlib.store import PITCH_EDGES, YAW_EDGES, bin_labels
 
-_MARGIN = dict(l=10, r=10, t=40, b=10)
+_MARGIN = dict(l=10, r=10, t=60, b=10)
 
 
 def _figure(data: list[dict], layout: dict) -> go.Figure:
@@ -29,8 +29,9 @@ def _recent(history: Sequence[dict], key: str, seconds: float) -> tuple[list[dic
     return [h for h in rows if h["t"] >= t_end - seconds], t_end
 
 
-def probability_timeline(history: Sequence[dict], seconds: float = 10.0) -> go.Figure:
-    """Per-class probability of the main face over the last `seconds` (history: LiveProcessor items)."""
+def probability_timeline(history: Sequence[dict], seconds: float = 10.0, model: str | None = None) -> go.Figure:
+    """Per-class probability of the main face over the last `seconds` (history: LiveProcessor items
+    of one model, named in the title when given)."""
     rows, t_end = _recent(history, "probs", seconds)
     data = []
     if rows:
@@ -39,7 +40,8 @@ def probability_timeline(history: Sequence[dict], seconds: float = 10.0) -> go.F
         data = [{"type": "scatter", "mode": "lines", "name": c, "x": t,
                  "y": [h["probs"][k] if h["classes"] == classes else None for h in rows]}
                 for k, c in enumerate(classes)]
-    return _figure(data, {"title": {"text": "Class probabilities (main face)"},
+    title = "Class probabilities (main face)" + (f"<br><sup>{model}</sup>" if model else "")
+    return _figure(data, {"title": {"text": title},
                           "xaxis": {"title": {"text": "seconds"}}, "yaxis": {"range": [0, 1]}})
 
 

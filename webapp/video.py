@@ -60,7 +60,8 @@ class LiveProcessor(VideoProcessorBase):
     keypoint_regressor checkpoint path for the retry of missed faces, or None); ``request_calibration()``
     averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
     ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None.
-    Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, path, model, timings) or
+    Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, path, model, model_path
+    (the checkpoint the frame ran through), timings) or
     dict(error=message).
     """
 
@@ -138,7 +139,8 @@ class LiveProcessor(VideoProcessorBase):
             "probs": main.probs.astype(float).tolist() if main else None,
             "classes": list(main.classes) if main else None,
             "pose": main.face.pose if main else None, "path": main.path if main else None,
-            "model": main.model if main else None, "timings": dict(result.timings_ms)})
+            "model": main.model if main else None, "model_path": self._built[0],
+            "timings": dict(result.timings_ms)})
         out = draw_result(bgr.copy(), result, self.mesh)
         return av.VideoFrame.from_ndarray(out, format="bgr24")
 
