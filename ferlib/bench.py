@@ -58,13 +58,16 @@ class BenchConfig:
     finetune_samples: int = 2000
     finetune_epochs: int = 20
     finetune_batch: int = 32
+    path_rounds: int = 3
+    group_repeats: int = 20
     quick: bool = False
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
         """A few seconds: every section runs, on a handful of frames and samples."""
         base = dict(frames=12, batches=(1, 4), threads=(1,), raw_seconds=0.02, warmup_frames=2,
-                    dataset_images=8, dataset_workers=1, finetune_samples=200, finetune_epochs=1, quick=True)
+                    dataset_images=8, dataset_workers=1, finetune_samples=200, finetune_epochs=1, path_rounds=1,
+                    group_repeats=3, quick=True)
         return cls(**{**base, **kw})
 
 
@@ -82,6 +85,9 @@ class Report:
     finetune: list[dict] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
     targets: list[dict] = field(default_factory=list)
+    paths_predict: list[dict] = field(default_factory=list)
+    paths_frames: list[dict] = field(default_factory=list)
+    paths_ratios: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -423,6 +429,220 @@ def bench_finetune(cfg: BenchConfig, roles: dict, lm, ts) -> list[dict]:
              "val_acc": result.best.get("val_acc"), "first_optimizer_s": first_optimizer_s}]
 
 
+# ----------------------------------------------------------------------------- user paths
+PATH_ROLES = {"default": None, "landmark": ROLES["landmark"][0]}
+"""User-path benchmark models: the shipped default (Pipeline(None): its own path, image models
+without face mesh) and the shipped landmark model (face mesh on every face)."""
+
+
+def _predict_cli(clip: Path, model: str | None, threads: int, max_frames: int | None, out: Path) -> dict:
+    """`python -m ferlib predict CLIP --threads T` as a user runs it; wall time measured outside,
+    the frame loop's time read from the command's own `timing:` line."""
+    import re
+    import subprocess
+
+    cmd = [sys.executable, "-m", "ferlib", "predict", str(clip), "--out", str(out), "--threads", str(threads)]
+    cmd += ["--model", model] if model else []
+    cmd += ["--max-frames", str(max_frames)] if max_frames else []
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=1800)
+    wall = time.perf_counter() - t0
+    m = re.search(r"timing: model and graphs ready in ([\d.]+) s; (\d+) frames/images in ([\d.]+) s", r.stderr)
+    if r.returncode != 0 or m is None:
+        raise InputError(f"ferlib predict failed in the benchmark (rc {r.returncode}): {r.stderr[-1500:]}")
+    ready, n, loop = float(m.group(1)), int(m.group(2)), float(m.group(3))
+    backend = re.search(r"model: \S+ \([^,]+, (\w+),", r.stderr)
+    return {"wall_s": wall, "startup_s": wall - loop, "ready_s": ready, "frames": n, "loop_s": loop,
+            "ms_per_frame": 1e3 * loop / n, "backend": backend.group(1) if backend else "?"}
+
+
+def _group_photo(frames, ex) -> np.ndarray:
+    """Five faces on a 600x400 grid (3 + 2), cut from five clip frames spread over the clip."""
+    import cv2
+
+    from ferlib.crops import square_crop
+
+    group = np.full((400, 600, 3), 90, np.uint8)
+    picks = np.linspace(0, len(frames) - 1, 5).astype(int)
+    for j, i in enumerate(picks):
+        bgr = frames[i][2]
+        ex.reset()
+        faces = ex.process(bgr)
+        if not faces:
+            raise InputError(f"no face in clip frame {i} for the group photo")
+        x0, y0, x1, y1 = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box
+        crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2, 1.6 * max(x1 - x0, y1 - y0))
+        r, c = divmod(j, 3)
+        group[r * 200:(r + 1) * 200, c * 200 + 50 * r:(c + 1) * 200 + 50 * r] = cv2.resize(crop, (200, 200))
+    return group
+
+
+def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[dict]]:
+    """The exact user paths, interleaved in `cfg.path_rounds` rounds (the order rotates per round):
+    `ferlib predict` on the clip end to end for the default and the landmark model with 1 and 2
+    threads (subprocesses; start-up apart), then one in-process pass over the clip where every frame
+    is decoded, run through MediaPipe's face mesh alone, and through a video-mode Pipeline per
+    model x thread count (the user's objects: `Pipeline(model, threads=T)`, torch's threads set to T
+    as `ferlib predict --threads T` does); then a 5-face group photo through static-mode Pipelines.
+    Returns (predict rows, per-frame rows, ratio rows)."""
+    import cv2
+    import mediapipe as mp
+
+    from ferlib.io import iter_video
+    from ferlib.landmarks import LandmarkExtractor
+    from ferlib.pipeline import Pipeline
+    from ferlib.runtime import set_torch_threads
+
+    models = {r: m for r, m in PATH_ROLES.items()}
+    keys = [(r, t) for r in models for t in cfg.threads]
+    pipes = {k: Pipeline(models[k[0]], threads=k[1], mode="video") for k in keys}
+    statics = {k: Pipeline(models[k[0]], threads=k[1], mode="static") for k in keys}
+    names = {r: pipes[(r, cfg.threads[0])].name for r in models}
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
+    with LandmarkExtractor(mode="static", mesh=False) as ex:
+        group = _group_photo(frames, ex)
+    runs: dict[tuple, list[dict]] = {k: [] for k in keys}
+    t: dict = {"decode": [], "face_mesh": [], **{k: [] for k in keys}, **{("group", k): [] for k in keys}}
+    faces: dict = {("group", k): [] for k in keys}
+    warm = min(cfg.warmup_frames, 10)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ferlib-bench-paths-") as d:
+            for rnd in range(cfg.path_rounds):
+                order = keys[rnd % len(keys):] + keys[:rnd % len(keys)]
+                for k in order:
+                    _log(f"paths round {rnd + 1}/{cfg.path_rounds}: ferlib predict, {k[0]} model, {k[1]} thread(s)")
+                    runs[k].append(_predict_cli(cfg.clip, models[k[0]], k[1], cfg.frames, Path(d) / "p.csv"))
+                _log(f"paths round {rnd + 1}/{cfg.path_rounds}: in-process pass, {len(keys)} pipelines + face mesh")
+                for p in pipes.values():
+                    p.reset()
+                with _no_gc():
+                    it = iter_video(cfg.clip, max_frames=cfg.frames)
+                    n = 0
+                    while True:
+                        t0 = time.perf_counter()
+                        item = next(it, None)
+                        if item is None:
+                            break
+                        _, ts, bgr = item
+                        t1 = time.perf_counter()
+                        mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                        t2 = time.perf_counter()
+                        keep = n >= warm or rnd > 0
+                        if keep:
+                            t["decode"].append((t1 - t0) * 1e3)
+                            t["face_mesh"].append((t2 - t1) * 1e3)
+                        for k in order:
+                            set_torch_threads(k[1])
+                            t0 = time.perf_counter()
+                            pipes[k].process(bgr, ts)
+                            if keep:
+                                t[k].append((time.perf_counter() - t0) * 1e3)
+                        n += 1
+                    for i in range(cfg.group_repeats):
+                        for k in order:
+                            set_torch_threads(k[1])
+                            t0 = time.perf_counter()
+                            res = statics[k].process(group)
+                            if i or rnd:
+                                t[("group", k)].append((time.perf_counter() - t0) * 1e3)
+                                faces[("group", k)].append(len(res.predictions))
+    finally:
+        set_torch_threads(1)
+        mesh.close()
+        for p in [*pipes.values(), *statics.values()]:
+            p.close()
+    predict_rows = []
+    for k in keys:
+        rs = runs[k]
+        med = {f: float(np.median([r[f] for r in rs])) for f in ("wall_s", "startup_s", "ready_s", "loop_s",
+                                                                  "ms_per_frame")}
+        predict_rows.append({"model": k[0], "name": names[k[0]], "backend": rs[0]["backend"], "threads": k[1],
+                             "runs": len(rs), "frames": rs[0]["frames"], **med, "fps": 1e3 / med["ms_per_frame"],
+                             "ms_per_frame_runs": [r["ms_per_frame"] for r in rs]})
+    dec, fm = np.asarray(t["decode"]), np.asarray(t["face_mesh"])
+    frame_rows = [{"path": "decode (PyAV)", "key": "decode", **spread(dec)},
+                  {"path": "MediaPipe face mesh alone (full frame, tracking, refined irises)", "key": "face_mesh",
+                   **spread(fm)},
+                  {"path": "decode + face mesh alone", "key": "decode+face_mesh", **spread(dec + fm)}]
+    for k in keys:
+        what = ("image path, no face mesh (detector box -> crop -> model)" if not pipes[k].extractor.mesh
+                else "landmark path (detector -> face mesh -> normalise -> model)")
+        frame_rows.append({"path": f"Pipeline.process, {names[k[0]]}: {what}", "key": f"pipeline/{k[0]}",
+                           "model": k[0], "threads": k[1], "backend": pipes[k].backend, **spread(t[k])})
+        frame_rows.append({"path": f"decode + Pipeline.process, {names[k[0]]}", "key": f"decode+pipeline/{k[0]}",
+                           "model": k[0], "threads": k[1], "backend": pipes[k].backend,
+                           **spread(dec + np.asarray(t[k]))})
+    for k in keys:
+        g = np.asarray(t[("group", k)])
+        sp = spread(g)
+        nf = int(np.median(faces[("group", k)]))
+        frame_rows.append({"path": f"5-face group photo 600x400, static Pipeline, {names[k[0]]} (one model call "
+                                   f"for the {nf} faces found)", "key": f"group/{k[0]}", "model": k[0],
+                           "threads": k[1], "backend": statics[k].backend, **sp, "faces": nf,
+                           "faces_per_s": 1e3 * nf / sp["median_ms"]})
+    for r in frame_rows:
+        r["fps"] = 1e3 / r["median_ms"]
+    floor = float(np.median(dec + fm))
+    ratios = []
+    for k in keys:
+        pr = next(r for r in predict_rows if (r["model"], r["threads"]) == k)
+        inproc = float(np.median(dec + np.asarray(t[k])))
+        ratios.append({"model": k[0], "name": names[k[0]], "threads": k[1],
+                       "predict_ms_per_frame": pr["ms_per_frame"], "decode_face_mesh_ms": floor,
+                       "predict_over_floor": floor / pr["ms_per_frame"],
+                       "pipeline_ms_per_frame": inproc, "pipeline_over_floor": floor / inproc})
+    t1 = cfg.threads[0]
+    img, lmk = (float(np.median(t[(r, t1)])) for r in ("default", "landmark"))
+    ratios.append({"model": "default / landmark", "name": f"{names['default']} vs {names['landmark']}",
+                   "threads": t1, "image_path_ms": img, "landmark_path_ms": lmk, "landmark_over_image_speed": img / lmk})
+    return predict_rows, frame_rows, ratios
+
+
+def paths_markdown(rep: "Report") -> list[str]:
+    """The user-path tables (empty when the section did not run)."""
+    if not rep.paths_predict:
+        return []
+    ms = [("median_ms", "median ms"), ("p10_ms", "p10"), ("p90_ms", "p90")]
+    cfg = rep.meta.get("config", {})
+    return ["", "## User paths (interleaved)", "",
+            f"{cfg.get('path_rounds')} rounds; each round runs `ferlib predict` on the clip for every model x thread "
+            "count (order rotated per round), then one in-process pass where every frame is decoded and goes "
+            "through face mesh alone and through each Pipeline. Medians over rounds (predict) and frames (per frame).",
+            "", "### `python -m ferlib predict CLIP --threads T` end to end", "",
+            md_table(rep.paths_predict, [("name", "model"), ("backend", "runtime"), ("threads", "threads"),
+                                         ("frames", "frames"), ("wall_s", "wall s"), ("startup_s", "start-up s"),
+                                         ("loop_s", "frames s"), ("ms_per_frame", "ms/frame"), ("fps", "FPS"),
+                                         ("runs", "runs")]),
+            "", "Start-up = wall time - the frame loop's time (interpreter, imports, model export, MediaPipe graphs, "
+            "CSV writing).", "", "### Per frame, in process", "",
+            md_table(rep.paths_frames, [("path", "path"), ("threads", "threads"), ("backend", "runtime"), *ms,
+                                        ("fps", "FPS"), ("faces_per_s", "faces/s"), ("n", "n")]),
+            "", "### Ratios (speed relative to decode + face mesh alone; >= 0.85 is the goal)", "",
+            md_table(rep.paths_ratios, [("name", "model"), ("threads", "threads"),
+                                        ("predict_ms_per_frame", "predict ms/frame"),
+                                        ("decode_face_mesh_ms", "decode + face mesh ms"),
+                                        ("predict_over_floor", "predict speed / floor"),
+                                        ("pipeline_ms_per_frame", "decode + Pipeline ms"),
+                                        ("pipeline_over_floor", "Pipeline speed / floor"),
+                                        ("landmark_over_image_speed", "landmark path speed / image path"),
+                                        ("image_path_ms", "image path ms"), ("landmark_path_ms", "landmark path ms")])]
+
+
+def run_paths_bench(cfg: BenchConfig) -> "Report":
+    """Only the user paths (`ferlib bench --only paths`)."""
+    from ferlib.io import iter_video
+
+    t_start = time.perf_counter()
+    rep = Report(meta=_meta(cfg))
+    frames = list(iter_video(cfg.clip, max_frames=cfg.frames))
+    _clip_meta(rep, cfg, frames)
+    rep.paths_predict, rep.paths_frames, rep.paths_ratios = bench_paths(cfg, frames)
+    rep.meta["load_avg_end"] = list(os.getloadavg())
+    rep.meta["seconds"] = time.perf_counter() - t_start
+    return rep
+
+
 # ----------------------------------------------------------------------------- ratios, targets
 def _best(rows, **match) -> dict:
     cand = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
@@ -482,22 +702,29 @@ def _machine() -> dict:
             "load_avg_start": list(os.getloadavg())}
 
 
+def _meta(cfg: BenchConfig) -> dict:
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "time_utc": datetime.now(timezone.utc).strftime("%H:%M:%S"),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, **_machine()}
+
+
+def _clip_meta(rep: Report, cfg: BenchConfig, frames) -> None:
+    rep.meta["clip"] = {"path": str(cfg.clip.relative_to(REPO)) if cfg.clip.is_relative_to(REPO) else str(cfg.clip),
+                        "frames": len(frames), "size": f"{frames[0][2].shape[1]}x{frames[0][2].shape[0]}"}
+
+
 def run_bench(cfg: BenchConfig) -> Report:
     """Run every section of the benchmark and return the report."""
     from ferlib.io import iter_video
     from ferlib.landmarks import LandmarkExtractor
 
     t_start = time.perf_counter()
-    rep = Report(meta={"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                       "time_utc": datetime.now(timezone.utc).strftime("%H:%M:%S"),
-                       "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-                       **_machine()})
+    rep = Report(meta=_meta(cfg))
     roles = {r: load_role(r) for r in ROLES}
     rep.models = {r: src for r, (_, _, src) in roles.items()}
     _log(f"decoding {cfg.clip.name}")
     frames = list(iter_video(cfg.clip, max_frames=cfg.frames))
-    rep.meta["clip"] = {"path": str(cfg.clip.relative_to(REPO)) if cfg.clip.is_relative_to(REPO) else str(cfg.clip),
-                        "frames": len(frames), "size": f"{frames[0][2].shape[1]}x{frames[0][2].shape[0]}"}
+    _clip_meta(rep, cfg, frames)
     with LandmarkExtractor(mode="video") as ex:
         lm, idx, ts = _clip_faces(frames, ex)
     runners = Runners(roles)
@@ -513,6 +740,7 @@ def run_bench(cfg: BenchConfig) -> Report:
         rep.notes.append(skip)
     rep.finetune = bench_finetune(cfg, roles, lm, ts)
     torch.set_num_threads(1)
+    rep.paths_predict, rep.paths_frames, rep.paths_ratios = bench_paths(cfg, frames)
     ratios_and_targets(rep, cfg)
     rep.meta["load_avg_end"] = list(os.getloadavg())
     rep.meta["seconds"] = time.perf_counter() - t_start
@@ -536,17 +764,23 @@ def md_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(rep: Report, command: str) -> str:
+def _header(rep: Report, command: str) -> list[str]:
     m = rep.meta
+    return [f"# Benchmark {m['date']} {m['time_utc']} UTC",
+            "",
+            f"Command: `{command}`  ",
+            f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, "
+            f"onnxruntime {m['onnxruntime']}, mediapipe {m['mediapipe']}.  ",
+            f"Load average (1/5/15 min) at start {', '.join(f'{x:.2f}' for x in m['load_avg_start'])}, "
+            f"at end {', '.join(f'{x:.2f}' for x in m['load_avg_end'])}; run took {m['seconds']:.0f} s.  ",
+            f"Clip: `{m['clip']['path']}`, {m['clip']['frames']} frames, {m['clip']['size']}.  "]
+
+
+def to_markdown(rep: Report, command: str) -> str:
+    if not rep.pipeline:  # `--only paths`
+        return "\n".join(_header(rep, command) + paths_markdown(rep) + [""])
     ms = [("median_ms", "median ms"), ("p10_ms", "p10"), ("p90_ms", "p90")]
-    out = [f"# Benchmark {m['date']} {m['time_utc']} UTC",
-           "",
-           f"Command: `{command}`  ",
-           f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, "
-           f"onnxruntime {m['onnxruntime']}, mediapipe {m['mediapipe']}.  ",
-           f"Load average (1/5/15 min) at start {', '.join(f'{x:.2f}' for x in m['load_avg_start'])}, "
-           f"at end {', '.join(f'{x:.2f}' for x in m['load_avg_end'])}; run took {m['seconds']:.0f} s.  ",
-           f"Clip: `{m['clip']['path']}`, {m['clip']['frames']} frames, {m['clip']['size']}.  ",
+    out = [*_header(rep, command),
            "Models: " + "; ".join(f"{k}: {v}" for k, v in rep.models.items()) + ".",
            "", *[f"- {n}" for n in rep.notes],
            "", "## Targets", "",
@@ -594,6 +828,7 @@ def to_markdown(rep: Report, command: str) -> str:
             "Seconds include loading the base checkpoint, every epoch and its validation; not the one-time "
             f"import that a process's first torch optimizer triggers ({rep.finetune[0]['first_optimizer_s']:.1f} s "
             "in this run, before timing).", ""]
+    out += paths_markdown(rep)
     return "\n".join(out)
 
 
@@ -619,5 +854,6 @@ def write_report(rep: Report, out_dir, name: str, command: str) -> tuple[Path, P
     return jpath, mpath, md
 
 
-__all__ = ["BenchConfig", "Report", "bench_live", "bench_raw", "md_table", "run_bench", "spread", "time_calls",
+__all__ = ["BenchConfig", "Report", "bench_live", "bench_paths", "bench_raw", "md_table", "run_bench",
+           "run_paths_bench", "spread", "time_calls",
            "to_markdown", "write_report"]

@@ -524,11 +524,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ferlib.bench import BenchConfig, run_bench, write_report
+    from ferlib.bench import BenchConfig, run_bench, run_paths_bench, write_report
 
-    report = run_bench(BenchConfig.quick_config() if args.quick else BenchConfig())
-    command = f"python -m ferlib bench{' --quick' if args.quick else ''} --out {args.out}"
-    jpath, mpath, md = write_report(report, args.out, args.name or ("bench-quick" if args.quick else "bench"), command)
+    cfg = BenchConfig.quick_config() if args.quick else BenchConfig()
+    report = run_paths_bench(cfg) if args.only == "paths" else run_bench(cfg)
+    only = f" --only {args.only}" if args.only else ""
+    command = f"python -m ferlib bench{' --quick' if args.quick else ''}{only} --out {args.out}"
+    default = ("paths" if args.only else "bench") + ("-quick" if args.quick else "")
+    jpath, mpath, md = write_report(report, args.out, args.name or default, command)
     print(md)
     print(f"wrote {jpath} and {mpath}", file=sys.stderr)
     return 0
@@ -608,7 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark pipeline, models, dataset import and fine-tuning; Markdown + JSON")
     p.add_argument("--quick", action="store_true", help="a few seconds on a few frames (checks the plumbing)")
     p.add_argument("--out", default="benchmarks", help="folder for <date>-<name>.json and .md (default: benchmarks)")
-    p.add_argument("--name", default=None, help="file name part (default: bench, or bench-quick with --quick)")
+    p.add_argument("--only", default=None, choices=("paths",),
+                   help="paths: only the user paths (ferlib predict on the clip end to end, Pipeline per frame, "
+                        "face mesh alone, image vs landmark path, a group photo; 1 and 2 threads, interleaved)")
+    p.add_argument("--name", default=None, help="file name part (default: bench or paths, -quick with --quick)")
     p.set_defaults(func=cmd_bench)
 
     return ap

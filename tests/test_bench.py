@@ -65,8 +65,38 @@ def test_bench_quick_cli(tmp_path, monkeypatch, capsys):
     for r in data["pipeline"] + data["raw_model"] + data["mesh_alone"]:
         assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
     for title in ("## Targets", "## MediaPipe alone", "## Pipeline FPS", "## Ratios", "## Stage breakdown",
-                  "## Raw model", "## Dataset import", "## Fine-tuning"):
+                  "## Raw model", "## Dataset import", "## Fine-tuning", "## User paths"):
         assert title in md
+    _check_paths(data, cfg)
+
+
+def _check_paths(data: dict, cfg: BenchConfig) -> None:
+    """The user-path section: predict end to end per model x threads, per-frame rows, ratios."""
+    keys = {(m, t) for m in bench.PATH_ROLES for t in cfg.threads}
+    assert {(r["model"], r["threads"]) for r in data["paths_predict"]} == keys
+    for r in data["paths_predict"]:
+        assert r["backend"] == "onnx" and r["frames"] == cfg.frames and r["runs"] == cfg.path_rounds
+        assert r["wall_s"] > r["startup_s"] > 0 and r["loop_s"] > 0
+    fr = {(r["key"], r.get("threads")) for r in data["paths_frames"]}
+    assert {("decode", None), ("face_mesh", None), ("decode+face_mesh", None)} <= fr
+    for m, t in keys:
+        assert {(f"pipeline/{m}", t), (f"decode+pipeline/{m}", t), (f"group/{m}", t)} <= fr
+    assert all(r["faces"] == 5 for r in data["paths_frames"] if r["key"].startswith("group/"))
+    assert len(data["paths_ratios"]) == len(keys) + 1
+    for section in ("paths_predict", "paths_frames", "paths_ratios"):
+        _positive(data[section])
+
+
+def test_bench_only_paths(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--only", "paths", "--out", str(out)]) == 0
+    md = capsys.readouterr().out
+    (jpath,) = out.glob("*-paths-quick.json")
+    data = json.loads(jpath.read_text())
+    assert data["command"] == f"python -m ferlib bench --quick --only paths --out {out}"
+    assert data["pipeline"] == [] and data["finetune"] == []
+    _check_paths(data, BenchConfig.quick_config())
+    assert "## User paths" in md and "## Targets" not in md and "ferlib predict CLIP" in md
 
 
 @pytest.mark.data
