@@ -338,7 +338,8 @@ def _finetune_personal(args) -> int:
              if report["classes_without_samples"] else ""), file=sys.stderr)
     card["data"] = {**_data_card(frames, extra, sets), "adaptation": "every train and val row"}
     run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
-    metrics = _split_metrics(model, {k: v for k, v in sets.items() if k == "test"}, False)
+    metrics = _split_metrics(model, {k: v for k, v in sets.items() if k == "test"},
+                             card["training"]["config"]["tta_flip"])
     for name, m in metrics.items():
         save_metrics(m, run_dir / f"{name}_metrics.json")
         print(f"{name}: accuracy {m['accuracy_all']:.4f} on {m['n']} samples (misses counted as wrong)",

@@ -31,7 +31,7 @@ from torch import nn
 
 from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 from ferlib.errors import InputError
-from ferlib.inputs import Augmenter, TensorSet
+from ferlib.inputs import Augmenter, Mirror, TensorSet
 from ferlib.models.registry import FerModel
 from ferlib.train import TrainConfig, train
 
@@ -94,9 +94,10 @@ def linear_head(model: FerModel) -> nn.Linear:
 
 
 @torch.no_grad()
-def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0,
+def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0, mirror: bool = True,
                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E (M, D), labels (M,)): the input of the model's final linear layer for every sample and
+    """(E (M, D), labels (M,)): the input of the model's final linear layer for every sample, its
+    mirror image (`mirror`: predictions average a face with its mirror where the card says so) and
     `copies` augmented copies of it (ferlib.inputs.Augmenter, seeded), model in eval mode."""
     head = linear_head(model)
     captured: list[torch.Tensor] = []
@@ -104,14 +105,19 @@ def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0,
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    aug = Augmenter(data.spec) if copies and data.spec is not None else None
+    views = [lambda b: b]
+    if mirror and data.spec is not None:
+        flip = Mirror(data.spec)
+        views.append(flip)
+    if copies and data.spec is not None:
+        aug = Augmenter(data.spec)
+        views += [lambda b: aug(b, g)] * copies
     try:
         labels = []
-        for k in range(1 + (copies if aug is not None else 0)):
+        for view in views:
             for i in range(0, len(data), batch_size):
                 idx = torch.arange(i, min(i + batch_size, len(data)))
-                batch = data.batch(idx)
-                model(batch if k == 0 else aug(batch, g))
+                model(view(data.batch(idx)))
                 labels.append(data.labels[idx])
     finally:
         hook.remove()
@@ -120,7 +126,8 @@ def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0,
 
 
 def _copies(config: AdaptConfig, n: int) -> int:
-    return max(0, min(config.copies, config.max_embeddings // max(n, 1) - 1))
+    """Augmented copies per sample: at most max_embeddings embeddings with the originals and mirrors."""
+    return max(0, min(config.copies, config.max_embeddings // max(n, 1) - 2))
 
 
 def _prototype_head(head: nn.Linear, emb: torch.Tensor, labels: torch.Tensor, strength: float) -> None:
@@ -206,8 +213,10 @@ def adapt_model(model: FerModel, data: TensorSet, classes, config: AdaptConfig |
 
 def personal_card(base_card: dict, config: AdaptConfig, report: dict) -> dict:
     """The personal model's card: the base card with what it was adapted from and how."""
+    tta = bool(base_card.get("training", {}).get("config", {}).get("tta_flip", False))
     return {**base_card,
-            "training": {"personal": {"config": config.to_dict(), "report": report},
+            "training": {"config": {"tta_flip": tta},  # the Pipeline flips as the base was measured
+                         "personal": {"config": config.to_dict(), "report": report},
                          "finetuned_from": {"model": base_card["model"], "classes": base_card["classes"],
                                             "weights_sha256": base_card["weights_sha256"],
                                             "training": base_card.get("training", {})}},

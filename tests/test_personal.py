@@ -66,7 +66,7 @@ def test_every_embedding_method_changes_only_the_head_and_keeps_classes(clip_dat
     report = adapt_model(model, prep.tensor_set(), card["classes"], AdaptConfig(method=method, copies=2))
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"head.weight", "head.bias"}
-    assert report["per_class"] == {"happy": 16, "sad": 16} and report["embeddings"] == 3 * 32
+    assert report["per_class"] == {"happy": 16, "sad": 16} and report["embeddings"] == 4 * 32
     assert set(report["classes_without_samples"]) == set(card["classes"]) - {"happy", "sad"}
 
 
