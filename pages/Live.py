@@ -1,5 +1,6 @@
 """Live: webcam -> ferlib pipeline -> annotated video, probability and performance charts."""
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -91,7 +92,9 @@ def live_panel() -> None:
         if last and last["label"]:
             st.markdown(f"Prediction: **{last['label']}** ({max(last['probs']):.0%})")
             if last.get("path"):
-                st.markdown(f"Path: {last['path']} ({last['model']})", help=(
+                # the checkpoint's stem ("model" for models trained here) -> the name the select shows
+                used = choice.label.removeprefix("shipped: ") if last["model"] == Path(choice.path).stem else last["model"]
+                st.markdown(f"Path: {last['path']} ({used})", help=(
                     "mesh: the face's 478 face-mesh landmarks reached the model (or framed its crop); box: "
                     "the detector's box alone (image models run no face mesh, and a landmark model's "
                     "fallback image model classifies faces face mesh cannot read)"))

@@ -37,10 +37,14 @@ else:
                                  "from scratch needs far more samples for the same accuracy")
         name = st.text_input("New model name", value="my model", max_chars=64, key="train_name")
     with right:
-        model_type = st.selectbox("Model type", types, key="train_type",
-                                  index=types.index("landmark_cnn1d") if "landmark_cnn1d" in types else 0,
-                                  disabled=base is not None,
-                                  help="Fine-tuning keeps the base model's type and input settings")
+        if base is not None:  # fine-tuning keeps the base model's type: show that one, not a stale choice
+            base_type = ui.card_of(base.path).get("model", {}).get("name", "")
+            st.selectbox("Model type", [base_type or "the base model's"], key="train_type_of_base", disabled=True,
+                         help="Fine-tuning keeps the base model's type and input settings")
+            model_type = st.session_state.get("train_type", "landmark_cnn1d")
+        else:
+            model_type = st.selectbox("Model type", types, key="train_type",
+                                      index=types.index("landmark_cnn1d") if "landmark_cnn1d" in types else 0)
         normalisation = st.selectbox("Normalisation", ["proposed", "minmax", "similarity"], key="train_norm",
                                      disabled=base is not None)
         conditioning = st.checkbox("Subject conditioning (subtract each session's neutral baseline)",
@@ -112,7 +116,8 @@ def progress_panel() -> None:
         return
     st.subheader(f"Run {job.run_id}: {job.spec.name}")
     with st.container(key="train-progress"):
-        text = f"Training status: {job.status}" + (f", {job.message}" if job.status != "failed" else "")
+        text = f"Training status: {job.status}" + (f", {job.message}" if job.message and job.status != "failed"
+                                                    and job.message != job.status else "")
         st.progress(job.progress, text=text)
     if job.device:
         st.caption(f"Device: {job.device}")
