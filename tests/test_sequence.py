@@ -54,7 +54,8 @@ def test_trains_on_a_recording_and_labels_every_frame_causally(clip):
     labels = np.full(len(ve.frame), -1)
     labels[ve.detected] = probs.argmax(1)
     acc = float((labels[test] == truth[test]).mean())
-    assert acc >= 0.85, acc
+    shipped = float((np.nan_to_num(ve.probs, nan=-1).argmax(1)[test] == truth[test]).mean())
+    assert acc >= 0.85 and acc > shipped, (acc, shipped)  # measured: 1.0 vs the shipped model's 0.56
     # causal: a frame's label does not depend on later frames
     k = len(emb) // 2
     np.testing.assert_allclose(predict_causal(model, emb[:k]), probs[:k], atol=1e-5)
