@@ -93,16 +93,17 @@ def coverage_heatmap(cov: pd.DataFrame) -> go.Figure:
             layout[f"xaxis{ax}"] = {"domain": [lo, lo + width], "anchor": f"y{ax}"}
             layout[f"yaxis{ax}"] = {"domain": [y_lo, y_lo + height], "autorange": "reversed", "anchor": f"x{ax}",
                                     "showticklabels": j == 0}
-            notes.append({"text": f"<b>{cond}</b>: {axis} (head turned {'left/right' if axis == 'yaw' else 'up/down'})",
+            notes.append({"text": f"<b>{cond}</b>, {axis}",
                           "x": lo + width / 2, "y": y_lo + height, "xref": "paper", "yref": "paper",
                           "showarrow": False, "yanchor": "bottom"})
     rows = max(1, len(emotions))
     return go.Figure({"data": data, "layout": {
         **layout, "annotations": notes,
-        "title": {"text": "Coverage: samples per emotion and head pose (0 = still missing)"},
+        "title": {"text": "Coverage: samples per emotion and head pose (0 = still missing)<br><sup>top: yaw, "
+                          "head turned left/right; bottom: pitch, head tilted up/down (degrees)</sup>"},
         "coloraxis": {"colorscale": [[0, "white"], [1e-9, "#fde0c5"], [1, "#b2182b"]], "cmin": 0,
                       "cmax": max(1, top), "colorbar": {"title": {"text": "samples"}}},
-        "height": 170 + 2 * 26 * rows, "margin": dict(l=10, r=10, t=70, b=10)}})
+        "height": 190 + 2 * 26 * rows, "margin": dict(l=10, r=10, t=90, b=10)}})
 
 
 def training_curves(history: Sequence[dict]) -> go.Figure:
