@@ -278,24 +278,42 @@ def cmd_train(args) -> int:
     return _finish_training(model, card, sets, result, args, run_dir)
 
 
+FEW_SHOT_MAX = 5000  # --adapt auto: up to this many adaptation samples, personal adaptation
+
+
 def cmd_finetune(args) -> int:
-    from ferlib.checkpoint import resolve_checkpoint
+    from ferlib.checkpoint import load_checkpoint, resolve_checkpoint
 
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a path or a shipped model's name
-    if args.adapt == "train":
-        return _finetune_train(args)
-    return _finetune_personal(args)
+    _, base = load_checkpoint(args.checkpoint)
+    frames, extra = _datasets(args), _datasets(args, "extra_train")
+    method = _adapt_method(args, base, frames, extra)
+    if method == "train":
+        return _finetune_train(args, base, frames, extra)
+    return _finetune_personal(args, method, base, frames, extra)
 
 
-def _finetune_train(args) -> int:
+def _adapt_method(args, base: dict, frames, extra) -> str:
+    """--adapt auto: the classic fine-tune for new classes, --freeze-backbone or more than
+    FEW_SHOT_MAX adaptation rows (a dataset, not a person); else ferlib.personal.DEFAULT_METHOD."""
+    if args.adapt != "auto":
+        return args.adapt
+    n = sum(int((df["split"].astype(str) != "test").sum()) if "split" in df else len(df) for df in frames) \
+        + sum(len(df) for df in extra)
+    new_classes = bool(args.classes) and _classes(args.classes, []) != list(base["classes"])
+    method = "train" if new_classes or args.freeze_backbone or n > FEW_SHOT_MAX else DEFAULT_METHOD
+    why = ("new classes" if new_classes else "--freeze-backbone" if args.freeze_backbone
+           else f"{n} samples > {FEW_SHOT_MAX}" if n > FEW_SHOT_MAX else f"{n} samples <= {FEW_SHOT_MAX}")
+    print(f"--adapt auto: {method} ({why})", file=sys.stderr)
+    return method
+
+
+def _finetune_train(args, base: dict, frames, extra) -> int:
     """--adapt train: the classic fine-tune (validation split, early stopping): for big datasets."""
-    from ferlib.checkpoint import card_spec, load_checkpoint
+    from ferlib.checkpoint import card_spec
     from ferlib.train import finetune
 
     config = _train_config(args)
-    _, base = load_checkpoint(args.checkpoint)
-    frames = _datasets(args)
-    extra = _datasets(args, "extra_train")
     classes = _classes(args.classes, []) if args.classes else list(base["classes"])
     spec = card_spec(base)
     sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
@@ -309,29 +327,25 @@ def _finetune_train(args) -> int:
     return _finish_training(model, card, sets, result, args, run_dir)
 
 
-def _finetune_personal(args) -> int:
-    """--adapt prototype|head|full (default ferlib.personal.DEFAULT_METHOD): few-shot personal
-    adaptation on every train and val row, a fixed schedule, no early stopping; a test split, when
-    the data has one (studio sessions), is reported."""
-    from ferlib.checkpoint import card_spec, load_checkpoint, save_checkpoint
+def _finetune_personal(args, method: str, base: dict, frames, extra) -> int:
+    """--adapt prototype|head|full: few-shot personal adaptation on every train and val row, a fixed
+    schedule, no early stopping; a test split, when the data has one (studio sessions), is reported."""
+    from ferlib.checkpoint import card_spec, save_checkpoint
     from ferlib.data.tensors import concat_prepared
     from ferlib.evaluate import save_metrics
     from ferlib.personal import AdaptConfig, adapt
 
-    _, base = load_checkpoint(args.checkpoint)
     if args.classes and _classes(args.classes, []) != list(base["classes"]):
-        raise InputError(f"--adapt {args.adapt} keeps the base model's classes {base['classes']}; "
+        raise InputError(f"--adapt {method} keeps the base model's classes {base['classes']}; "
                          "new classes need --adapt train")
-    config = AdaptConfig(method=args.adapt, seed=args.seed, threads=args.threads,
+    config = AdaptConfig(method=method, seed=args.seed, threads=args.threads,
                          **({"epochs": args.epochs} if args.epochs is not None else {}),
                          **({"full_lr": args.lr} if args.lr is not None else {}))
-    frames = _datasets(args)
-    extra = _datasets(args, "extra_train")
     classes = list(base["classes"])
     sets = _split_or_all(_prepare(frames, card_spec(base), classes, args, train_only=extra))
     fit = [sets[k] for k in ("train", "val") if k in sets]
     fit = concat_prepared(fit) if len(fit) > 1 else fit[0]
-    print(f"adapting {base['model']['name']} ({args.adapt}) to {len(fit)} samples", file=sys.stderr)
+    print(f"adapting {base['model']['name']} ({method}) to {len(fit)} samples", file=sys.stderr)
     model, card, report = adapt(args.checkpoint, fit.tensor_set(), config)
     print(f"adapted in {report['seconds']:.1f} s; samples per emotion {report['per_class']}"
           + (f"; no samples of {report['classes_without_samples']} (those keep the base model's behaviour)"
@@ -582,10 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="adapt a checkpoint to a person's samples (default), or fine-tune it on "
                                            "datasets (--adapt train; new head when --classes differ)")
     p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem) or a shipped model's name")
-    p.add_argument("--adapt", default=DEFAULT_METHOD, choices=(*ADAPT_METHODS, "train"),
-                   help=f"default {DEFAULT_METHOD}: few-shot personal adaptation on every sample, a fixed schedule "
-                        "(README 'Personal models' compares the methods); train: the classic fine-tune with a "
-                        "validation split and early stopping, for big datasets")
+    p.add_argument("--adapt", default="auto", choices=("auto", *ADAPT_METHODS, "train"),
+                   help=f"{'/'.join(ADAPT_METHODS)}: few-shot personal adaptation on every sample, a fixed schedule "
+                        "(README 'Personal models' compares them); train: the classic fine-tune with a validation "
+                        f"split and early stopping, for datasets; auto (default): {DEFAULT_METHOD} up to "
+                        f"{FEW_SHOT_MAX} samples, train for more, for new --classes or with --freeze-backbone")
     p.add_argument("--freeze-backbone", action="store_true", help="--adapt train: train the final layer only")
     _data_options(p)
     _train_options(p, lr=None)

@@ -145,9 +145,20 @@ def test_finetune_bad_data_gives_a_clear_error_and_writes_nothing(clip_dataset, 
 
 def test_new_classes_need_the_classic_fine_tune(clip_dataset, tmp_path, capsys):
     rc = ferlib_main(["finetune", BASE, "--data", str(clip_dataset), "--out", str(tmp_path / "m"),
-                      "--classes", "happy,sad"])
+                      "--classes", "happy,sad", "--adapt", "head"])
     assert rc == 2 and "--adapt train" in capsys.readouterr().err
     assert not list(tmp_path.glob("m.*"))
+
+
+@pytest.mark.parametrize("extra, method", [([], DEFAULT_METHOD), (["--freeze-backbone"], "train"),
+                                           (["--classes", "happy,sad"], "train")])
+def test_adapt_auto_picks_personal_adaptation_for_a_person_and_the_classic_fine_tune_otherwise(
+        clip_dataset, tmp_path, capsys, extra, method):
+    rc = ferlib_main(["finetune", "landmark_cnn1d_fer2013", "--data", str(clip_dataset), "--out", str(tmp_path / "m"),
+                      "--epochs", "1", "--no-save", "--cache-dir", str(tmp_path / "c"), "--run-dir", str(tmp_path / "r"),
+                      *extra])
+    assert rc == 0
+    assert f"--adapt auto: {method} (" in capsys.readouterr().err
 
 
 def test_tensor_set_without_spec_is_rejected():
