@@ -503,7 +503,8 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
     with LandmarkExtractor(mode="static", mesh=False) as ex:
         group = _group_photo(frames, ex)
     runs: dict[tuple, list[dict]] = {k: [] for k in keys}
-    t: dict = {"decode": [], "face_mesh": [], **{k: [] for k in keys}, **{("group", k): [] for k in keys}}
+    t: dict = {"decode": [], "face_mesh": [], **{k: [] for k in keys}, **{("group", k): [] for k in keys},
+               **{(stage, k): [] for stage in ("landmarks", "prepare", "model") for k in keys}}
     faces: dict = {("group", k): [] for k in keys}
     warm = min(cfg.warmup_frames, 10)
     try:
@@ -535,9 +536,11 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
                         for k in order:
                             set_torch_threads(k[1])
                             t0 = time.perf_counter()
-                            pipes[k].process(bgr, ts)
+                            res = pipes[k].process(bgr, ts)
                             if keep:
                                 t[k].append((time.perf_counter() - t0) * 1e3)
+                                for stage in ("landmarks", "prepare", "model"):
+                                    t[(stage, k)].append(res.timings_ms.get(stage, 0.0))
                         n += 1
                     for i in range(cfg.group_repeats):
                         for k in order:
@@ -573,6 +576,12 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
         frame_rows.append({"path": f"decode + Pipeline.process, {names[k[0]]}", "key": f"decode+pipeline/{k[0]}",
                            "model": k[0], "threads": k[1], "backend": pipes[k].backend,
                            **spread(dec + np.asarray(t[k]))})
+        for stage, what in (("landmarks", "faces (detection / face mesh / tracking)"),
+                            ("prepare", "model inputs (crop or normalise)"),
+                            ("model", f"model call ({pipes[k].backend}{', flip averaging' if pipes[k]._mirror else ''})")):
+            frame_rows.append({"path": f"  stage of {names[k[0]]}: {what}", "key": f"{stage}/{k[0]}",
+                               "model": k[0], "threads": k[1], "backend": pipes[k].backend,
+                               **spread(t[(stage, k)])})
     for k in keys:
         g = np.asarray(t[("group", k)])
         sp = spread(g)

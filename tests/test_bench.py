@@ -80,7 +80,8 @@ def _check_paths(data: dict, cfg: BenchConfig) -> None:
     fr = {(r["key"], r.get("threads")) for r in data["paths_frames"]}
     assert {("decode", None), ("face_mesh", None), ("decode+face_mesh", None)} <= fr
     for m, t in keys:
-        assert {(f"pipeline/{m}", t), (f"decode+pipeline/{m}", t), (f"group/{m}", t)} <= fr
+        assert {(f"pipeline/{m}", t), (f"decode+pipeline/{m}", t), (f"group/{m}", t), (f"landmarks/{m}", t),
+                (f"prepare/{m}", t), (f"model/{m}", t)} <= fr
     assert all(r["faces"] == 5 for r in data["paths_frames"] if r["key"].startswith("group/"))
     assert len(data["paths_ratios"]) == len(keys) + 1
     for section in ("paths_predict", "paths_frames", "paths_ratios"):
