@@ -116,8 +116,12 @@ def progress_panel() -> None:
         return
     st.subheader(f"Run {job.run_id}: {job.spec.name}")
     with st.container(key="train-progress"):
-        text = f"Training status: {job.status}" + (f", {job.message}" if job.message and job.status != "failed"
-                                                    and job.message != job.status else "")
+        if job.status == "failed" or not job.message:
+            text = f"Training status: {job.status}"  # a failure's reason shows once, below
+        elif job.message.startswith(job.status):
+            text = f"Training status: {job.message}"
+        else:
+            text = f"Training status: {job.status}, {job.message}"
         st.progress(job.progress, text=text)
     if job.device:
         st.caption(f"Device: {job.device}")

@@ -118,7 +118,8 @@ def training_curves(history: Sequence[dict]) -> go.Figure:
     return _figure(data, {"xaxis": {"domain": [0, 0.45], "title": {"text": "epoch"}},
                           "yaxis": {"title": {"text": "loss"}},
                           "xaxis2": {"domain": [0.55, 1], "anchor": "y2", "title": {"text": "epoch"}},
-                          "yaxis2": {"anchor": "x2", "title": {"text": "accuracy"}}})
+                          "yaxis2": {"anchor": "x2", "title": {"text": "accuracy"}, "range": [0, 1.05],
+                                     "tickformat": ".0%"}})
 
 
 def pose_accuracy_bar(table: pd.DataFrame) -> go.Figure:

@@ -180,6 +180,9 @@ def test_the_whole_journey_in_a_browser(app, clips):
         # Live: the new model by default, named, with its label
         _go(page, "Live")
         assert f"{model} (live)" in body_text(page)
+        video = page.locator('iframe[src*="streamlit_webrtc"]').first.bounding_box()
+        main = page.locator('[data-testid="stMainBlockContainer"]').first.bounding_box()
+        assert video and main and video["width"] > 0.45 * main["width"], (video, main)  # 3/5 of the content, not 2/5
         with webrtc_stream(page):
             wait_for_number(page, "Frames processed", 3, timeout=180, shot="journey-live")
             label = wait_for_text(page, r"Prediction: (\w+) \((\d+)%\)", timeout=60, shot="journey-live")
