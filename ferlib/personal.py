@@ -43,8 +43,9 @@ DEFAULT_METHOD = "head"
 class AdaptConfig:
     """Settings of a personal adaptation; saved in the personal model's card.
 
-    copies: augmented copies of each sample whose embeddings join the originals' ("prototype",
-    "head"), lowered so that at most `max_embeddings` are computed. strength: weight of the
+    copies: augmented copies of each sample whose embeddings join the originals' and their mirrors'
+    ("prototype", "head"); at most `max_embeddings` are computed: mirrors only while 2 x the samples
+    fit, copies lowered to fit. strength: weight of the
     prototypes against the base logits. l2sp: the head's pull back to the base layer. steps, lr: the
     head's optimisation. epochs, full_lr: the "full" method's fixed schedule. threads: torch threads.
     """
@@ -125,9 +126,11 @@ def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0,
     return torch.cat(captured), torch.cat(labels).long()
 
 
-def _copies(config: AdaptConfig, n: int) -> int:
-    """Augmented copies per sample: at most max_embeddings embeddings with the originals and mirrors."""
-    return max(0, min(config.copies, config.max_embeddings // max(n, 1) - 2))
+def _budget(config: AdaptConfig, n: int) -> tuple[bool, int]:
+    """(mirrors, augmented copies per sample) within max_embeddings: the originals always, their
+    mirrors while 2n fit, then copies."""
+    mirror = 2 * n <= config.max_embeddings
+    return mirror, max(0, min(config.copies, config.max_embeddings // max(n, 1) - (2 if mirror else 1)))
 
 
 def _prototype_head(head: nn.Linear, emb: torch.Tensor, labels: torch.Tensor, strength: float) -> None:
@@ -195,9 +198,9 @@ def adapt_model(model: FerModel, data: TensorSet, classes, config: AdaptConfig |
         if config.method == "full":
             report.update(_full(model, data, config, callback, cancel))
         else:
-            copies = _copies(config, len(data))
-            emb, labels = embeddings(model, data, copies=copies, seed=config.seed)
-            report.update(copies=copies, embeddings=len(emb))
+            mirror, copies = _budget(config, len(data))
+            emb, labels = embeddings(model, data, copies=copies, seed=config.seed, mirror=mirror)
+            report.update(mirrors=mirror, copies=copies, embeddings=len(emb))
             head = linear_head(model)
             with torch.no_grad():
                 if config.method == "prototype":
