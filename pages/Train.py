@@ -3,8 +3,16 @@ in a background job."""
 import streamlit as st
 
 from ferlib.errors import FerError
+from ferlib.personal import DEFAULT_METHOD
 from webapp import figures, jobs, ui
 from webapp.resources import classifier_types, get_store, model_choices, model_input_kind
+
+ADAPT_LABELS = {
+    "head": "Personal: refit the last layer on your samples (recommended; seconds)",
+    "prototype": "Personal: add your own per-emotion prototypes (fastest)",
+    "full": "Personal: fine-tune every weight for 15 epochs (slow on a CPU)",
+    "train": "Classic fine-tune: epochs, validation split, early stopping (hundreds of samples)",
+}
 
 st.title("Train")
 store = get_store()
@@ -49,20 +57,31 @@ else:
                                      disabled=base is not None)
         conditioning = st.checkbox("Subject conditioning (subtract each session's neutral baseline)",
                                    key="train_conditioning", disabled=base is not None)
+        adapt = "train"
+        if base is not None:
+            adapt = st.selectbox("How it learns your face", list(ADAPT_LABELS), key="train_adapt",
+                                 index=list(ADAPT_LABELS).index(DEFAULT_METHOD), format_func=ADAPT_LABELS.get,
+                                 help="Personal adaptation uses every sample on a fixed schedule, made for a few "
+                                      "samples per emotion (README, 'Personal models': measured on 26 people). "
+                                      "The classic fine-tune holds out a validation split and stops early: "
+                                      "for hundreds of samples per emotion.")
         base_key = base.path if base is not None else ""
         if "train_freeze" not in st.session_state or st.session_state.get("train_base_seen") != base_key:
             # a base model: train its head only by default (fast, and safe on a few dozen samples)
             st.session_state["train_freeze"] = base is not None
         st.session_state["train_base_seen"] = base_key
-        freeze = st.checkbox("Freeze backbone (train the head only)", key="train_freeze", disabled=base is None,
-                             help="On by default with a base model: only its last layer learns your samples, "
-                                  "which is fast and keeps what it learnt from thousands of faces. Untick to "
-                                  "fine-tune every weight (slower; can overfit a few dozen samples). A model "
-                                  "trained from scratch trains every weight.")
-        c1, c2, c3 = st.columns(3)
-        batch = c1.number_input("Batch size", 2, 512, 32, key="train_batch")
-        epochs = c2.number_input("Epochs", 1, 500, 20, key="train_epochs")
-        patience = c3.number_input("Early-stopping patience (0 = off)", 0, 100, 5, key="train_patience")
+        freeze, batch, epochs, patience = False, 32, 20, 5
+        if adapt == "train":  # the classic fine-tune's (and a new model's) settings
+            freeze = st.checkbox("Freeze backbone (train the head only)", key="train_freeze",
+                                 disabled=base is None,
+                                 help="On by default with a base model: only its last layer learns your samples, "
+                                      "which is fast and keeps what it learnt from thousands of faces. Untick to "
+                                      "fine-tune every weight (slower; can overfit a few dozen samples). A model "
+                                      "trained from scratch trains every weight.")
+            c1, c2, c3 = st.columns(3)
+            batch = c1.number_input("Batch size", 2, 512, 32, key="train_batch")
+            epochs = c2.number_input("Epochs", 1, 500, 20, key="train_epochs")
+            patience = c3.number_input("Early-stopping patience (0 = off)", 0, 100, 5, key="train_patience")
 
     # what training will use, and what it leaves out and why
     if base is not None:
@@ -98,7 +117,7 @@ else:
                 base_path=base.path if base else None,
                 model_type=model_type, normalisation=normalisation, subject_conditioning=conditioning,
                 freeze_backbone=bool(freeze and base is not None), batch_size=int(batch), epochs=int(epochs),
-                patience=int(patience)))
+                patience=int(patience), adapt=adapt))
             st.session_state["train_run"] = job.run_id
         except FerError as e:
             st.error(str(e))
@@ -132,6 +151,8 @@ def progress_panel() -> None:
         note = ui.few_samples_note(job.counts.get("val", 0), "validation samples") if job.counts else None
         if note:
             st.caption(f"Validation accuracy: {note}.")
+    elif job.alive and job.spec.base_path and job.spec.adapt != "train":
+        st.caption("Personal adaptation runs in one step: no epochs to plot.")
     elif job.alive:
         st.caption("The loss and accuracy curves appear after the first epoch.")
     if job.status == "failed":

@@ -323,9 +323,35 @@ def _wait_job(run_id: int, timeout: float = 60.0):
     return job
 
 
+def test_train_default_learns_the_face_in_one_click_and_goes_live(store, clip_faces, streamer):
+    """Start with every default: the shipped default adapted with ferlib.personal's default method on
+    every train/val sample; the test chunks are reported; the model goes live."""
+    from ferlib.personal import DEFAULT_METHOD
+
+    _seed(store, clip_faces, "me")
+    at = _app("Train")
+    assert at.selectbox(key="train_adapt").value == DEFAULT_METHOD
+    assert not [n for n in at.number_input if n.key == "train_epochs"]  # no epochs to set
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+    job = _wait_job(at.session_state["train_run"])
+    assert job.status == "done", job.message
+    at.run()
+    assert any("Registered as my model v1" in s.value for s in at.success)
+    live_before = store.live_model()
+    at.button(key="train_make_live").click().run()
+    live = store.live_model()
+    assert live is not None and live != live_before and live["name"] == "my model"
+    personal = live["card"]["training"]["personal"]
+    assert personal["config"]["method"] == DEFAULT_METHOD
+    assert sum(personal["report"]["per_class"].values()) == job.counts["train"] + job.counts.get("val", 0)
+    assert job.test_metrics is not None and job.test_metrics["n"] == job.counts["test"]
+
+
 def test_train_runs_in_background_registers_and_goes_live(store, clip_faces, streamer):
     _seed(store, clip_faces, "me")
     at = _app("Train")
+    at.selectbox(key="train_adapt").set_value("train").run()  # the classic fine-tune: epochs, curves
     at.number_input(key="train_epochs").set_value(3).run()
     at.number_input(key="train_batch").set_value(8).run()
     at.text_input(key="train_name").input("mine").run()
@@ -354,6 +380,7 @@ def test_train_cancel(store, clip_faces, streamer):
 
     _seed(store, clip_faces, "me")
     at = _app("Train")
+    at.selectbox(key="train_adapt").set_value("train").run()
     at.number_input(key="train_epochs").set_value(500).run()
     at.number_input(key="train_patience").set_value(0).run()
     at.number_input(key="train_batch").set_value(2).run()
@@ -377,7 +404,6 @@ def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces,
     sid = _seed(store, clip_faces, "me")
     studio_train = int((studio_frame(store, [sid])["split"] == "train").sum())
     at = _app("Train")
-    at.number_input(key="train_epochs").set_value(2).run()
     at.text_input(key="train_extra").input(f"  {clip_dataset}  ").run()
     at.button(key="train_start").click().run()
     assert not at.exception and not at.error
@@ -484,12 +510,20 @@ def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, cl
     base = at.selectbox(key="train_base").value
     shipped = [s for s in DEFAULT_MODELS if (ROOT / "models" / f"{s}.json").exists()]
     assert base is not None and base.label == f"shipped: {shipped[0]}"
+    from ferlib.personal import DEFAULT_METHOD
+
+    # personal adaptation by default; the classic fine-tune's settings appear when it is chosen
+    assert at.selectbox(key="train_adapt").value == DEFAULT_METHOD
+    assert not [c for c in at.checkbox if c.key == "train_freeze"]
+    at.selectbox(key="train_adapt").set_value("train").run()
     assert at.checkbox(key="train_freeze").value is True and not at.checkbox(key="train_freeze").disabled
     # from scratch: nothing to freeze; back to a base: frozen again
     at.selectbox(key="train_base").select_index(len(at.selectbox(key="train_base").options) - 1).run()
     assert at.selectbox(key="train_base").value is None
     assert at.checkbox(key="train_freeze").value is False and at.checkbox(key="train_freeze").disabled
     at.selectbox(key="train_base").set_value(base).run()
+    assert at.selectbox(key="train_adapt").value == DEFAULT_METHOD
+    at.selectbox(key="train_adapt").set_value("train").run()
     assert at.checkbox(key="train_freeze").value is True
     assert not at.button(key="train_start").disabled
     assert not at.exception and not at.warning
@@ -534,7 +568,6 @@ def test_a_failed_run_reads_as_a_sentence_once_without_empty_chart(store, clip_f
 def test_make_live_shows_its_effect_at_once_and_caveats_few_samples(store, clip_faces, streamer):
     _seed(store, clip_faces, "me")
     at = _app("Train")
-    at.number_input(key="train_epochs").set_value(2).run()
     at.button(key="train_start").click().run()
     job = _wait_job(at.session_state["train_run"])
     assert job.status == "done", job.message

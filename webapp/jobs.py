@@ -20,10 +20,11 @@ from ferlib.classes import FER7
 from ferlib.data.tensors import dataset_sha256
 from ferlib.errors import InputError
 from ferlib.evaluate import evaluate
-from ferlib.inputs import spec_for_model
+from ferlib.inputs import TensorSet, spec_for_model
 from ferlib.models import create_model
+from ferlib.personal import DEFAULT_METHOD, AdaptConfig, adapt
 from ferlib.store import Store, validate_name
-from ferlib.train import TrainConfig, finetune, train
+from ferlib.train import TrainConfig, TrainResult, finetune, train
 from webapp.datasets import dataset_path, extra_frame, split_sets, studio_frame
 from webapp.ui import error_text
 
@@ -37,7 +38,9 @@ _LOCK = threading.Lock()
 @dataclass
 class TrainSpec:
     """What the Train page asks for. base_path None = train `model_type` from scratch; extra_data: an
-    imported dataset (folder, .zip or .csv) whose rows are added to the training split."""
+    imported dataset (folder, .zip or .csv) whose rows are added to the training split. adapt (with a
+    base): a ferlib.personal method (few-shot: every train and val sample, a fixed schedule; epochs,
+    patience, lr and freeze_backbone are the classic fine-tune's) or "train" (the classic fine-tune)."""
 
     name: str
     session_ids: Sequence[int]
@@ -47,6 +50,7 @@ class TrainSpec:
     normalisation: str = "proposed"
     subject_conditioning: bool = False
     freeze_backbone: bool = False
+    adapt: str = DEFAULT_METHOD
     batch_size: int = 32
     epochs: int = 20
     patience: int = 5
@@ -148,7 +152,14 @@ def _work(store: Store, job: TrainJob) -> None:
             job.message = f"epoch {ev['epoch']}/{s.epochs}"
 
         job.message = "training"
-        if s.base_path:
+        if s.base_path and s.adapt != "train":
+            fit = [sets[k][0] for k in ("train", "val") if k in sets]
+            fit = TensorSet({k: torch.cat([f.tensors[k] for f in fit]) for k in fit[0].tensors},
+                            torch.cat([f.labels for f in fit]), fit[0].spec)
+            job.message = f"learning your face from {len(fit)} samples ({s.adapt})"
+            model, card, report = adapt(s.base_path, fit, AdaptConfig(method=s.adapt), cancel=job.cancel)
+            result = TrainResult(epochs_run=1, elapsed_s=report["seconds"], device="cpu")
+        elif s.base_path:
             model, card, result = finetune(s.base_path, tr, va, config, classes=classes, callback=on_event,
                                            cancel=job.cancel, run_dir=run_dir)
         else:
