@@ -169,7 +169,21 @@ def _train_config(args):
                        class_weights=not args.no_class_weights,
                        augment=not args.no_augment, tta_flip=args.tta, seed=args.seed, num_threads=args.threads,
                        monitor=args.monitor, freeze_backbone=getattr(args, "freeze_backbone", False),
-                       device=args.device).resolved()  # "auto" -> the device used; fails before the data work
+                       device=args.device, **_distill_pose_options(args)).resolved()  # "auto" -> the device used; fails before the data work
+
+
+def _distill_pose_options(args) -> dict:
+    """TrainConfig fields of train's --teacher/--distill-weight/--distill-temperature/--pose-augment."""
+    if getattr(args, "teacher", None) is None:
+        if getattr(args, "distill_weight", None):
+            raise InputError("--distill-weight needs --teacher CHECKPOINT")
+        weight = 0.0
+    else:
+        weight = 0.5 if args.distill_weight is None else args.distill_weight
+        if weight <= 0:
+            raise InputError("--teacher with --distill-weight 0 would ignore the teacher")
+    return {"distill_weight": weight, "distill_temperature": getattr(args, "distill_temperature", 2.0),
+            "pose_augment": getattr(args, "pose_augment", 0.0)}
 
 
 def _log_epoch(ev: dict) -> None:
@@ -253,6 +267,8 @@ def cmd_train(args) -> int:
 
     model_kw = _json_arg(args.model_kw, "--model-kw")
     config = _train_config(args)
+    if config.pose_augment > 0 and create_model(args.model, num_classes=2, **model_kw).input_kind != "landmarks":
+        raise InputError("--pose-augment is for landmark models")
     frames = _datasets(args)
     extra = _datasets(args, "extra_train")
     classes = _classes(args.classes, frames + extra)
@@ -271,11 +287,58 @@ def cmd_train(args) -> int:
     print(f"{args.model}: {count_parameters(model)} parameters, classes {classes}, "
           f"{ {k: len(v) for k, v in sets.items()} } samples, device {config.device}", file=sys.stderr)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
-    result = train(model, sets["train"].tensor_set(), sets["val"].tensor_set(), config, callback=_log_epoch,
-                   run_dir=run_dir)
-    card = make_card(model, classes, spec, training={"config": config.to_dict()},
+    training: dict = {"config": config.to_dict()}
+    teacher_probs = None
+    if config.distill_weight > 0:
+        teacher_probs, training["teacher"] = _teacher_probs(args, frames, extra, classes, sets["train"])
+    train_rows = sets["train"]
+    raw = train_rows.landmarks[train_rows.detected] if config.pose_augment > 0 else None
+    result = train(model, train_rows.tensor_set(), sets["val"].tensor_set(), config, callback=_log_epoch,
+                   run_dir=run_dir, teacher_probs=teacher_probs, raw_landmarks=raw)
+    card = make_card(model, classes, spec, training=training,
                      data=_data_card(frames, extra, sets), metrics={"val_at_best_epoch": result.best})
     return _finish_training(model, card, sets, result, args, run_dir)
+
+
+def _teacher_probs(args, frames, extra, classes, student_train):
+    """--teacher: the teacher's class probabilities of every row the student trains on, computed once.
+    The same datasets are prepared with the teacher's own input spec (e.g. face crops); rows align by
+    position (checked by path). Rows the teacher has no input for (a landmark teacher that missed the
+    face) get the one-hot label instead. Returns ((N_student, C) probabilities, card record)."""
+    import numpy as np
+    import torch
+
+    from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
+    from ferlib.train import teacher_probabilities
+
+    path = resolve_checkpoint(args.teacher)
+    teacher, card = load_checkpoint(path)
+    tclasses = list(card["classes"])
+    missing = [c for c in classes if c not in tclasses]
+    if missing:
+        raise InputError(f"--teacher {args.teacher} has classes {tclasses}; it has no {missing}")
+    tta = bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
+    print(f"teacher {card['model']['name']} ({path}; flip TTA {tta}): preparing its inputs", file=sys.stderr)
+    tt = _sets(_prepare(frames, card_spec(card), classes, args, train_only=extra))["train"]
+    if len(tt) != len(student_train) or not np.array_equal(tt.df["path"].astype(str).to_numpy(),
+                                                             student_train.df["path"].astype(str).to_numpy()):
+        raise InputError("the teacher's rows do not line up with the student's (different data after preparing)")
+    rows = student_train.detected
+    both = rows & tt.detected
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    probs = teacher_probabilities(teacher, tt.tensor_set(both), tta_flip=tta)[:, [tclasses.index(c) for c in classes]]
+    probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-12)
+    labels = torch.as_tensor(student_train.labels[rows]).long()
+    out = torch.nn.functional.one_hot(labels, len(classes)).float()
+    out[torch.from_numpy(both[rows])] = probs
+    agree = float((probs.argmax(1) == labels[torch.from_numpy(both[rows])]).float().mean())
+    print(f"teacher probabilities for {int(both.sum())} of {int(rows.sum())} training faces (agrees with the "
+          f"label on {agree:.1%})", file=sys.stderr)
+    record = {"model": card["model"]["name"], "checkpoint": Path(path).name, "weights_sha256": card.get("weights_sha256"),
+              "tta_flip": tta, "rows": int(both.sum()), "rows_one_hot": int((rows & ~tt.detected).sum()),
+              "train_agreement": agree}
+    return out, record
 
 
 FEW_SHOT_MAX = 5000  # --adapt auto: up to this many adaptation samples, personal adaptation
@@ -591,6 +654,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subtract each session's neutral landmarks (studio recordings)")
     _data_options(p)
     _train_options(p, lr=1e-3)
+    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                   help="knowledge distillation from this classifier (a path or a shipped model's name): its "
+                        "probabilities of every training sample, computed once on its own inputs")
+    p.add_argument("--distill-weight", type=float, default=None,
+                   help="w in (1-w) CE(label) + w T^2 KL(teacher_T || student_T); default 0.5 with --teacher")
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="T (default 2)")
+    p.add_argument("--pose-augment", type=float, default=0.0, metavar="DEG",
+                   help="landmark models: turn the raw 3-D landmarks up to +-DEG yaw (pitch a third) before "
+                        "normalisation, with perspective (ferlib.inputs.PoseAugmenter); 0 = off")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="adapt a checkpoint to a person's samples (default), or fine-tune it on "

@@ -448,3 +448,67 @@ class Augmenter:
                    (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + w).view(-1, 1, 1)) & erase.view(-1, 1, 1))
             x = x.masked_fill(box[:, None], 0.0)
         return x
+
+
+@dataclass
+class PoseAugmenter:
+    """Pose augmentation of landmark models: 3-D rotation of the raw landmarks before normalisation.
+
+    Each sample's raw face mesh (pixels; x right, y down, z away from the camera) is turned about the
+    face's vertical axis (yaw, uniform in +-max_yaw degrees) and a little about the horizontal one
+    (pitch, +-max_yaw * pitch_share), about its centroid, and seen through a pinhole camera
+    `distance` face widths away: the sample's points move by persp(R p) - persp(p), so a zero angle
+    leaves them exactly as they were. The moved points are then normalised as `build_batch` does
+    (spec.method, subset, min-max) and replace the batch's "landmarks"; other keys pass through.
+
+    The "proposed" (a 3-D affine fit on key points) and "similarity" normalisations undo a rigid
+    rotation exactly, so with them what this changes is what a turn adds on top of a rotation: the
+    perspective foreshortening (near points grow, far ones shrink). With "minmax" it changes the
+    pose itself. Random numbers come from `g` on the CPU (reproducible on every device)."""
+
+    spec: InputSpec
+    max_yaw: float = 30.0
+    pitch_share: float = 1 / 3
+    distance: float = 4.0
+
+    def __post_init__(self):
+        if "landmarks" not in self.spec.keys:
+            raise InputError("pose augmentation is for models with a 'landmarks' input")
+        if self.spec.subtract_baseline:
+            raise InputError("pose augmentation does not support subject-conditioned (baseline) inputs")
+        if not (0 <= self.max_yaw <= 90 and self.distance > 0):
+            raise InputError(f"bad pose augmentation: max_yaw={self.max_yaw}, distance={self.distance}")
+        from dataclasses import replace
+
+        self._spec = replace(self.spec, keys=("landmarks",))
+
+    def rotate(self, raw: np.ndarray, yaw, pitch) -> np.ndarray:
+        """(N, 478, 3) raw points after turning each face by yaw[i], pitch[i] degrees."""
+        from scipy.spatial.transform import Rotation
+
+        p = np.asarray(raw, dtype=np.float64)
+        yaw = np.broadcast_to(np.asarray(yaw, dtype=np.float64), (len(p),))
+        pitch = np.broadcast_to(np.asarray(pitch, dtype=np.float64), (len(p),))
+        R = Rotation.from_euler("ZYX", np.stack([np.zeros(len(p)), -yaw, -pitch], 1), degrees=True).as_matrix()
+        c = p.mean(1, keepdims=True)
+        q = p - c
+        d = self.distance * np.maximum(np.ptp(p[:, :, 0], axis=1), 1e-6)[:, None, None]  # camera distance, px
+
+        def persp(x):
+            s = d / np.maximum(d + x[:, :, 2:3], 1e-3 * d)
+            return np.concatenate([x[:, :, :2] * s, x[:, :, 2:]], axis=2)
+
+        moved = p + persp(np.einsum("nij,nkj->nki", R, q)) - persp(q)
+        return moved.astype(np.float32)
+
+    def __call__(self, batch: dict[str, torch.Tensor], raw, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """`batch` with its "landmarks" rebuilt from `raw` (N, 478, 3), the batch's samples' raw points."""
+        raw = raw.cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        n = len(raw)
+        yaw = ((torch.rand(n, generator=g) * 2 - 1) * self.max_yaw).double().numpy()
+        pitch = ((torch.rand(n, generator=g) * 2 - 1) * self.max_yaw * self.pitch_share).double().numpy()
+        lm = build_batch(self._spec, self.rotate(raw, yaw, pitch))["landmarks"]
+        out = dict(batch)
+        ref = batch.get("landmarks")
+        out["landmarks"] = lm if ref is None else lm.to(ref.device, ref.dtype)
+        return out

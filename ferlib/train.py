@@ -5,6 +5,13 @@ early stopping on validation, cross-entropy with normalised inverse-frequency cl
 Options from the other designs: AdamW, cosine annealing, label smoothing, a weighted sampler,
 test-time flip averaging. Same data + same seed + same thread count -> the same weights (on the
 CPU; on CUDA, `TrainConfig.device`, forward passes run in bf16 autocast and are not bit-reproducible).
+
+Knowledge distillation (`TrainConfig.distill_weight` > 0 with `teacher_probs`): the loss is
+(1 - w) * CE(label) + w * T^2 * KL(teacher_T || student_T), the teacher's probabilities computed once
+before training (`teacher_probabilities`), one row per training sample. Pose augmentation
+(`TrainConfig.pose_augment` > 0 with `raw_landmarks`): ferlib.inputs.PoseAugmenter rotates each
+sample's raw 3-D landmarks and rebuilds its normalised landmarks. Both off (the defaults): a seed
+gives exactly the weights it gave before they existed.
 """
 from __future__ import annotations
 
@@ -44,6 +51,10 @@ class TrainConfig:
     device: auto | cpu | cuda; "auto" = cuda when torch sees a CUDA GPU, else cpu. `resolved()` (and
     every run) replaces "auto" with the device used, so saved configs name it; old configs without
     the field load as "auto".
+    distill_weight w in [0, 1]: share of the distillation term (needs teacher_probs in train());
+    distill_temperature T > 0 softens teacher and student alike; the term is scaled by T^2.
+    pose_augment: max |yaw| in degrees of ferlib.inputs.PoseAugmenter (pitch up to a third of it;
+    landmark models; needs raw_landmarks in train()); 0 = off.
     """
 
     epochs: int = 30
@@ -65,6 +76,9 @@ class TrainConfig:
     num_threads: int = 0
     eval_batch_size: int = 512
     device: str = "auto"
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
+    pose_augment: float = 0.0
 
     def __post_init__(self):
         checks = [(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
@@ -72,7 +86,10 @@ class TrainConfig:
                   (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
                   (self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2"),
                   (self.lr > 0 and 0 <= self.label_smoothing < 1, "lr > 0 and 0 <= label_smoothing < 1"),
-                  (self.device in DEVICES, f"device must be one of {DEVICES}")]
+                  (self.device in DEVICES, f"device must be one of {DEVICES}"),
+                  (0 <= self.distill_weight <= 1 and self.distill_temperature > 0,
+                   "0 <= distill_weight <= 1 and distill_temperature > 0"),
+                  (0 <= self.pose_augment <= 90, "0 <= pose_augment <= 90 (degrees)")]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
             raise InputError(f"bad TrainConfig {asdict(self)}: {'; '.join(bad)}")
@@ -154,7 +171,8 @@ def _validate(model, data, config, spec, criterion_eval) -> dict:
 
 def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
           callback: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
-          run_dir=None) -> TrainResult:
+          run_dir=None, teacher_probs: torch.Tensor | None = None,
+          raw_landmarks=None) -> TrainResult:
     """Train `model` in place; it ends holding the best-validation weights (in eval mode).
 
     callback gets dicts {event: "step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
@@ -163,19 +181,56 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     config.device (resolved; run_dir's config.json and result.device name it): on CUDA the model,
     the data and the augmentation go to the GPU and forward passes run under bf16 autocast; the
     model is back on the CPU when train returns or raises. On the CPU nothing moves.
+    teacher_probs: (N, C) a teacher's class probabilities (temperature 1) of each training sample, in
+    train_data's row order; used when config.distill_weight > 0 (`teacher_probabilities` makes it).
+    raw_landmarks: (N, 478, 3) pixel landmarks of each training sample (row order), for
+    config.pose_augment > 0.
     """
     config = config.resolved()
     try:
-        return _train(model, train_data, val_data, config, callback, cancel, run_dir)
+        return _train(model, train_data, val_data, config, callback, cancel, run_dir, teacher_probs, raw_landmarks)
     finally:
         model.to("cpu")  # checkpoints are saved from CPU tensors; a no-op for CPU runs
 
 
+def _check_distill(model, train_data: TensorSet, config: TrainConfig, teacher_probs):
+    """teacher_probs as a float32 (N, C) CPU tensor when distillation is on, else None."""
+    if config.distill_weight <= 0:
+        return None
+    if teacher_probs is None:
+        raise InputError(f"distill_weight {config.distill_weight} needs the teacher's probabilities (teacher_probs)")
+    if model.task != "classification":
+        raise InputError("distillation is for classifiers")
+    t = torch.as_tensor(teacher_probs).float()
+    if t.shape != (len(train_data), model.num_classes):
+        raise InputError(f"teacher_probs has shape {tuple(t.shape)}; expected ({len(train_data)}, "
+                         f"{model.num_classes}): one row per training sample, one column per class")
+    if not torch.isfinite(t).all() or (t < 0).any():
+        raise InputError("teacher_probs must be finite probabilities")
+    return t / t.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher_T || student_T), batch mean: teacher_T = softmax(log(teacher_probs) / T)
+    (= the teacher's logits / T), student_T = softmax(logits / T)."""
+    log_t = torch.log_softmax(torch.log(teacher_probs.clamp_min(1e-8)) / temperature, dim=1)
+    log_s = torch.log_softmax(logits.float() / temperature, dim=1)
+    kl = nn.functional.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+    return kl * temperature ** 2
+
+
+def teacher_probabilities(teacher, data: TensorSet, tta_flip: bool = False, batch_size: int = 512) -> torch.Tensor:
+    """(N, C) class probabilities of a teacher (a FerModel or a Runner) for every row of `data`
+    (its own input kind, e.g. face crops), computed once before a student's training."""
+    return predict_outputs(teacher, data, batch_size=batch_size, tta_flip=tta_flip).float()
+
+
 def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
-           callback, cancel, run_dir) -> TrainResult:
+           callback, cancel, run_dir, teacher_probs=None, raw_landmarks=None) -> TrainResult:
     """train()'s run on the resolved config.device."""
     if len(train_data) < 2:
         raise InputError(f"training set has {len(train_data)} samples; need at least 2")
+    soft = _check_distill(model, train_data, config, teacher_probs)
     t0 = time.monotonic()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
@@ -215,6 +270,18 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
         sample_w = None
     criterion_eval = nn.NLLLoss()
     augment = Augmenter(spec) if config.augment and classify else None
+    pose = None
+    if config.pose_augment > 0:
+        from ferlib.inputs import PoseAugmenter
+
+        if raw_landmarks is None or len(raw_landmarks) != len(train_data):
+            raise InputError(f"pose_augment needs raw_landmarks, one (478, 3) set per training sample "
+                             f"({len(train_data)})")
+        pose = PoseAugmenter(spec, max_yaw=config.pose_augment)
+        raw_landmarks = torch.as_tensor(raw_landmarks).float()
+    if soft is not None:
+        soft = soft.to(device)
+        w_kd, temp = config.distill_weight, config.distill_temperature
     n = len(train_data)
     steps = n // config.batch_size + (1 if n % config.batch_size >= 2 else 0)
     total = steps * config.epochs
@@ -247,6 +314,8 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             idx_on = idx.to(device, non_blocking=True)
             batch = train_set.batch(idx_on)
+            if pose is not None:  # before the mirror and jitter: it rebuilds the normalised landmarks
+                batch = pose(batch, raw_landmarks[idx], g)
             if augment is not None:
                 batch = augment(batch, g)
             for pg in opt.param_groups:
@@ -255,6 +324,8 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
             with autocast(device):
                 out = model(batch)
                 loss = criterion(out, target)
+                if soft is not None:
+                    loss = (1 - w_kd) * loss + w_kd * distill_loss(out, soft[idx_on], temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -319,4 +390,5 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
     return model, card, result
 
 
-__all__ = ["TrainConfig", "TrainResult", "class_weights", "finetune", "train"]
+__all__ = ["TrainConfig", "TrainResult", "class_weights", "distill_loss", "finetune", "teacher_probabilities",
+           "train"]
