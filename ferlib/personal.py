@@ -26,6 +26,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -37,6 +39,11 @@ from ferlib.train import TrainConfig, train
 
 METHODS = ("prototype", "head", "full")
 DEFAULT_METHOD = "head"
+# The Studio's guide: samples per emotion and view for a personal model. The cross-session protocol
+# adapted on 1 per view (frontal, turned either way: 3 per emotion); the Studio's chunked split holds
+# 15 % of each emotion's samples out for its test, so 2 per view leave at least 1 to learn from.
+VIEWS = {"yaw < -10°": (-np.inf, -10.0), "frontal": (-10.0, 10.0), "yaw > 10°": (10.0, np.inf)}
+SAMPLES_PER_VIEW = 2
 
 
 @dataclass
@@ -72,6 +79,23 @@ class AdaptConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def samples_needed(samples: pd.DataFrame, classes, per_view: int = SAMPLES_PER_VIEW) -> pd.DataFrame:
+    """The Studio's guide for a personal model: one row per emotion in `classes`, the samples it has
+    per view (VIEWS, from the `yaw` column; samples without a head pose count for no view) and
+    `needed`, how many more make `per_view` in every view. `samples`: Store.samples()' columns
+    emotion and yaw."""
+    yaw = pd.to_numeric(samples["yaw"], errors="coerce").to_numpy(float) if len(samples) else np.zeros(0)
+    emotion = samples["emotion"].astype(str).to_numpy() if len(samples) else np.zeros(0, str)
+    rows = []
+    for c in classes:
+        row = {"emotion": c}
+        for view, (lo, hi) in VIEWS.items():
+            row[view] = int(((emotion == c) & (yaw >= lo) & (yaw < hi)).sum())
+        row["needed"] = int(sum(max(0, per_view - row[v]) for v in VIEWS))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["emotion", *VIEWS, "needed"])
 
 
 def check_samples(labels, classes) -> dict[str, int]:
@@ -238,5 +262,5 @@ def adapt(checkpoint, data: TensorSet, config: AdaptConfig | None = None, callba
     return model, personal_card(card, config, report), report
 
 
-__all__ = ["AdaptConfig", "DEFAULT_METHOD", "METHODS", "adapt", "adapt_model", "check_samples", "embeddings",
-           "personal_card"]
+__all__ = ["AdaptConfig", "DEFAULT_METHOD", "METHODS", "SAMPLES_PER_VIEW", "VIEWS", "adapt", "adapt_model",
+           "check_samples", "embeddings", "personal_card", "samples_needed"]

@@ -7,6 +7,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.classes import CLASSES
 from ferlib.errors import FerError
+from ferlib.personal import SAMPLES_PER_VIEW, samples_needed
 from ferlib.store import CONDITIONS
 from webapp import figures, ui, video
 from webapp.resources import drain_results, get_store, make_extractor, model_choices, rtc_configuration
@@ -100,6 +101,16 @@ with record_tab:
             ids = None if scope == "all sessions" else ([known] if known is not None else [])
             st.plotly_chart(figures.coverage_heatmap(store.coverage(ids)), key="studio_coverage",
                             width="stretch")
+            guide = samples_needed(store.samples(ids), emotions)
+            more = int(guide["needed"].sum())
+            with st.container(key="studio-guide"):
+                st.markdown(f"**For a personal model** ({SAMPLES_PER_VIEW} samples per emotion in each view): "
+                            + (f"{more} more samples to record." if more else "every emotion and view is covered."))
+                st.dataframe(guide, hide_index=True, key="studio_needed", width="stretch",
+                             column_config={"needed": st.column_config.NumberColumn(
+                                 "still needed", help="samples to record for this emotion: turn your head "
+                                                      "to the views with fewer than "
+                                                      f"{SAMPLES_PER_VIEW}")})
 
         studio_panel()
 

@@ -223,6 +223,15 @@ def test_studio_coverage_guide_from_seeded_store(store, clip_faces, streamer):
     assert pitch and _array(pitch[0]["z"]).sum() == len(clip_faces)  # its own panel: no sample counted twice
     assert all(t["x"][0].split()[0] == t["x"][-1].split()[0] for t in heat), "yaw and pitch share no row"
     assert fig["layout"]["coloraxis"]["cmin"] == 0
+    # the personal-model guide: samples per emotion and view, and how many more each needs
+    from ferlib.personal import SAMPLES_PER_VIEW, VIEWS
+
+    guide = next(d.value for d in at.dataframe if "needed" in d.value.columns).set_index("emotion")
+    assert guide.loc[["sad", "happy"], list(VIEWS)].to_numpy().sum() == len(clip_faces)
+    expected = sum(max(0, SAMPLES_PER_VIEW - int(guide.loc[e, v])) for e in guide.index for v in VIEWS)
+    assert guide["needed"].sum() == expected > 0  # the unrecorded emotions need every view
+    assert (guide.loc[[e for e in guide.index if e not in ("sad", "happy")], "needed"] == 3 * SAMPLES_PER_VIEW).all()
+    assert f"{expected} more samples to record" in _text(at)
 
 
 def test_review_delete_session_removes_files(store, clip_faces, streamer):

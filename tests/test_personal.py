@@ -166,3 +166,16 @@ def test_tensor_set_without_spec_is_rejected():
     data = TensorSet({"image": torch.zeros(4, 1, 48, 48)}, torch.tensor([0, 1, 0, 1]))
     with pytest.raises(InputError, match="input spec"):
         adapt_model(model, data, card["classes"])
+
+
+def test_samples_needed_counts_views_and_what_is_missing():
+    from ferlib.personal import VIEWS, samples_needed
+
+    samples = pd.DataFrame({"emotion": ["sad", "sad", "sad", "happy", "happy"],
+                            "yaw": [0.0, -25.0, 40.0, 3.0, None]})  # no head pose: counts for no view
+    guide = samples_needed(samples, ["happy", "sad", "angry"], per_view=2).set_index("emotion")
+    assert list(guide.columns) == [*VIEWS, "needed"]
+    assert guide.loc["sad", list(VIEWS)].tolist() == [1, 1, 1] and guide.loc["sad", "needed"] == 3
+    assert guide.loc["happy", list(VIEWS)].tolist() == [0, 1, 0] and guide.loc["happy", "needed"] == 5
+    assert guide.loc["angry", "needed"] == 6
+    assert samples_needed(pd.DataFrame(columns=["emotion", "yaw"]), ["sad"])["needed"].tolist() == [6]
