@@ -2,4 +2,6 @@
 
 No Streamlit import anywhere in this package: the app's pages only draw what ferlib computes.
 """
-__version__ = "0.1.0"
+from ferlib._version import __version__
+
+__all__ = ["__version__"]

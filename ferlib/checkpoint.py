@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ferlib import __version__
+from ferlib import __version__, locations
 from ferlib.classes import CLASSES
 from ferlib.errors import FerError, ModelFileError
 from ferlib.inputs import InputSpec
@@ -36,13 +36,17 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-"""Where the shipped models are (models/ of the checkout)."""
+MODELS_DIR = locations.models_dir()
+"""Where the shipped models are (ferlib.locations.models_dir() at import: $FERLIB_MODELS, the
+checkout's models/, or <sys.prefix>/share/ferlib/models)."""
 
 
-def resolve_checkpoint(ref, models_dir: Path = MODELS_DIR) -> Path:
+def resolve_checkpoint(ref, models_dir: Path | None = None) -> Path:
     """The card path of a checkpoint reference: a path (stem, .json or .safetensors) that exists, or
-    the bare name of a shipped model in `models_dir`. Unknown: ModelFileError listing the names."""
+    the bare name of a shipped model in `models_dir` (default: ferlib.locations.models_dir(), read
+    at call time). Unknown: ModelFileError listing the names."""
+    if models_dir is None:
+        models_dir = locations.models_dir()
     weights, card = checkpoint_paths(ref)
     if weights.is_file() or card.is_file():
         return card

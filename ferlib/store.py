@@ -1,6 +1,6 @@
 """The studio's storage: an embedded SQLite catalogue plus files under one data folder.
 
-Layout of the data folder (default: ``$FERLIB_DATA``, else ``<repo>/data``)::
+Layout of the data folder (default: ``$FERLIB_DATA``, else ``$FERLIB_HOME/data``; ferlib.locations)::
 
     catalogue.sqlite            sessions, samples, models, runs (WAL, foreign keys)
     sessions/<session id>/      <uuid>.png (face crop), <uuid>.npy (478x3 float32 landmarks)
@@ -36,10 +36,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ferlib import locations
 from ferlib.classes import FER7, UnknownClassError, canonical
 from ferlib.errors import InputError, StorageError
 
-REPO = Path(__file__).resolve().parents[1]
 CONDITIONS: tuple[str, ...] = ("indoor", "outdoor")
 RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed", "cancelled", "interrupted")
 # Head-pose bin edges in degrees; labels read "<-30", "-30..-10", "-10..10", "10..30", ">30".
@@ -94,9 +94,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 def default_root() -> Path:
-    """The data folder: ``$FERLIB_DATA`` if set, else ``<repo>/data``."""
-    env = os.environ.get("FERLIB_DATA")
-    return Path(env).expanduser() if env else REPO / "data"
+    """The data folder: ``$FERLIB_DATA`` if set, else ``<FERLIB_HOME>/data`` (ferlib.locations.data_dir)."""
+    return locations.data_dir()
 
 
 def validate_name(name: object, what: str = "name") -> str:

@@ -40,7 +40,8 @@ def test_default_root_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("FERLIB_DATA", str(tmp_path / "elsewhere"))
     assert store_mod.default_root() == tmp_path / "elsewhere"
     monkeypatch.delenv("FERLIB_DATA")
-    assert store_mod.default_root() == store_mod.REPO / "data"
+    monkeypatch.setenv("FERLIB_HOME", str(tmp_path / "home"))
+    assert store_mod.default_root() == tmp_path / "home" / "data"
 
 
 def test_add_sample_roundtrip(st):

@@ -1,10 +1,10 @@
 """Landmark extraction over a dataset with a content-keyed cache, and a face-crop cache.
 
-Cache layout: ``<cache dir>/<settings hash>/*.npz`` shards (default ``<repo>/cache/landmarks``, or
-``$FERLIB_CACHE``). The settings hash covers the extractor's arguments and tuning constants, the
-MediaPipe version, `resize_to` and the cache format, so a changed setting never reuses stale
-results. Within it, an entry's key is the sha256 of the image's bytes (file or zip member, or the
-decoded pixels of csv rows). Shards are written atomically every `shard_size` new results, so an
+Cache layout: ``<cache dir>/<settings hash>/*.npz`` shards (default ``<cache>/landmarks``: see
+ferlib.locations, ``$FERLIB_CACHE`` or ``$FERLIB_HOME/cache``). The settings hash covers the
+extractor's arguments and tuning constants, the MediaPipe version, `resize_to` and the cache
+format, so a changed setting never reuses stale results. Within it, an entry's key is the sha256
+of the image's bytes (file or zip member, or the decoded pixels of csv rows). Shards are written atomically every `shard_size` new results, so an
 interrupted run keeps what it had done and a re-run only hashes the images.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ferlib import locations
 from ferlib.errors import FerError, InputError
 from ferlib.store import atomic_write_bytes
 
@@ -35,15 +36,13 @@ from .importers import read_bytes, resize_square
 
 CACHE_FORMAT = 1
 NUM_LANDMARKS = 478
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_EXTRACTOR = {"mode": "static", "max_faces": 5, "keep_unmeshed": False}  # landmarks or nothing
 ProgressCallback = Callable[[int, int], None]
 
 
 def default_cache_dir(kind: str = "landmarks") -> Path:
-    """``$FERLIB_CACHE/<kind>`` if FERLIB_CACHE is set, else ``<repo>/cache/<kind>``."""
-    env = os.environ.get("FERLIB_CACHE")
-    return (Path(env).expanduser() if env else REPO / "cache") / kind
+    """``$FERLIB_CACHE/<kind>`` if FERLIB_CACHE is set, else ``<FERLIB_HOME>/cache/<kind>``."""
+    return locations.cache_dir(kind)
 
 
 # ----------------------------------------------------------------------------- content keys
