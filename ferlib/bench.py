@@ -851,7 +851,7 @@ def _jsonable(o):
 
 def write_report(rep: Report, out_dir, name: str, command: str) -> tuple[Path, Path, str]:
     """Write `<out_dir>/<date>-<name>.json` and `.md` atomically; returns (json, md, markdown)."""
-    from ferlib.store import atomic_write_bytes
+    from ferlib.fsutil import atomic_write_bytes
 
     out_dir = Path(out_dir)
     stem = out_dir / f"{rep.meta['date']}-{name}"

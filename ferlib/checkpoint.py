@@ -7,7 +7,6 @@ version of ferlib wrote raises ModelFileError saying which file and why.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
@@ -22,7 +21,7 @@ from ferlib.errors import FerError, ModelFileError
 from ferlib.inputs import InputSpec
 from ferlib.models import create_model, list_models
 from ferlib.models.registry import FerModel
-from ferlib.store import atomic_write_bytes
+from ferlib.fsutil import atomic_write_bytes, sha256_bytes
 
 FORMAT = "ferlib-checkpoint"
 VERSION = 1
@@ -112,7 +111,7 @@ def save_checkpoint(model: FerModel, path_stem, card: dict) -> tuple[Path, Path]
     blob = st_save(state, metadata={"format": FORMAT})
     card = {**card, "format": FORMAT, "version": VERSION, "ferlib_version": __version__,
             "model": model.config(), "weights_file": wpath.name,
-            "weights_sha256": hashlib.sha256(blob).hexdigest()}
+            "weights_sha256": sha256_bytes(blob)}
     _validate_card(card, str(cpath))
     if model.task == "classification" and len(card["classes"]) != model.num_classes:
         raise ModelFileError(f"{cpath}: {len(card['classes'])} classes in the card but the model has "
@@ -165,7 +164,7 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     name, kwargs, _ = _validate_card(card, str(cpath))
     check_canonical_face(card, str(cpath))
     blob = _read_weights(wpath)
-    digest = hashlib.sha256(blob).hexdigest()
+    digest = sha256_bytes(blob)
     if digest != card["weights_sha256"]:
         raise ModelFileError(f"{wpath}: sha256 {digest[:12]}... does not match the card's "
                              f"{str(card['weights_sha256'])[:12]}...: weights changed or tampered with")

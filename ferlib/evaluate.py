@@ -11,9 +11,10 @@ import torch
 from ferlib.classes import FER7
 from ferlib.device import autocast, model_device, to_device
 from ferlib.errors import InputError
+from ferlib.fsutil import atomic_write_bytes
 from ferlib.inputs import REGIONS, InputSpec, Mirror, TensorSet, spec_for_model
 from ferlib.runtime import Runner
-from ferlib.store import PITCH_EDGES, YAW_EDGES, atomic_write_bytes, bin_labels
+from ferlib.store import PITCH_EDGES, YAW_EDGES, bin_labels
 
 
 def _runner_spec(runner: Runner, spec: InputSpec | None, data: TensorSet) -> InputSpec:

@@ -22,7 +22,7 @@ from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.runtime import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
-from ferlib.store import atomic_write_bytes
+from ferlib.fsutil import atomic_write_bytes
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime 1.31 runs opsets up to 23)."""

@@ -22,6 +22,7 @@ from mediapipe.python.solutions import face_mesh_connections as _fmc
 from scipy.spatial.transform import Rotation
 
 from ferlib.errors import FerError, InputError
+from ferlib.fsutil import sha256_bytes
 
 NUM_LANDMARKS = 478
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -76,9 +77,7 @@ def canonical_face() -> np.ndarray:
 def canonical_face_sha256() -> str:
     """sha256 of the canonical face's float64 values: recorded in model cards, since the proposed and
     similarity normalisations (and so every landmark model) depend on this exact array."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(canonical_face()).tobytes()).hexdigest()
+    return sha256_bytes(np.ascontiguousarray(canonical_face()).tobytes())
 
 
 @lru_cache(maxsize=1)

@@ -39,6 +39,7 @@ import pandas as pd
 from ferlib import locations
 from ferlib.classes import FER7, UnknownClassError, canonical
 from ferlib.errors import InputError, StorageError
+from ferlib.fsutil import atomic_file, atomic_write_bytes
 
 CONDITIONS: tuple[str, ...] = ("indoor", "outdoor")
 RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed", "cancelled", "interrupted")
@@ -135,31 +136,6 @@ def bin_labels(edges: Sequence[float]) -> list[str]:
 def pose_bin(yaw: float | None, pitch: float | None) -> str:
     """The stored pose bin of a sample: ``"yaw <yaw bin>|pitch <pitch bin>"``."""
     return f"yaw {_bin_label(yaw, YAW_EDGES)}|pitch {_bin_label(pitch, PITCH_EDGES)}"
-
-
-@contextmanager
-def atomic_file(path: Path, what: str = "") -> Iterator:
-    """A binary file that replaces `path` atomically when the block ends (temp file in the same
-    folder, fsync, os.replace). An OSError (full disk, permissions) raises StorageError naming
-    `what` and the path; no temp or partial file remains."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"could not write {what}{path}: {e.strerror or e}") from e
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (see `atomic_file`)."""
-    with atomic_file(path) as f:
-        f.write(data)
 
 
 @dataclass

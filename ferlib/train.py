@@ -32,7 +32,7 @@ from ferlib.errors import InputError
 from ferlib.evaluate import keypoint_nme, macro_f1, predict_outputs
 from ferlib.inputs import Augmenter, TensorSet, spec_for_model
 from ferlib.models.registry import FerModel
-from ferlib.store import atomic_write_bytes
+from ferlib.fsutil import atomic_write_bytes
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("linear", "cosine", "constant")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import pytest  # noqa: E402  (the harness reports a missing tool as a pytest skip)
 
 from ferlib.bench import md_table  # noqa: E402
-from ferlib.store import atomic_write_bytes  # noqa: E402
+from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from tests.browser.harness import (chromium_page, netns, read_number, screenshot,  # noqa: E402
                                    streamlit_server, wait_for_number, webrtc_stream)
 

@@ -27,7 +27,7 @@ from ferlib.io import iter_video  # noqa: E402
 from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
 from ferlib.pipeline import shipped_models  # noqa: E402
-from ferlib.store import atomic_write_bytes  # noqa: E402
+from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from ferlib.errors import InputError  # noqa: E402
 from ferlib.evaluate import evaluate, predict_outputs  # noqa: E402
 from ferlib.inputs import TensorSet, spec_for_model  # noqa: E402
 from ferlib.models import count_parameters, create_model  # noqa: E402
-from ferlib.store import atomic_write_bytes  # noqa: E402
+from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from ferlib.train import TrainConfig, train  # noqa: E402
 
 DEFAULT_ZIP = ROOT.parent / "shared" / "data" / "fer2013.zip"
@@ -61,7 +61,7 @@ def pack(zip_path, out, max_train: int | None = 10000, seed: int = 0) -> dict:
     Returns a summary (counts, bytes)."""
     # ferlib.data is imported here only: the GPU side needs none of the dataset/landmark stack
     from ferlib.data.importers import import_fer2013
-    from ferlib.data.tensors import sha256_file
+    from ferlib.fsutil import sha256_file
 
     df = import_fer2013(zip_path)
     arrays: dict[str, np.ndarray] = {"classes": np.array(FER7), "source_sha256": np.array(sha256_file(zip_path))}

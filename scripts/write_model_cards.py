@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 from ferlib.checkpoint import load_checkpoint  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
 from ferlib.pipeline import shipped_models  # noqa: E402
-from ferlib.store import atomic_write_bytes  # noqa: E402
+from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 
 
 def pct(x) -> str:

@@ -10,7 +10,6 @@ interrupted run keeps what it had done and a re-run only hashes the images.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import multiprocessing
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ferlib import locations
 from ferlib.errors import FerError, InputError
-from ferlib.store import atomic_write_bytes
+from ferlib.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 
 from .importers import read_bytes, resize_square
 
@@ -55,8 +54,8 @@ def content_key(payload: bytes | np.ndarray) -> str:
     """sha256 hex of encoded image bytes, or of a decoded array's shape, dtype and pixels."""
     if isinstance(payload, np.ndarray):
         a = np.ascontiguousarray(payload)
-        return hashlib.sha256(f"array{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
-    return hashlib.sha256(payload).hexdigest()
+        return sha256_bytes(f"array{a.shape}{a.dtype}".encode() + a.tobytes())
+    return sha256_bytes(payload)
 
 
 def _decode(payload: bytes | np.ndarray, resize_to: int | None, name: str) -> np.ndarray:
@@ -107,7 +106,7 @@ class ShardStore:
 
 def _settings_dir(root: Path, settings: dict) -> Path:
     blob = json.dumps(settings, sort_keys=True).encode()
-    return root / hashlib.sha256(blob).hexdigest()[:16]
+    return root / sha256_bytes(blob)[:16]
 
 
 def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | None = None) -> dict:
@@ -120,7 +119,6 @@ def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | No
     if kwargs.get("keypoint_model") is not None:  # the regressor's weights, not where they lie
         from ferlib import realign
         from ferlib.checkpoint import checkpoint_paths
-        from ferlib.data.tensors import sha256_file
 
         kwargs["keypoint_model"] = "sha256:" + sha256_file(checkpoint_paths(kwargs["keypoint_model"])[0])
         kwargs["realign"] = {k: np.asarray(getattr(realign, k)).tolist() for k in dir(realign)

@@ -15,7 +15,6 @@ crop PNG (`crop_path`) resized whole (read directly, never cached).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +25,7 @@ import torch
 
 from ferlib.classes import canonical
 from ferlib.errors import FerError, InputError
+from ferlib.fsutil import sha256_file, sha256_files
 from ferlib.inputs import InputSpec, TensorSet
 
 SPLITS = ("train", "val", "test")
@@ -367,15 +367,6 @@ def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int
     return df
 
 
-def sha256_file(path) -> str:
-    """sha256 hex of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def dataset_sha256(df: pd.DataFrame) -> str:
     """sha256 of a dataset's input: the file itself (zip, csv), or for folders the sorted
     (relative path, sha256) of every file its rows read (images, crops, landmark files)."""
@@ -386,12 +377,8 @@ def dataset_sha256(df: pd.DataFrame) -> str:
     for col in ("path", "landmarks_path"):
         if col in df.columns:
             files.update(str(v) for v in df[col] if isinstance(v, str) and v)
-    h = hashlib.sha256()
-    for f in sorted(files):
-        rel = Path(f).relative_to(root) if root.is_dir() and Path(f).is_relative_to(root) else Path(f)
-        h.update(f"{rel.as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
+    return sha256_files(files, root)
 
 
 __all__ = ["DATASET_KINDS", "Prepared", "concat_prepared", "dataset_sha256", "detect_kind", "ensure_val_split",
-           "import_dataset", "landmarks_of", "prepare", "sha256_file", "split_prepared"]
+           "import_dataset", "landmarks_of", "prepare", "split_prepared"]
