@@ -1,4 +1,5 @@
-"""`python -m ferlib <command>`: predict, extract, train, finetune, evaluate, export, bench."""
+"""`ferlib <command>` (or `python -m ferlib <command>`): predict, extract, train, finetune, evaluate, export,
+bench, models."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from ferlib import __version__
 from ferlib.data.tensors import DATASET_KINDS
 from ferlib.errors import FerError, InputError
+from ferlib.locations import runs_dir
 from ferlib.personal import DEFAULT_METHOD
 from ferlib.personal import METHODS as ADAPT_METHODS
 from ferlib.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model
@@ -286,7 +289,7 @@ def cmd_train(args) -> int:
         spec, sets = _clarity_strata(spec, sets, n_strata)
     print(f"{args.model}: {count_parameters(model)} parameters, classes {classes}, "
           f"{ {k: len(v) for k, v in sets.items()} } samples, device {config.device}", file=sys.stderr)
-    run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
     training: dict = {"config": config.to_dict()}
     teacher_probs = None
     if config.distill_weight > 0:
@@ -380,7 +383,7 @@ def _finetune_train(args, base: dict, frames, extra) -> int:
     classes = _classes(args.classes, []) if args.classes else list(base["classes"])
     spec = card_spec(base)
     sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
-    run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
     print(f"fine-tuning {base['model']['name']}: {len(sets['train'])} + {len(sets['val'])} samples, "
           f"device {config.device}", file=sys.stderr)
     model, card, result = finetune(args.checkpoint, sets["train"].tensor_set(), sets["val"].tensor_set(),
@@ -414,7 +417,7 @@ def _finetune_personal(args, method: str, base: dict, frames, extra) -> int:
           + (f"; no samples of {report['classes_without_samples']} (those keep the base model's behaviour)"
              if report["classes_without_samples"] else ""), file=sys.stderr)
     card["data"] = {**_data_card(frames, extra, sets), "adaptation": "every train and val row"}
-    run_dir = Path(args.run_dir or Path("runs") / Path(args.out).name)
+    run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
     metrics = _split_metrics(model, {k: v for k, v in sets.items() if k == "test"},
                              card["training"]["config"]["tta_flip"])
     for name, m in metrics.items():
@@ -543,7 +546,7 @@ def _data_options(p, multiple: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and training")
     p.add_argument("--workers", type=int, default=None, help="landmark extraction processes (default: cores, max 2)")
     p.add_argument("--cache-dir", default=None,
-                   help="cache folder (landmarks/, crops/); default $FERLIB_CACHE or ./cache")
+                   help="cache folder (landmarks/, crops/); default $FERLIB_CACHE or $FERLIB_HOME/cache")
     _keypoint_option(p)
 
 
@@ -589,7 +592,7 @@ def _train_options(p, lr: float | None) -> None:
                    help="training device (default auto: cuda when torch sees a CUDA GPU, else cpu); "
                         "cuda runs forward passes in bf16 autocast")
     p.add_argument("--out", required=True, help="checkpoint stem: writes STEM.safetensors and STEM.json")
-    p.add_argument("--run-dir", default=None, help="run folder (config, curves, metrics); default runs/<stem name>")
+    p.add_argument("--run-dir", default=None, help="run folder (config, curves, metrics); default $FERLIB_HOME/runs/<stem name>")
     p.add_argument("--no-save", action="store_true", help="only report and write the run folder (comparison runs)")
 
 
@@ -615,8 +618,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from ferlib import locations, zoo
+    from ferlib.pipeline import DEFAULT_MODELS
+
+    rows = zoo.shipped()
+    default = next((n for n in DEFAULT_MODELS if any(r["name"] == n for r in rows)), None)
+    if args.json:
+        print(json.dumps({"models_dir": str(locations.models_dir()), "default": default, "models": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no shipped models in {locations.models_dir()} (set FERLIB_MODELS to their folder)", file=sys.stderr)
+        return 2
+    print(zoo.table(rows, default))
+    sources = sorted({r["time_source"] for r in rows if r["time_source"]})
+    print(f"\n{len(rows)} models in {locations.models_dir()}; * = the default of predict and the app. Pass a name "
+          "to --model, finetune, evaluate, export or Pipeline(model=...).\ntest acc. / macro F1: the card's test "
+          "split, faces MediaPipe missed counted as wrong; ms/face: the model alone, batch 1, 1 thread "
+          f"({', '.join(sources) if sources else 'not measured here'}).", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m ferlib", description=__doc__)
+    ap = argparse.ArgumentParser(prog="ferlib", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"ferlib {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="emotion probabilities for every face in images, folders and videos")
@@ -639,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-kind", default="auto", choices=DATASET_KINDS)
     p.add_argument("--workers", type=int, default=None, help="extraction processes (default: cores, max 2)")
     p.add_argument("--cache-dir", default=None,
-                   help="cache folder (landmarks/ inside); default $FERLIB_CACHE or ./cache")
+                   help="cache folder (landmarks/ inside); default $FERLIB_CACHE or $FERLIB_HOME/cache")
     p.add_argument("--json", default=None, help="also write the detection report as JSON")
     _keypoint_option(p)
     p.set_defaults(func=cmd_extract)
@@ -704,6 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "face mesh alone, image vs landmark path, a group photo; 1 and 2 threads, interleaved)")
     p.add_argument("--name", default=None, help="file name part (default: bench or paths, -quick with --quick)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("models", help="the shipped models: task, inputs, test accuracy, time per face (from their cards)")
+    p.add_argument("--json", action="store_true", help="print every card's summary as JSON")
+    p.set_defaults(func=cmd_models)
 
     return ap
 

@@ -85,6 +85,13 @@ def models_dir() -> Path:
     return _installed_models_dir()
 
 
+def benchmarks_dir() -> Path | None:
+    """``benchmarks/`` of the source checkout (measured times per face for ``ferlib models``), or None
+    for an installed copy."""
+    src = source_root()
+    return src / "benchmarks" if src is not None and (src / "benchmarks").is_dir() else None
+
+
 def describe() -> dict[str, str]:
     """Every location as text (``ferlib models --json`` and bug reports show it)."""
     src = source_root()
