@@ -119,35 +119,44 @@ def linear_head(model: FerModel) -> nn.Linear:
 
 
 @torch.no_grad()
-def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0, mirror: bool = True,
-               batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E (M, D), labels (M,)): the input of the model's final linear layer for every sample, its
-    mirror image (`mirror`: predictions average a face with its mirror where the card says so) and
-    `copies` augmented copies of it (ferlib.inputs.Augmenter, seeded), model in eval mode."""
+def head_inputs(model: FerModel, batch: dict[str, torch.Tensor], batch_size: int = 256) -> torch.Tensor:
+    """(N, D): the embedding of a built batch — the input of the model's final linear layer — in eval
+    mode. The one definition ferlib.personal and ferlib.sequence share."""
     head = linear_head(model)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float()))
     was_training = model.training
     model.eval()
-    g = torch.Generator().manual_seed(seed)
-    views = [lambda b: b]
-    if mirror and data.spec is not None:
-        flip = Mirror(data.spec)
-        views.append(flip)
-    if copies and data.spec is not None:
-        aug = Augmenter(data.spec)
-        views += [lambda b: aug(b, g)] * copies
+    n = len(next(iter(batch.values())))
     try:
-        labels = []
-        for view in views:
-            for i in range(0, len(data), batch_size):
-                idx = torch.arange(i, min(i + batch_size, len(data)))
-                model(view(data.batch(idx)))
-                labels.append(data.labels[idx])
+        for i in range(0, n, batch_size):
+            model({k: v[i:i + batch_size] for k, v in batch.items()})
     finally:
         hook.remove()
         model.train(was_training)
-    return torch.cat(captured), torch.cat(labels).long()
+    return torch.cat(captured)
+
+
+@torch.no_grad()
+def embeddings(model: FerModel, data: TensorSet, copies: int = 0, seed: int = 0, mirror: bool = True,
+               batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E (M, D), labels (M,)): `head_inputs` of every sample, its mirror image (`mirror`: predictions
+    average a face with its mirror where the card says so) and `copies` augmented copies of it
+    (ferlib.inputs.Augmenter, seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    views = [lambda b: b]
+    if mirror and data.spec is not None:
+        views.append(Mirror(data.spec))
+    if copies and data.spec is not None:
+        aug = Augmenter(data.spec)
+        views += [lambda b: aug(b, g)] * copies
+    emb, labels = [], []
+    for view in views:
+        for i in range(0, len(data), batch_size):
+            idx = torch.arange(i, min(i + batch_size, len(data)))
+            emb.append(head_inputs(model, view(data.batch(idx)), batch_size))
+            labels.append(data.labels[idx])
+    return torch.cat(emb), torch.cat(labels).long()
 
 
 def _budget(config: AdaptConfig, n: int) -> tuple[bool, int]:
@@ -263,4 +272,4 @@ def adapt(checkpoint, data: TensorSet, config: AdaptConfig | None = None, callba
 
 
 __all__ = ["AdaptConfig", "DEFAULT_METHOD", "METHODS", "SAMPLES_PER_VIEW", "VIEWS", "adapt", "adapt_model",
-           "check_samples", "embeddings", "personal_card", "samples_needed"]
+           "check_samples", "embeddings", "head_inputs", "personal_card", "samples_needed"]

@@ -37,6 +37,7 @@ from ferlib.checkpoint import load_checkpoint, resolve_checkpoint
 from ferlib.errors import InputError
 from ferlib.inputs import Mirror
 from ferlib.io import iter_video
+from ferlib.personal import head_inputs
 from ferlib.pipeline import Pipeline
 
 DEFAULT_BASE = "resnet18_attention_fer2013_long"
@@ -212,25 +213,6 @@ def predict_causal(model: SequenceClassifier, frame_embeddings) -> np.ndarray:
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, batch: dict[str, torch.Tensor], batch_size: int = 256) -> torch.Tensor:
-    """(N, D): the input of `model.head` (its final linear layer) for a built batch, model in eval
-    mode - the embedding ferlib.personal adapts."""
-    if not isinstance(getattr(model, "head", None), nn.Linear):
-        raise InputError(f"{type(model).__name__}: a sequence model needs a base model with a linear final layer")
-    captured: list[torch.Tensor] = []
-    hook = model.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float()))
-    was_training = model.training
-    model.eval()
-    n = len(next(iter(batch.values())))
-    try:
-        for i in range(0, n, batch_size):
-            model({k: v[i:i + batch_size] for k, v in batch.items()})
-    finally:
-        hook.remove()
-        model.train(was_training)
-    return torch.cat(captured)
-
-
 @dataclass
 class VideoEmbeddings:
     """The front end's output for every decoded (kept) frame of a video.
