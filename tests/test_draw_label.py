@@ -35,3 +35,17 @@ def test_label_moves_inside_the_box_at_the_frame_top():
         assert len(text) > 5, y0
         # whole glyphs, clear of the box's top line and of the frame's edge
         assert text.min() >= top_edge + 3, (y0, text.min())
+
+
+def test_probability_bars_scale_with_the_frame_and_stay_inside_it():
+    probs = np.full(len(FER7), 0.02, np.float32)
+    probs[FER7.index("happy")] = 0.88
+    heights = {}
+    for h, w in ((360, 640), (720, 1280)):
+        face = Face(landmarks=None, box=(w * 0.2, h * 0.2, w * 0.45, h * 0.65), score=0.9)
+        img = draw_result(np.full((h, w, 3), 200, np.uint8), FrameResult([Prediction(face, probs, FER7)]))
+        right = img[:, int(w * 0.45) + 8:]  # the bar panel right of the box: darkened backing
+        dark = np.flatnonzero((right.max(axis=2) < 100).any(axis=1))
+        assert len(dark), (h, w)
+        heights[h] = dark.max() - dark.min()
+    assert heights[720] >= 1.8 * heights[360] >= 1.8 * 7 * 12  # one readable row per class, twice as tall at 720p
