@@ -136,3 +136,26 @@ def test_the_library_never_imports_streamlit():
             for node in _imports(ast.parse(path.read_text(encoding="utf-8")).body, deferred=True):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(m.split(".")[0] == "streamlit" for m in mods), name
+
+
+_SIDE_EFFECTS = r"""
+import ast, os, sys
+import mediapipe, torch  # third-party imports may set variables (mediapipe: LD_LIBRARY_PATH)
+before = dict(os.environ)
+import ferlib.landmarks, ferlib.pipeline, ferlib.graphs
+assert dict(os.environ) == before, sorted(set(os.environ) ^ set(before))
+assert not getattr(ast.parse, "_ferlib_serialised", False), "ferlib must not touch ast.parse"
+import webapp
+assert getattr(ast.parse, "_ferlib_serialised", False) == (sys.version_info < (3, 12))
+assert ast.literal_eval("{'a': (1, 2)}") == {"a": (1, 2)}
+"""
+
+
+def test_importing_the_library_has_no_side_effects():
+    """ferlib sets no environment variable and patches nothing when imported; only webapp installs
+    its documented work-around (webapp.compat.serialise_ast_parse)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _SIDE_EFFECTS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
