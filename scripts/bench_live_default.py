@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.io import iter_video, load_image  # noqa: E402
 from ferlib.pipeline import Pipeline, shipped_models  # noqa: E402
 from ferlib.predict import expand_inputs  # noqa: E402

@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ferlib.bench import BenchConfig, Runners, _clip_faces, bench_raw  # noqa: E402
 from ferlib.checkpoint import load_checkpoint  # noqa: E402

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.crops import box_of  # noqa: E402
 from ferlib.detection import FaceDetector  # noqa: E402
 from ferlib.io import iter_video, load_image  # noqa: E402

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.classes import canonical  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ferlib.checkpoint import card_spec, load_checkpoint  # noqa: E402
 from ferlib.classes import canonical  # noqa: E402

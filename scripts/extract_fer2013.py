@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from ferlib.data import extract_landmarks, import_affectnet, import_ckplus, import_fer2013  # noqa: E402
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import zipfile
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.transform import Rotation
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ferlib.io import iter_video, load_image  # noqa: E402
 from ferlib.landmarks import LandmarkExtractor  # noqa: E402

@@ -15,11 +15,9 @@ Never commit the output: it holds dataset images (write it under cache/ or /tmp)
 from __future__ import annotations
 
 import argparse
-import sys
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ferlib.data import import_ckplus, subject_split  # noqa: E402
 from ferlib.data.importers import open_zip, split_zip_path  # noqa: E402

@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.classes import canonical  # noqa: E402
 from ferlib.io import load_image  # noqa: E402
 from ferlib.landmarks import LandmarkExtractor  # noqa: E402

@@ -17,7 +17,6 @@ landmark difference in pixels.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -26,7 +25,6 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ferlib.io import iter_video, load_image  # noqa: E402
 from ferlib.landmarks import CROP_MARGIN, LandmarkExtractor, square_crop  # noqa: E402

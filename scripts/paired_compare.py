@@ -10,13 +10,11 @@ McNemar p-value (binomial on the discordant pairs): a difference of a few tenths
 from __future__ import annotations
 
 import argparse
-import sys
 from math import comb
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ferlib.checkpoint import card_spec, load_checkpoint  # noqa: E402
 from ferlib.data.tensors import import_dataset, prepare, split_prepared  # noqa: E402

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint  # noqa: E402
 from ferlib.data.tensors import import_dataset, prepare  # noqa: E402
 from ferlib.evaluate import predict_outputs  # noqa: E402

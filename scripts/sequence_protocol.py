@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 from ferlib.inputs import Mirror, TensorSet  # noqa: E402
 from ferlib.personal import AdaptConfig, adapt_model  # noqa: E402

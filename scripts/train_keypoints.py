@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ferlib.checkpoint import make_card, save_checkpoint  # noqa: E402
 from ferlib.data import extract_landmarks, import_fer2013  # noqa: E402

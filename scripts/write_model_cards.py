@@ -6,11 +6,9 @@ The JSON card (written by training) is the source of truth; this only renders it
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ferlib.checkpoint import load_checkpoint  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
