@@ -30,9 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlib import locations
 from ferlib.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = locations.source_root() or Path.cwd()
+"""The checkout (its tests/fixtures clip and ../shared datasets); the current folder for an installed copy."""
 FIXTURE_CLIP = REPO / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 SHARED_DATA = Path(os.environ.get("FERLIB_SHARED", REPO.parent / "shared")) / "data"
 ROLES = {"landmark": ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d"), "image": ("image_cnn_fer2013", "image_cnn")}
