@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ferlib.errors import FerError, InputError
-from ferlib.io import is_image, is_video, iter_images, iter_video, load_image
+from ferlib.io import is_image, is_video, iter_video, load_image
 from ferlib.pipeline import Pipeline
 from ferlib.types import FrameResult
 

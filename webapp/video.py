@@ -8,7 +8,6 @@ thread-safe) and closes it in ``on_ended`` so closed tabs release their graphs.
 """
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -23,7 +22,6 @@ from ferlib.draw import draw_faces, draw_result
 from ferlib.errors import FerError
 from ferlib.types import FrameResult
 
-log = logging.getLogger(__name__)
 QUEUE_SIZE = 512
 CALIBRATION_FRAMES = 15
 STUDIO_CROP_SIZE = 112
