@@ -55,6 +55,30 @@ def test_tight_crop_is_found(frames, boxes, side):
         assert stages == ["short"]  # small images go straight to the short-range stage
 
 
+def test_a_noisy_small_face_is_found_on_the_smoothed_copy(frames, boxes):
+    """A 48 px face crop with strong pixel noise (like FER2013's JPEG/halftone noise, upscaled): the
+    short-range stage misses it, the smoothed retry finds it; plain noise stays without a face."""
+    from ferlib.detection import FaceDetector, upscale_pad
+
+    rng = np.random.default_rng(0)
+    det = FaceDetector(max_faces=1)
+    try:
+        for i in (0, 240, 460):
+            x0, y0, x1, y1 = (int(v) for v in boxes[i])
+            g = cv2.cvtColor(cv2.resize(frames[i][y0:y1, x0:x1], (48, 48), interpolation=cv2.INTER_AREA),
+                             cv2.COLOR_BGR2GRAY)
+            noisy = cv2.cvtColor(np.clip(g + rng.normal(0, 40, g.shape), 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+            assert [d.stage for d in det.detect(noisy)] == ["short-smoothed"], i
+            assert not det.detect_scaled(upscale_pad(noisy))  # the plain short-range stage misses it
+        noise = rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)
+        assert det.detect(noise) == []
+    finally:
+        det.close()
+    with LandmarkExtractor(mode="static") as ex:  # the whole front end keeps it, with its box
+        faces = ex.process(noisy)
+    assert len(faces) == 1
+
+
 def test_group_photo_keeps_every_face(frames):
     """Five faces in a group photo (the faces of five clip frames, 3 + 2 on a 600x400 grid)."""
     group = np.full((400, 600, 3), 90, np.uint8)
