@@ -32,6 +32,7 @@ import torch
 
 from ferlib import locations
 from ferlib.errors import InputError
+from ferlib.types import largest_face
 
 REPO = locations.source_root() or Path.cwd()
 """The checkout (its tests/fixtures clip and ../shared datasets); the current folder for an installed copy."""
@@ -133,15 +134,15 @@ def _log(msg: str) -> None:
 # ----------------------------------------------------------------------------- models and data
 def load_role(role: str):
     """(model, card, source) of a benchmark role: the shipped checkpoint, or an untrained model."""
-    from ferlib.checkpoint import checkpoint_paths, load_checkpoint, make_card
+    from ferlib.checkpoint import existing_checkpoint, load_checkpoint, make_card
     from ferlib.classes import FER7
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
     from ferlib.pipeline import MODELS_DIR
 
     stem, arch = ROLES[role]
-    w, c = checkpoint_paths(MODELS_DIR / stem)
-    if w.is_file() and c.is_file():
+    c = existing_checkpoint(MODELS_DIR / stem)
+    if c is not None:
         model, card = load_checkpoint(c)
         return model, card, f"models/{stem} (trained)"
     model = create_model(arch).eval()
@@ -177,7 +178,7 @@ def _clip_faces(frames, ex):
     for i, t, bgr in frames:
         faces = ex.process(bgr, t)
         if faces:
-            f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            f = largest_face(faces)
             lm.append(f.landmarks)
             idx.append(i)
             ts.append(t)
@@ -392,7 +393,7 @@ def bench_dataset_import(cfg: BenchConfig) -> tuple[list[dict], str | None]:
 def bench_finetune(cfg: BenchConfig, roles: dict, lm, ts) -> list[dict]:
     """Fine-tune the landmark model on `finetune_samples` real clip faces (labels sad/happy by time,
     faces repeated to reach the count) with the Train page's settings, early stopping off."""
-    from ferlib.checkpoint import checkpoint_paths, save_checkpoint
+    from ferlib.checkpoint import existing_checkpoint, save_checkpoint
     from ferlib.classes import index_of
     from ferlib.inputs import TensorSet
     from ferlib.pipeline import MODELS_DIR
@@ -415,8 +416,8 @@ def bench_finetune(cfg: BenchConfig, roles: dict, lm, ts) -> list[dict]:
     train_set, val_set = data.subset(perm[n_val:]), data.subset(perm[:n_val])
     config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch, patience=0, num_threads=1)
     with tempfile.TemporaryDirectory(prefix="ferlib-bench-ft-") as d:
-        w, c = checkpoint_paths(MODELS_DIR / ROLES["landmark"][0])
-        base = c if w.is_file() and c.is_file() else save_checkpoint(model, Path(d) / "base", card)[1]
+        base = existing_checkpoint(MODELS_DIR / ROLES["landmark"][0]) \
+            or save_checkpoint(model, Path(d) / "base", card)[1]
         t0 = time.perf_counter()
         torch.optim.Adam(model.parameters())  # warm-up: the first optimizer imports torch._dynamo
         first_optimizer_s = time.perf_counter() - t0
@@ -473,7 +474,7 @@ def _group_photo(frames, ex) -> np.ndarray:
         faces = ex.process(bgr)
         if not faces:
             raise InputError(f"no face in clip frame {i} for the group photo")
-        x0, y0, x1, y1 = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box
+        x0, y0, x1, y1 = largest_face(faces).box
         crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2, 1.6 * max(x1 - x0, y1 - y0))
         r, c = divmod(j, 3)
         group[r * 200:(r + 1) * 200, c * 200 + 50 * r:(c + 1) * 200 + 50 * r] = cv2.resize(crop, (200, 200))
@@ -843,24 +844,16 @@ def to_markdown(rep: Report, command: str) -> str:
     return "\n".join(out)
 
 
-def _jsonable(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def write_report(rep: Report, out_dir, name: str, command: str) -> tuple[Path, Path, str]:
     """Write `<out_dir>/<date>-<name>.json` and `.md` atomically; returns (json, md, markdown)."""
-    from ferlib.fsutil import atomic_write_bytes
+    from ferlib.fsutil import atomic_write_bytes, json_default
 
     out_dir = Path(out_dir)
     stem = out_dir / f"{rep.meta['date']}-{name}"
     md = to_markdown(rep, command)
     data = {"command": command, **asdict(rep)}
     jpath, mpath = stem.with_suffix(".json"), stem.with_suffix(".md")
-    atomic_write_bytes(jpath, json.dumps(data, indent=1, default=_jsonable).encode())
+    atomic_write_bytes(jpath, json.dumps(data, indent=1, default=json_default).encode())
     atomic_write_bytes(mpath, md.encode())
     return jpath, mpath, md
 

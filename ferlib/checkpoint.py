@@ -21,7 +21,7 @@ from ferlib.errors import FerError, ModelFileError
 from ferlib.inputs import InputSpec
 from ferlib.models import create_model, list_models
 from ferlib.models.registry import FerModel
-from ferlib.fsutil import atomic_write_bytes, sha256_bytes
+from ferlib.fsutil import atomic_write_bytes, json_default, sha256_bytes
 
 FORMAT = "ferlib-checkpoint"
 VERSION = 1
@@ -33,6 +33,13 @@ def checkpoint_paths(path) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def existing_checkpoint(path) -> Path | None:
+    """The card path of the checkpoint at `path` (stem, .safetensors or .json) when both its files
+    exist, else None."""
+    weights, card = checkpoint_paths(path)
+    return card if weights.is_file() and card.is_file() else None
 
 
 MODELS_DIR = locations.models_dir()
@@ -116,18 +123,10 @@ def save_checkpoint(model: FerModel, path_stem, card: dict) -> tuple[Path, Path]
     if model.task == "classification" and len(card["classes"]) != model.num_classes:
         raise ModelFileError(f"{cpath}: {len(card['classes'])} classes in the card but the model has "
                              f"{model.num_classes} outputs")
-    text = json.dumps(card, indent=2, sort_keys=False, default=_json_default)
+    text = json.dumps(card, indent=2, sort_keys=False, default=json_default)
     atomic_write_bytes(wpath, blob)
     atomic_write_bytes(cpath, text.encode())
     return wpath, cpath
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _read_weights(wpath: Path) -> bytes:
@@ -214,4 +213,4 @@ def card_spec(card: dict) -> InputSpec:
     return InputSpec.from_dict(card["input"])
 
 
-__all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "load_checkpoint", "make_card", "save_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "existing_checkpoint", "load_checkpoint", "make_card", "save_checkpoint"]

@@ -22,7 +22,7 @@ from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.runtime import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
-from ferlib.fsutil import atomic_write_bytes
+from ferlib.fsutil import atomic_write_bytes, json_default
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime 1.31 runs opsets up to 23)."""
@@ -187,7 +187,7 @@ def export_onnx(model: FerModel, out=None, card: dict | None = None, opset: int 
     proto = onnx.load_from_string(buf.getvalue())
     meta = {KEYS_KEY: json.dumps(list(keys))}
     if card is not None:
-        meta[CARD_KEY] = json.dumps(card, default=_json_default)
+        meta[CARD_KEY] = json.dumps(card, default=json_default)
     onnx.helper.set_model_props(proto, meta)
     blob = proto.SerializeToString()
     _check_parity(f"ONNX export of {model.registry_name or type(model).__name__}", model,
@@ -215,18 +215,12 @@ def export_torchscript(model: FerModel, out=None, card: dict | None = None,
         buf = io.BytesIO()
         extra = {KEYS_KEY: json.dumps(list(keys))}
         if card is not None:
-            extra[CARD_KEY] = json.dumps(card, default=_json_default)
+            extra[CARD_KEY] = json.dumps(card, default=json_default)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream
             torch.jit.save(traced, buf, _extra_files=extra)
         atomic_write_bytes(Path(out), buf.getvalue())
     return runner
-
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:

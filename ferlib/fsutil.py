@@ -1,4 +1,4 @@
-"""Files, under everything: sha256 hashing and atomic writes.
+"""Files, under everything: sha256 hashing, atomic writes, and the JSON encoding of numpy values.
 
 Imports nothing from ferlib but `ferlib.errors`, so every module (the catalogue, checkpoints, the
 caches, the CLI) can use it without import circles.
@@ -44,6 +44,16 @@ def sha256_files(paths: Iterable, root: Path | None = None) -> str:
     return h.hexdigest()
 
 
+def json_default(o):
+    """`json.dumps(..., default=json_default)`: numpy scalars, arrays and torch tensors as Python
+    numbers and lists (anything with `tolist`, else `item`); anything else raises TypeError."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 @contextmanager
 def atomic_file(path: Path, what: str = "") -> Iterator:
     """A binary file that replaces `path` atomically when the block ends (temp file in the same
@@ -69,4 +79,4 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-__all__ = ["atomic_file", "atomic_write_bytes", "sha256_bytes", "sha256_file", "sha256_files"]
+__all__ = ["atomic_file", "atomic_write_bytes", "json_default", "sha256_bytes", "sha256_file", "sha256_files"]

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.checkpoint import MODELS_DIR, card_spec, checkpoint_paths
+from ferlib.checkpoint import MODELS_DIR, card_spec, existing_checkpoint
 from ferlib.crops import model_crop
 from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, Mirror, build_batch
 from ferlib.io import ensure_bgr
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
-from ferlib.types import Face, FrameResult, Prediction
+from ferlib.types import Face, FrameResult, Prediction, face_landmarks
 
 # Shipped models in order of preference for the default: the most accurate whose whole pipeline
 # holds 30 fps on one core (README "Choosing the default"; benchmarks/2026-11-27-live-default.md),
@@ -49,13 +49,12 @@ def shipped_models() -> list[Path]:
     """Card paths of the emotion classifiers shipped in models/ (sorted by name); the keypoint
     regressor is not one (`shipped_keypoint_model`)."""
     return sorted(p for p in MODELS_DIR.glob("*.json")
-                  if checkpoint_paths(p)[0].is_file() and not _is_keypoint_card(p))
+                  if existing_checkpoint(p) is not None and not _is_keypoint_card(p))
 
 
 def shipped_keypoint_model() -> Path | None:
     """Card path of the shipped keypoint regressor, or None when it is absent."""
-    w, c = checkpoint_paths(MODELS_DIR / KEYPOINT_MODEL)
-    return c if w.is_file() and c.is_file() else None
+    return existing_checkpoint(MODELS_DIR / KEYPOINT_MODEL)
 
 
 def default_model_path() -> Path:
@@ -64,8 +63,8 @@ def default_model_path() -> Path:
     if env:
         return Path(env)
     for stem in DEFAULT_MODELS:
-        w, c = checkpoint_paths(MODELS_DIR / stem)
-        if w.is_file() and c.is_file():
+        c = existing_checkpoint(MODELS_DIR / stem)
+        if c is not None:
             return c
     raise ModelFileError(f"no default model found in {MODELS_DIR} (expected one of {DEFAULT_MODELS})")
 
@@ -76,8 +75,7 @@ FALLBACK_MODEL = "resnet18_attention_fer2013_long"
 
 def shipped_fallback_model() -> Path | None:
     """Card path of the shipped FALLBACK_MODEL, or None when it is absent."""
-    w, c = checkpoint_paths(MODELS_DIR / FALLBACK_MODEL)
-    return c if w.is_file() and c.is_file() else None
+    return existing_checkpoint(MODELS_DIR / FALLBACK_MODEL)
 
 
 class _NoExtractor:
@@ -201,11 +199,7 @@ class Pipeline:
 
     def set_neutral_baseline(self, landmarks_px: np.ndarray | None) -> None:
         """The person's neutral face (478, 3) pixels, subtracted by models trained with it."""
-        if landmarks_px is not None:
-            landmarks_px = np.asarray(landmarks_px, dtype=np.float32)
-            if landmarks_px.shape != (478, 3) or not np.isfinite(landmarks_px).all():
-                raise InputError(f"neutral baseline must be finite (478, 3) landmarks, got {landmarks_px.shape}")
-        self.baseline = landmarks_px
+        self.baseline = None if landmarks_px is None else face_landmarks(landmarks_px, "neutral baseline")
 
     def reset(self) -> None:
         """A new stream or source begins: forget face tracks and smoothing state."""

@@ -40,6 +40,7 @@ from ferlib import locations
 from ferlib.classes import FER7, UnknownClassError, canonical
 from ferlib.errors import InputError, StorageError
 from ferlib.fsutil import atomic_file, atomic_write_bytes
+from ferlib.types import face_landmarks
 
 CONDITIONS: tuple[str, ...] = ("indoor", "outdoor")
 RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed", "cancelled", "interrupted")
@@ -269,9 +270,7 @@ class Store:
         except UnknownClassError as e:
             raise InputError(str(e)) from None
         condition = _condition(condition or sess["condition"])
-        pts = np.asarray(landmarks, dtype=np.float32)
-        if pts.shape != (478, 3) or not np.isfinite(pts).all():
-            raise InputError(f"sample landmarks must be a finite (478, 3) array, got shape {pts.shape}")
+        pts = face_landmarks(landmarks, "sample landmarks")
         yaw, pitch, roll = (float(v) for v in pose) if pose is not None else (None, None, None)
         png = None
         if crop is not None and not sess["landmarks_only"]:

@@ -2,8 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
+
+from ferlib.errors import InputError
+
+NUM_LANDMARKS = 478
+"""Points of a face mesh face (468 + 10 iris points)."""
+
+
+def face_landmarks(points, what: str = "landmarks") -> np.ndarray:
+    """`points` as float32 (478, 3) face landmarks; InputError naming `what` when the shape is not
+    (478, 3) or a value is not finite."""
+    a = np.asarray(points, dtype=np.float32)
+    if a.shape != (NUM_LANDMARKS, 3) or not np.isfinite(a).all():
+        raise InputError(f"{what} must be a finite (478, 3) array of landmarks, got shape {a.shape}")
+    return a
 
 
 @dataclass
@@ -28,6 +43,12 @@ class Face:
     def path(self) -> str:
         """How the face was prepared for a model: "mesh" (it has landmarks) or "box" (detector box only)."""
         return "box" if self.landmarks is None else "mesh"
+
+    @property
+    def area(self) -> float:
+        """The box's area in square pixels."""
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0) * (y1 - y0)
 
 
 @dataclass
@@ -56,3 +77,14 @@ class FrameResult:
     predictions: list[Prediction] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     frame_index: int = 0
+
+
+def largest_face(faces: Sequence[Face]) -> Face | None:
+    """The face with the largest box (the first of equal ones), or None when there is none: the face
+    a recording keeps, a dataset image is labelled by, and Live reports."""
+    return max(faces, key=lambda f: f.area) if len(faces) else None
+
+
+def main_prediction(predictions: Sequence[Prediction]) -> Prediction | None:
+    """The prediction of the largest face (`largest_face`), or None when there is none."""
+    return max(predictions, key=lambda p: p.face.area) if len(predictions) else None

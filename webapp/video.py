@@ -20,7 +20,7 @@ from streamlit_webrtc import VideoProcessorBase
 
 from ferlib.draw import draw_faces, draw_result
 from ferlib.errors import FerError
-from ferlib.types import FrameResult
+from ferlib.types import FrameResult, largest_face, main_prediction
 
 QUEUE_SIZE = 512
 CALIBRATION_FRAMES = 15
@@ -106,11 +106,12 @@ class LiveProcessor(VideoProcessorBase):
                 self._clear_calib, self._calib = False, None
                 pipe.set_neutral_baseline(None)
                 self.calibrated = False
-            if self._calib is None or not result.predictions or result.predictions[0].face.landmarks is None:
+            main = main_prediction(result.predictions)
+            if self._calib is None or main is None or main.face.landmarks is None:
                 return
             from ferlib.normalize import normalize
 
-            self._calib.append(normalize(result.predictions[0].face.landmarks, pipe.spec.method))
+            self._calib.append(normalize(main.face.landmarks, pipe.spec.method))
             if len(self._calib) >= CALIBRATION_FRAMES:
                 # The mean normalised face; build_batch normalises it again, which leaves it as it is.
                 pipe.set_neutral_baseline(np.mean(self._calib, axis=0).astype(np.float32))
@@ -130,7 +131,7 @@ class LiveProcessor(VideoProcessorBase):
             return frame
         latency = (time.perf_counter() - t0) * 1000.0
         self.frames += 1
-        main = result.predictions[0] if result.predictions else None
+        main = main_prediction(result.predictions)
         put_dropping(self.results, {
             "t": time.time(), "frame": self.frames, "latency_ms": latency, "faces": len(result.predictions),
             "label": main.label if main else None,
@@ -192,7 +193,7 @@ class StudioRecorder(VideoProcessorBase):
         now = time.monotonic()
         due = self.recording and now - self._last_save >= 1.0 / max(self.rate_hz, 0.01)
         if faces and (due or self._capture.is_set()):
-            face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            face = largest_face(faces)
             self._capture.clear()
             self._last_save = now
             try:

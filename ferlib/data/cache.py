@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ferlib import locations
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from ferlib.types import largest_face
 
 from .importers import read_bytes, resize_square
 
@@ -189,7 +190,7 @@ def _extract_one(item: tuple[str, str, bytes | np.ndarray]) -> tuple[str, np.nda
     faces = [f for f in faces if f.landmarks is not None]
     if not faces:
         return key, None, float("nan"), (np.nan,) * 4, ""
-    f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    f = largest_face(faces)
     return key, f.landmarks.astype(np.float32), float(f.score), tuple(float(v) for v in f.box), ""
 
 

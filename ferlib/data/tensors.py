@@ -27,6 +27,7 @@ from ferlib.classes import canonical
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import sha256_file, sha256_files
 from ferlib.inputs import InputSpec, TensorSet
+from ferlib.types import face_landmarks
 
 SPLITS = ("train", "val", "test")
 DATASET_KINDS = ("auto", "folder", "fer2013", "fer2013-csv", "affectnet", "ckplus", "studio")
@@ -141,9 +142,7 @@ def _load_npy(path: str) -> np.ndarray:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"landmarks file {path}: cannot be read ({e})") from None
-    if a.shape != (478, 3) or not np.isfinite(a).all():
-        raise InputError(f"landmarks file {path}: expected finite (478, 3) points, got shape {a.shape}")
-    return a.astype(np.float32)
+    return face_landmarks(a, f"landmarks file {path}")
 
 
 def landmarks_of(df: pd.DataFrame, resize_to=None, **extract_kw):
@@ -258,10 +257,7 @@ def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize
     baselines = None
     if spec.subtract_baseline:
         if baseline is not None:
-            b = np.asarray(baseline, dtype=np.float32)
-            if b.shape != (478, 3) or not np.isfinite(b).all():
-                raise InputError(f"baseline must be finite (478, 3) landmarks, got shape {b.shape}")
-            baselines = {"*": b}
+            baselines = {"*": face_landmarks(baseline, "baseline")}
         else:
             if "group" not in df.columns:
                 raise InputError("subject conditioning needs a 'group' column or baseline=")
