@@ -16,6 +16,8 @@ from ferlib import store as store_mod
 from ferlib.errors import InputError, StorageError
 from ferlib.store import Store, pose_bin, validate_name
 
+from conftest import ROOT
+
 
 def _pts(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 200, (478, 3)).astype(np.float32)
@@ -169,7 +171,7 @@ def test_crash_mid_sample_loses_only_that_sample(st):
     sid = st.create_session("rec")
     st.add_sample(sid, "neutral", _pts(), crop=_crop())
     st.start_run("m", {"epochs": 1}, pid=999_999_9)  # a dead process
-    p = subprocess.run([sys.executable, "-c", _CRASH, str(st.root)], cwd=store_mod.REPO,
+    p = subprocess.run([sys.executable, "-c", _CRASH, str(st.root)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 9, p.stderr
     assert len(_files(st)) == 6  # 2 saved samples + the orphan pair of the one in flight
