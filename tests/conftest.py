@@ -1,16 +1,17 @@
 """Shared test fixtures and markers."""
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-FIXTURE_CLIP = FIXTURES / "WolfgangLanger_Pexels.mp4"
-SHARED = Path(os.environ.get("FERLIB_SHARED", ROOT.parent / "shared"))
-SHARED_DATA = SHARED / "data"
+# `tests.helpers` from whatever folder pytest is started in (python -m pytest adds the working folder only).
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# tests/test_packaging.py still imports these from conftest; every other module takes them from tests.helpers.
+from tests.helpers import FIXTURE_CLIP, FIXTURES, ROOT, SHARED, SHARED_DATA, shared_file  # noqa: E402,F401
 
 
 def _limit_threads() -> None:
@@ -24,14 +25,6 @@ def _limit_threads() -> None:
 
 
 _limit_threads()
-
-
-def shared_file(name: str) -> Path:
-    """Path of a dataset under ../shared/data, or skip the test with a clear reason."""
-    p = SHARED_DATA / name
-    if not p.exists():
-        pytest.skip(f"dataset {p} is absent (../shared/data is only on the developers' and CI machines)")
-    return p
 
 
 @pytest.fixture(scope="session")

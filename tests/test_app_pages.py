@@ -18,7 +18,7 @@ import pytest
 import streamlit_webrtc
 from streamlit.testing.v1 import AppTest
 
-from conftest import FIXTURE_CLIP, ROOT
+from tests.helpers import FIXTURE_CLIP, ROOT
 from webapp import video
 
 TIMEOUT = 60

@@ -32,7 +32,7 @@ from ferlib.pipeline import Pipeline
 from ferlib.store import Store
 from ferlib.train import TrainConfig, train
 
-from conftest import FIXTURE_CLIP
+from tests.helpers import FIXTURE_CLIP
 
 FACE_FRAME = 300  # a frame of the fixture clip with one clear, frontal face
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import shared_file
+from tests.helpers import shared_file
 from ferlib import bench
 from ferlib.bench import BACKENDS, BenchConfig, md_table, spread
 from ferlib.cli import main

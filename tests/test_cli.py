@@ -18,7 +18,7 @@ from ferlib.data.tensors import dataset_sha256, import_dataset
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 def ferlib(*args, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import pytest
 from ferlib.io import iter_video
 from ferlib.store import Store
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 N_FRAMES = 24
 

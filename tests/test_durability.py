@@ -22,7 +22,7 @@ from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 from ferlib.store import Store
 
-from conftest import FIXTURE_CLIP, ROOT
+from tests.helpers import FIXTURE_CLIP, ROOT
 
 pytestmark = pytest.mark.slow
 

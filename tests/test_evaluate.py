@@ -11,7 +11,7 @@ from ferlib.errors import InputError
 from ferlib.evaluate import confusion_figure, evaluate, keypoint_nme, occlusion_test, save_metrics
 from ferlib.models import create_model
 from ferlib.train import TrainConfig, train
-from tests.test_train import image_task, landmark_task
+from tests.helpers import image_task, landmark_task
 
 CLASSES3 = ["angry", "happy", "sad"]
 Y = np.array([0, 0, 1, 1, 2, 2])

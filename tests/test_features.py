@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from tests.helpers import FIXTURES
 from ferlib import normalize as N
 from ferlib.errors import InputError
 from ferlib.features import DISTANCE_POINTS, num_distances, pairwise_distances

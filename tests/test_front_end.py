@@ -16,7 +16,7 @@ from ferlib.landmarks import LandmarkExtractor
 from ferlib.pipeline import Pipeline, shipped_fallback_model
 from ferlib.predict import columns_for, predict
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 IMAGE_MODEL = ROOT / "models" / "image_cnn_fer2013"
 LANDMARK_MODEL = ROOT / "models" / "landmark_cnn1d_fer2013"

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, shared_file
+from tests.helpers import FIXTURES, shared_file
 from ferlib.errors import InputError
 from ferlib.io import iter_video, load_image
 from ferlib.landmarks import LandmarkExtractor, face_crop

@@ -96,7 +96,7 @@ def test_replace_head_keeps_backbone():
 @pytest.mark.parametrize("name", [n for n in list_models() if n != "keypoint_regressor"])
 def test_build_batch_feeds_every_classifier(name):
     """The inputs build_batch makes from real-shaped landmarks and crops fit each model."""
-    from tests.test_train import faces_px
+    from tests.helpers import faces_px
 
     model = create_model(name).eval()
     crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from tests.helpers import FIXTURES
 from ferlib import normalize as N
 from ferlib.errors import InputError
 

@@ -16,7 +16,7 @@ from ferlib.models import create_model
 from ferlib.pipeline import Pipeline, Smoother
 from ferlib.predict import columns_for, predict
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from ferlib.io import iter_video
 from ferlib.models import create_model
 from ferlib.store import Store
 
-from conftest import FIXTURE_CLIP, ROOT
+from tests.helpers import FIXTURE_CLIP, ROOT
 
 APP_SOURCES = sorted([*ROOT.glob("ferlib/**/*.py"), *ROOT.glob("webapp/**/*.py"), *ROOT.glob("pages/*.py"),
                       ROOT / "app.py"])

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_file
+from tests.helpers import shared_file
 from ferlib.data import chunked_split, import_ckplus, split_counts, subject_split
 from ferlib.errors import InputError
 

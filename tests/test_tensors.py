@@ -208,7 +208,7 @@ def test_folder_rows_of_other_sources_are_plain_importer_frames(clip_dataset, ca
 @pytest.mark.data
 @pytest.mark.slow
 def test_shared_datasets_import_with_their_splits():
-    from conftest import shared_file
+    from tests.helpers import shared_file
 
     fer = import_dataset(shared_file("fer2013.zip"))
     assert fer.attrs["kind"] == "fer2013"

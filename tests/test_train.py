@@ -16,45 +16,17 @@ from ferlib.features import DISTANCE_POINTS, pairwise_distances
 from ferlib.inputs import (Augmenter, InputSpec, Mirror, TensorSet, build_batch, clarity_stratum,
                            keypoint_targets, render_heatmaps)
 from ferlib.models import create_model
-from ferlib.normalize import MIRROR_PERMUTATION, SUBSETS, canonical_face
+from ferlib.normalize import MIRROR_PERMUTATION, SUBSETS
 from ferlib.train import TrainConfig, class_weights, finetune, train
+from tests.helpers import faces_px, image_task, landmark_task
 
 CLASSES3 = ["angry", "happy", "sad"]
-
-
-def faces_px(n: int, seed: int = 0) -> np.ndarray:
-    """n slightly perturbed canonical faces in pixel coordinates (asymmetric on purpose)."""
-    rng = np.random.default_rng(seed)
-    base = canonical_face() * 80 + np.array([200, 220, 0])
-    return (base[None] + rng.normal(0, 2.0, (n, 478, 3))).astype(np.float32)
 
 
 def mirror_px(p: np.ndarray, width: float = 640) -> np.ndarray:
     m = p[:, MIRROR_PERMUTATION].copy()
     m[..., 0] = width - m[..., 0]
     return m
-
-
-def landmark_task(n: int, seed: int = 0) -> TensorSet:
-    """3 classes told apart by the mean height of the lip points (plus noise)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    lm = torch.rand(n, 3, 102, generator=g) * 0.5
-    lip_cols = [i for i, v in enumerate(SUBSETS["default"]) if v in set(SUBSETS["lips"])]
-    lm[:, 1, lip_cols] += 0.4 * y[:, None].float()
-    return TensorSet({"landmarks": lm}, y, InputSpec(kind="landmarks"))
-
-
-def image_task(n: int, seed: int = 0, size: int = 32, box=None) -> TensorSet:
-    """3 classes told apart by which third of a box (y0, y1, x0, x1; default: the whole image) is bright."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    img = torch.randn(n, 1, size, size, generator=g) * 0.5
-    y0, y1, x0, x1 = box or (0, size, 0, size)
-    w = (x1 - x0) // 3
-    for c in range(3):
-        img[y == c, :, y0:y1, x0 + w * c:x0 + w * (c + 1)] += 1.5
-    return TensorSet({"image": img}, y, InputSpec(kind="image", image_size=size))
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -27,7 +27,7 @@ from ferlib.normalize import canonical_face
 from ferlib.train import TrainConfig, _on_device, finetune, train
 from webapp import jobs
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 HAS_CUDA = torch.cuda.is_available()
 needs_no_cuda = pytest.mark.skipif(HAS_CUDA, reason="on a CUDA machine 'auto' trains on the GPU")
