@@ -38,7 +38,8 @@ REPO = locations.source_root() or Path.cwd()
 """The checkout (its tests/fixtures clip and ../shared datasets); the current folder for an installed copy."""
 FIXTURE_CLIP = REPO / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 SHARED_DATA = Path(os.environ.get("FERLIB_SHARED", REPO.parent / "shared")) / "data"
-ROLES = {"landmark": ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d"), "image": ("image_cnn_fer2013", "image_cnn")}
+ROLES = {"landmark": ("landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d"),
+         "image": ("image_cnn_fer2013", "image_cnn")}
 """Benchmark role -> (shipped checkpoint stem, registry architecture used when it is absent)."""
 BACKENDS = ("torch", "torchscript", "onnx")
 # Fixture clip: sad/crying until about 9 s, laughing from about 10 s (tests/fixtures/LICENSE.md).
@@ -189,8 +190,8 @@ def _clip_faces(frames, ex):
 
 def _prepared(spec, frames, lm, idx, n: int) -> dict[str, torch.Tensor]:
     """Model inputs for `n` real faces (cycled when the clip has fewer)."""
-    from ferlib.inputs import build_batch
     from ferlib.crops import face_crop
+    from ferlib.inputs import build_batch
     from ferlib.types import Face
 
     pick = np.arange(n) % len(lm)
@@ -301,8 +302,8 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
     dec = np.asarray(t["decode"])
     lmk, fm = np.asarray(t[("landmarks", next(iter(roles)))]), np.asarray(t["mesh"])
     mesh_rows = [{"key": "decode", "what": "decode (PyAV)", **spread(dec)},
-                 {"key": "extractor", "what": "LandmarkExtractor.process (video mode: tracking mesh, BlazeFace every 30 frames; "
-                                              "the pipeline's)", **spread(lmk)},
+                 {"key": "extractor", "what": "LandmarkExtractor.process (video mode: tracking mesh, "
+                                              "BlazeFace every 30 frames; the pipeline's)", **spread(lmk)},
                  {"key": "face_mesh", "what": "MediaPipe FaceMesh alone (full frame, tracking, refine_landmarks)",
                   **spread(fm)},
                  {"key": "decode+extractor", "what": "decode + LandmarkExtractor (the landmark pipeline's floor)",
@@ -313,7 +314,8 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
     rows, stage_rows = [], []
     for k in keys:
         role, threads, batch = k
-        per_frame = dec + np.asarray(t[("landmarks", role)]) + np.asarray(t[("prepare", k)]) + np.asarray(t[("model", k)])
+        per_frame = (dec + np.asarray(t[("landmarks", role)]) + np.asarray(t[("prepare", k)])
+                     + np.asarray(t[("model", k)]))
         sp = spread(per_frame)
         rows.append({"model": role, "backend": backend_for[role], "threads": threads, "batch": batch,
                      "frames": sp["n"], "faces": t["faces"][k], **sp, "fps": 1e3 / sp["median_ms"],
@@ -326,7 +328,8 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
             total = float(stages["total"].mean())
             for n, a in stages.items():
                 stage_rows.append({"model": role, "backend": backend_for[role], "threads": threads, "batch": batch,
-                                   "stage": n, **spread(a), "mean_ms": float(a.mean()), "share": float(a.mean()) / total})
+                                   "stage": n, **spread(a), "mean_ms": float(a.mean()),
+                                   "share": float(a.mean()) / total})
     return mesh_rows, rows, stage_rows
 
 
@@ -581,7 +584,8 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
                            **spread(dec + np.asarray(t[k]))})
         for stage, what in (("landmarks", "faces (detection / face mesh / tracking)"),
                             ("prepare", "model inputs (crop or normalise)"),
-                            ("model", f"model call ({pipes[k].backend}{', flip averaging' if pipes[k]._mirror else ''})")):
+                            ("model", f"model call ({pipes[k].backend}"
+                                      f"{', flip averaging' if pipes[k]._mirror else ''})")):
             frame_rows.append({"path": f"  stage of {names[k[0]]}: {what}", "key": f"{stage}/{k[0]}",
                                "model": k[0], "threads": k[1], "backend": pipes[k].backend,
                                **spread(t[(stage, k)])})
@@ -607,7 +611,8 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
     t1 = cfg.threads[0]
     img, lmk = (float(np.median(t[(r, t1)])) for r in ("default", "landmark"))
     ratios.append({"model": "default / landmark", "name": f"{names['default']} vs {names['landmark']}",
-                   "threads": t1, "image_path_ms": img, "landmark_path_ms": lmk, "landmark_over_image_speed": img / lmk})
+                   "threads": t1, "image_path_ms": img, "landmark_path_ms": lmk,
+                   "landmark_over_image_speed": img / lmk})
     return predict_rows, frame_rows, ratios
 
 

@@ -18,10 +18,10 @@ from safetensors.torch import save as st_save
 from ferlib import __version__, locations
 from ferlib.classes import CLASSES
 from ferlib.errors import FerError, ModelFileError
+from ferlib.fsutil import atomic_write_bytes, json_default, sha256_bytes
 from ferlib.inputs import InputSpec
 from ferlib.models import create_model, list_models
 from ferlib.models.registry import FerModel
-from ferlib.fsutil import atomic_write_bytes, json_default, sha256_bytes
 
 FORMAT = "ferlib-checkpoint"
 VERSION = 1
@@ -213,4 +213,5 @@ def card_spec(card: dict) -> InputSpec:
     return InputSpec.from_dict(card["input"])
 
 
-__all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "existing_checkpoint", "load_checkpoint", "make_card", "save_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "existing_checkpoint",
+           "load_checkpoint", "make_card", "save_checkpoint"]

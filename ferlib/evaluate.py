@@ -69,7 +69,8 @@ def confusion_counts(y_true, y_pred, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows = true class, columns = predicted; predictions < 0 (misses) are skipped."""
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     ok = y_pred >= 0
-    return np.bincount(y_true[ok] * num_classes + y_pred[ok], minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    counts = np.bincount(y_true[ok] * num_classes + y_pred[ok], minlength=num_classes ** 2)
+    return counts.reshape(num_classes, num_classes)
 
 
 def _per_class(cm: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

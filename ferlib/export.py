@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from ferlib.errors import InputError, ModelFileError
+from ferlib.fsutil import atomic_write_bytes, json_default
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.runtime import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
-from ferlib.fsutil import atomic_write_bytes, json_default
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime 1.31 runs opsets up to 23)."""

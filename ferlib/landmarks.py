@@ -13,8 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from ferlib.crops import FER_CROP_MARGIN, FER_CROP_SHIFT, box_of, face_crop, square_crop  # noqa: F401 (re-exported)
-from ferlib.detection import (RETRY_PADS, SMALL_PAD, SMALL_SIDE, SMALL_UPSCALE, FaceDetector,  # noqa: F401
-                              Scaled, clip_box, upscale_pad)
+from ferlib.detection import (  # noqa: F401
+    RETRY_PADS,
+    SMALL_PAD,
+    SMALL_SIDE,
+    SMALL_UPSCALE,
+    FaceDetector,
+    Scaled,
+    clip_box,
+    upscale_pad,
+)
 from ferlib.errors import FerError, InputError
 from ferlib.io import ensure_bgr
 from ferlib.mesh import CROP_MARGIN, MESH_INPUT, FaceMesher  # noqa: F401 (cache settings read these)

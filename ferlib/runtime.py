@@ -175,7 +175,8 @@ class TorchScriptRunner(Runner):
         return r
 
     @classmethod
-    def from_torch(cls, model, card: dict | None = None, spec=None, threads: int = DEFAULT_THREADS) -> "TorchScriptRunner":
+    def from_torch(cls, model, card: dict | None = None, spec=None,
+                   threads: int = DEFAULT_THREADS) -> "TorchScriptRunner":
         """Trace in memory (checked against PyTorch)."""
         from ferlib.export import export_torchscript
 

@@ -275,7 +275,8 @@ class Store:
         png = None
         if crop is not None and not sess["landmarks_only"]:
             img = np.asarray(crop)
-            if img.dtype != np.uint8 or img.ndim not in (2, 3) or img.size == 0 or (img.ndim == 3 and img.shape[2] != 3):
+            if (img.dtype != np.uint8 or img.ndim not in (2, 3) or img.size == 0
+                    or (img.ndim == 3 and img.shape[2] != 3)):
                 raise InputError(f"sample crop must be a non-empty uint8 BGR or grey image, got "
                                  f"{img.dtype} {img.shape}")
             ok, buf = cv2.imencode(".png", img)

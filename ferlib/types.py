@@ -27,9 +27,10 @@ class Face:
 
     landmarks: float32 (478, 3) in *pixel* coordinates of the frame the face was found in
     (x right, y down, z in the same pixel scale as x, as MediaPipe's face mesh gives it times the
-    image width), or None where face mesh could not read a face a detector found. box: (x0, y0, x1, y1) in pixels, clipped to the frame. score: detection
-    confidence in [0, 1]. face_id: stable id across frames of one video stream (0, 1, ...);
-    for still images the index of the face in the image, left to right.
+    image width), or None where face mesh could not read a face a detector found.
+    box: (x0, y0, x1, y1) in pixels, clipped to the frame. score: detection confidence in [0, 1].
+    face_id: stable id across frames of one video stream (0, 1, ...); for still images the index of
+    the face in the image, left to right.
     pose: (yaw, pitch, roll) in degrees, or None when not computed.
     """
 

@@ -93,7 +93,8 @@ def live_panel() -> None:
             st.markdown(f"Prediction: **{last['label']}** ({max(last['probs']):.0%})")
             if last.get("path"):
                 # the checkpoint's stem ("model" for models trained here) -> the name the select shows
-                used = choice.label.removeprefix("shipped: ") if last["model"] == Path(choice.path).stem else last["model"]
+                shipped = last["model"] == Path(choice.path).stem
+                used = choice.label.removeprefix("shipped: ") if shipped else last["model"]
                 st.markdown(f"Path: {last['path']} ({used})", help=(
                     "mesh: the face's 478 face-mesh landmarks reached the model (or framed its crop); box: "
                     "the detector's box alone (image models run no face mesh, and a landmark model's "

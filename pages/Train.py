@@ -91,7 +91,8 @@ else:
     else:
         from ferlib.classes import FER7
 
-        classes, needs_crop, who = list(FER7), model_input_kind(model_type) in ("image", "hybrid"), f"a new {model_type}"
+        classes, who = list(FER7), f"a new {model_type}"
+        needs_crop = model_input_kind(model_type) in ("image", "hybrid")
     chosen = store.samples(session_ids) if session_ids else store.samples([])
     usable, dropped = ui.training_plan(chosen, classes, needs_crop, who)
     with st.container(key="train-plan"):

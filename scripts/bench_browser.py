@@ -31,8 +31,15 @@ import pytest  # noqa: E402  (the harness reports a missing tool as a pytest ski
 
 from ferlib.bench import md_table  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
-from tests.browser.harness import (chromium_page, netns, read_number, screenshot,  # noqa: E402
-                                   streamlit_server, wait_for_number, webrtc_stream)
+from tests.browser.harness import (  # noqa: E402
+    chromium_page,
+    netns,
+    read_number,
+    screenshot,
+    streamlit_server,
+    wait_for_number,
+    webrtc_stream,
+)
 
 CAMERA_FPS, CAMERA_SIZE = 30, "640x480"
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"

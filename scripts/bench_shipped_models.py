@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from ferlib.bench import BenchConfig, Runners, _clip_faces, bench_raw  # noqa: E402
 from ferlib.checkpoint import load_checkpoint  # noqa: E402
+from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from ferlib.io import iter_video  # noqa: E402
 from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
 from ferlib.pipeline import shipped_models  # noqa: E402
-from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 
 
 def main() -> None:

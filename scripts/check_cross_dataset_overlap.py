@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 from ferlib.data.importers import read_image  # noqa: E402
 from ferlib.data.tensors import import_dataset  # noqa: E402
 

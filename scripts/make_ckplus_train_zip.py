@@ -18,7 +18,6 @@ import argparse
 import zipfile
 from pathlib import Path
 
-
 from ferlib.data import import_ckplus, subject_split  # noqa: E402
 from ferlib.data.importers import open_zip, split_zip_path  # noqa: E402
 

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from ferlib.io import iter_video, load_image  # noqa: E402
-from ferlib.landmarks import CROP_MARGIN, LandmarkExtractor, square_crop  # noqa: E402
+from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 
 FER_ZIP = ROOT.parent / "shared" / "data" / "fer2013.zip"
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"

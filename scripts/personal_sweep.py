@@ -43,8 +43,8 @@ def main(argv=None) -> int:
         data.append((a, b))
     grid = [{"method": "none"}]
     grid += [{"method": "prototype", "strength": s, "copies": c} for s, c in itertools.product((0.5, 1.0, 2.0, 4.0), (0, 8))]
-    grid += [{"method": "head", "l2sp": l, "steps": st, "copies": c}
-             for l, st, c in itertools.product((0.001, 0.01, 0.1), (100, 300), (0, 8))]
+    grid += [{"method": "head", "l2sp": l2, "steps": st, "copies": c}
+             for l2, st, c in itertools.product((0.001, 0.01, 0.1), (100, 300), (0, 8))]
     tta = bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
     for setting in grid:
         accs = []

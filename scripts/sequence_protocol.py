@@ -36,8 +36,14 @@ from ferlib.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 from ferlib.inputs import Mirror, TensorSet  # noqa: E402
 from ferlib.personal import AdaptConfig, adapt_model  # noqa: E402
 from ferlib.pipeline import DEFAULT_SMOOTHING, Smoother  # noqa: E402
-from ferlib.sequence import (DEFAULT_BASE, SequenceConfig, n_parameters, predict_causal,  # noqa: E402
-                             train_sequence_model, video_embeddings)
+from ferlib.sequence import (  # noqa: E402
+    DEFAULT_BASE,
+    SequenceConfig,
+    n_parameters,
+    predict_causal,
+    train_sequence_model,
+    video_embeddings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"

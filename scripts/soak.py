@@ -29,8 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser.harness import (chromium_page, netns, read_number, screenshot,  # noqa: E402
-                                   streamlit_server, webrtc_frame)
+from tests.browser.harness import chromium_page, netns, read_number, screenshot, streamlit_server, webrtc_frame  # noqa: E402
 
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 GROWTH_LIMIT_MB = 50.0

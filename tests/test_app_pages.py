@@ -7,8 +7,8 @@ MediaPipe, the store and the models run for real. Data goes to a temporary FERLI
 from __future__ import annotations
 
 import base64
-import re
 import json
+import re
 import time
 from types import SimpleNamespace
 

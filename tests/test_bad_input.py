@@ -31,7 +31,6 @@ from ferlib.models import create_model
 from ferlib.pipeline import Pipeline
 from ferlib.store import Store
 from ferlib.train import TrainConfig, train
-
 from tests.helpers import FIXTURE_CLIP
 
 FACE_FRAME = 300  # a frame of the fixture clip with one clear, frontal face
@@ -230,7 +229,8 @@ def _files(st: Store) -> dict[Path, bytes]:
 def _says_disk_full(errors: list[str], ctx: Ctx) -> None:
     assert len(errors) == 1, errors
     msg = errors[0].replace(str(ctx.tmp), "<tmp>")
-    assert re.search(r"recording stopped: could not write <tmp>/data/sessions/1/\w+\.npy: No space left on device", msg), msg
+    assert re.search(r"recording stopped: could not write <tmp>/data/sessions/1/\w+\.npy: "
+                     r"No space left on device", msg), msg
 
 
 def _many_faces(ctx: Ctx):
@@ -308,7 +308,8 @@ CASES = [
          InputError, ("photo.jpg", "corrupt or truncated")),
     Case("truncated-jpeg", lambda c: load_image(c.file("cut.jpg", _encode(".jpg", c.face)[:400])),
          InputError, ("cut.jpg", "truncated|unreadable|corrupt")),
-    Case("truncated-png", lambda c: load_image(c.file("cut.png", (lambda b: b[: len(b) // 2])(_encode(".png", c.face)))),
+    Case("truncated-png",
+         lambda c: load_image(c.file("cut.png", (lambda b: b[: len(b) // 2])(_encode(".png", c.face)))),
          InputError, ("cut.png", "truncated")),
     Case("zero-byte-file", lambda c: load_image(c.file("empty.png", b"")), InputError, ("empty.png", "zero bytes")),
     Case("huge-header-20000x20000", lambda c: load_image(c.file("huge.png", huge_png_header())),
@@ -344,7 +345,8 @@ CASES = [
         _csv(c, "px.csv", "emotion,pixels,Usage", GOOD_PIXELS[:-3] + "abc")),
          InputError, ("px.csv", "line 2", "not space-separated integers")),
     Case("fer2013-csv-wrong-pixel-count", lambda c: import_fer2013_csv(
-        _csv(c, "short.csv", "emotion,pixels,Usage", "1 2 3")), InputError, ("short.csv", "line 2", "2304 pixel values")),
+        _csv(c, "short.csv", "emotion,pixels,Usage", "1 2 3")),
+         InputError, ("short.csv", "line 2", "2304 pixel values")),
     Case("fer2013-csv-pixel-out-of-range", lambda c: import_fer2013_csv(
         _csv(c, "range.csv", "emotion,pixels,Usage", GOOD_PIXELS[:-3] + "999")), InputError, ("range.csv", "0-255")),
     Case("fer2013-csv-binary", lambda c: import_fer2013_csv(c.file("bin.csv", b"\xff\xfe\x00\x81garbage")),

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from tests.helpers import shared_file
 from ferlib import bench
 from ferlib.bench import BACKENDS, BenchConfig, md_table, spread
 from ferlib.cli import main
 from ferlib.errors import InputError
+from tests.helpers import shared_file
 
 
 def _numbers(row: dict) -> list[float]:

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import shared_file
 from ferlib.data import extract_crops, extract_landmarks, import_fer2013, import_image_folder
 from ferlib.io import iter_video
 from ferlib.landmarks import LandmarkExtractor
+from tests.helpers import shared_file
 
 FRAMES = (0, 100, 300, 400)
 

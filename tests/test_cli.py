@@ -17,7 +17,6 @@ from ferlib.cli import main
 from ferlib.data.tensors import dataset_sha256, import_dataset
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
-
 from tests.helpers import ROOT
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from ferlib.io import iter_video
 from ferlib.store import Store
-
 from tests.helpers import ROOT
 
 N_FRAMES = 24

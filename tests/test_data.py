@@ -9,10 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import shared_file
-from ferlib.data import (COLUMNS, import_affectnet, import_ckplus, import_fer2013, import_fer2013_csv,
-                         import_image_folder, import_recordings, open_zip, read_image, read_sample)
+from ferlib.data import (
+    COLUMNS,
+    import_affectnet,
+    import_ckplus,
+    import_fer2013,
+    import_fer2013_csv,
+    import_image_folder,
+    import_recordings,
+    open_zip,
+    read_image,
+    read_sample,
+)
 from ferlib.errors import InputError
+from tests.helpers import shared_file
 
 
 def _png(seed: int, size: int = 48, colour: bool = False) -> bytes:

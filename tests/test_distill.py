@@ -42,7 +42,7 @@ def _weights(config, tr, va, **kw):
 
 
 def test_distill_weight_zero_equals_plain_training():
-    (tr, raw), (va, _) = task(96), task(32, seed=1)
+    (tr, _raw), (va, _) = task(96), task(32, seed=1)
     teacher = torch.softmax(torch.randn(len(tr), 3, generator=torch.Generator().manual_seed(0)), 1)
     cfg = TrainConfig(epochs=2, batch_size=16, seed=3, augment=True)
     a = _weights(cfg, tr, va)
@@ -69,8 +69,9 @@ def test_distill_loss_and_checks():
               teacher_probs=torch.full((3, 3), 1 / 3))
     with pytest.raises(InputError):
         TrainConfig(distill_weight=1.5)
+    new_keys = ("distill_weight", "distill_temperature", "pose_augment")
     assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items()
-                                  if k not in ("distill_weight", "distill_temperature", "pose_augment")}) == TrainConfig()
+                                  if k not in new_keys}) == TrainConfig()
 
 
 def test_distillation_pulls_the_student_to_the_teacher():

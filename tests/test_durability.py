@@ -21,7 +21,6 @@ from ferlib.classes import FER7
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 from ferlib.store import Store
-
 from tests.helpers import FIXTURE_CLIP, ROOT
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ from ferlib.classes import FER7
 from ferlib.cli import main
 from ferlib.errors import InputError, ModelFileError
 from ferlib.export import PARITY_ATOL, example_batch, export_onnx, export_torchscript
-from ferlib.runtime import OnnxRunner, TorchScriptRunner
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model, list_models
+from ferlib.runtime import OnnxRunner, TorchScriptRunner
 
 # Registry name -> (create_model kwargs, InputSpec overrides); every registered model is listed.
 CASES = {name: ({}, {}) for name in list_models()}
@@ -39,7 +39,8 @@ def _trained_like(name: str, kwargs: dict) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    reason=NOT_EXPORTABLE[n], raises=ModelFileError, strict=True)) if n in NOT_EXPORTABLE else n for n in sorted(CASES)])
+    reason=NOT_EXPORTABLE[n], raises=ModelFileError, strict=True)) if n in NOT_EXPORTABLE else n
+    for n in sorted(CASES)])
 def test_export_parity(name):
     kwargs, overrides = CASES[name]
     model = _trained_like(name, kwargs)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import FIXTURES
 from ferlib import normalize as N
 from ferlib.errors import InputError
 from ferlib.features import DISTANCE_POINTS, num_distances, pairwise_distances
+from tests.helpers import FIXTURES
 
 
 def test_distances_shape_values_and_order():

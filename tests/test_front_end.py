@@ -15,7 +15,6 @@ from ferlib.io import iter_video
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.pipeline import Pipeline, shipped_fallback_model
 from ferlib.predict import columns_for, predict
-
 from tests.helpers import ROOT
 
 IMAGE_MODEL = ROOT / "models" / "image_cnn_fer2013"

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import FIXTURES, shared_file
 from ferlib.errors import InputError
 from ferlib.io import iter_video, load_image
 from ferlib.landmarks import LandmarkExtractor, face_crop
+from tests.helpers import FIXTURES, shared_file
 
 FRAMES = tuple(range(0, 480, 40))  # the frames of tests/fixtures/clip_landmarks.npy
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import FIXTURES
 from ferlib import normalize as N
 from ferlib.errors import InputError
+from tests.helpers import FIXTURES
 
 # Proposed and similarity are exactly invariant to similarity transforms in exact arithmetic (the
 # fitted transform absorbs the applied one); float64 solves + float32 output leave ~1e-7.

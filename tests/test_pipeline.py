@@ -15,7 +15,6 @@ from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 from ferlib.pipeline import Pipeline, Smoother
 from ferlib.predict import columns_for, predict
-
 from tests.helpers import ROOT
 
 

@@ -25,7 +25,6 @@ from ferlib.inputs import spec_for_model
 from ferlib.io import iter_video
 from ferlib.models import create_model
 from ferlib.store import Store
-
 from tests.helpers import FIXTURE_CLIP, ROOT
 
 APP_SOURCES = sorted([*ROOT.glob("ferlib/**/*.py"), *ROOT.glob("webapp/**/*.py"), *ROOT.glob("pages/*.py"),
@@ -268,7 +267,8 @@ def test_names_with_separators_or_control_characters_are_refused(tmp_path, name)
     tree = sorted(tmp_path.rglob("*"))
     f = tmp_path / "data" / "x.safetensors"
     for call in (lambda: st.create_session(name), lambda: st.model_dir(name), lambda: st.start_run(name, {}),
-                 lambda: st.register_model(name, f, {}), lambda: jobs.start(st, jobs.TrainSpec(name=name, session_ids=[]))):
+                 lambda: st.register_model(name, f, {}),
+                 lambda: jobs.start(st, jobs.TrainSpec(name=name, session_ids=[]))):
         with pytest.raises(InputError, match="separator|control|letters, digits"):
             call()
     assert sorted(tmp_path.rglob("*")) == tree, "nothing was created"

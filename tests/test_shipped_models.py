@@ -43,7 +43,8 @@ def test_default_model_sees_the_laugh(fixture_clip):
     laugh = df[(df["frame"] >= 11 * fps) & (df["detected"] == 1)]
     assert len(laugh) > 150
     happy = float((laugh["label"] == "happy").mean())
-    assert happy > 0.5, f"only {happy:.0%} of the laughing frames are 'happy': {laugh['label'].value_counts().to_dict()}"
+    assert happy > 0.5, \
+        f"only {happy:.0%} of the laughing frames are 'happy': {laugh['label'].value_counts().to_dict()}"
     early = df[(df["frame"] < 8 * fps) & (df["detected"] == 1)]
     assert float((early["label"] == "happy").mean()) < happy
     assert np.allclose(df.loc[df.detected == 1, [f"p_{c}" for c in FER7]].sum(axis=1), 1, atol=1e-4)

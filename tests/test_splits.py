@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import shared_file
 from ferlib.data import chunked_split, import_ckplus, split_counts, subject_split
 from ferlib.errors import InputError
+from tests.helpers import shared_file
 
 
 def _recordings(seed: int = 0) -> pd.DataFrame:

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from ferlib.data import import_image_folder
-from ferlib.data.tensors import (Prepared, concat_prepared, dataset_sha256, detect_kind, ensure_val_split,
-                                 import_dataset, prepare, split_prepared)
+from ferlib.data.tensors import (
+    Prepared,
+    concat_prepared,
+    dataset_sha256,
+    detect_kind,
+    ensure_val_split,
+    import_dataset,
+    prepare,
+    split_prepared,
+)
 from ferlib.errors import InputError
 from ferlib.evaluate import evaluate
 from ferlib.inputs import InputSpec, TensorSet

@@ -12,9 +12,17 @@ import torch
 from ferlib.checkpoint import make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import InputError
-from ferlib.features import DISTANCE_POINTS, pairwise_distances
-from ferlib.inputs import (Augmenter, InputSpec, Mirror, TensorSet, build_batch, clarity_stratum,
-                           keypoint_targets, render_heatmaps)
+from ferlib.features import DISTANCE_POINTS
+from ferlib.inputs import (
+    Augmenter,
+    InputSpec,
+    Mirror,
+    TensorSet,
+    build_batch,
+    clarity_stratum,
+    keypoint_targets,
+    render_heatmaps,
+)
 from ferlib.models import create_model
 from ferlib.normalize import MIRROR_PERMUTATION, SUBSETS
 from ferlib.train import TrainConfig, class_weights, finetune, train

@@ -25,9 +25,8 @@ from ferlib.inputs import InputSpec, TensorSet, spec_for_model
 from ferlib.models import create_model, list_models
 from ferlib.normalize import canonical_face
 from ferlib.train import TrainConfig, _on_device, finetune, train
-from webapp import jobs
-
 from tests.helpers import ROOT
+from webapp import jobs
 
 HAS_CUDA = torch.cuda.is_available()
 needs_no_cuda = pytest.mark.skipif(HAS_CUDA, reason="on a CUDA machine 'auto' trains on the GPU")

@@ -4,8 +4,9 @@ Cache layout: ``<cache dir>/<settings hash>/*.npz`` shards (default ``<cache>/la
 ferlib.locations, ``$FERLIB_CACHE`` or ``$FERLIB_HOME/cache``). The settings hash covers the
 extractor's arguments and tuning constants, the MediaPipe version, `resize_to` and the cache
 format, so a changed setting never reuses stale results. Within it, an entry's key is the sha256
-of the image's bytes (file or zip member, or the decoded pixels of csv rows). Shards are written atomically every `shard_size` new results, so an
-interrupted run keeps what it had done and a re-run only hashes the images.
+of the image's bytes (file or zip member, or the decoded pixels of csv rows). Shards are written
+atomically every `shard_size` new results, so an interrupted run keeps what it had done and a
+re-run only hashes the images.
 """
 from __future__ import annotations
 

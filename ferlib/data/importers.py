@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-import cv2
 import numpy as np
 import pandas as pd
 

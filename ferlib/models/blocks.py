@@ -9,7 +9,8 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-def vgg_trunk(cin: int, width: int, stages: int = 3, dropout: float = 0.1, pooled: int = 3) -> tuple[nn.Sequential, int]:
+def vgg_trunk(cin: int, width: int, stages: int = 3, dropout: float = 0.1,
+              pooled: int = 3) -> tuple[nn.Sequential, int]:
     """[conv-bn-relu x2, maxpool, dropout] per stage, widths width*2^i, then adaptive pool to
     pooled x pooled and flatten. Returns (module, flattened feature count)."""
     layers: list[nn.Module] = []

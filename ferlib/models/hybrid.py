@@ -55,7 +55,8 @@ class HybridFusion(FerModel):
                             landmark_hidden=landmark_hidden, hidden=hidden, dropout=dropout)
         self.image_branch, n_img = vgg_trunk(1, width, 3)
         self.landmark_branch = nn.Sequential(nn.Flatten(), mlp([3 * num_points, landmark_hidden, landmark_hidden], 0.2))
-        self.fuse = nn.Sequential(nn.Linear(n_img + landmark_hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.fuse = nn.Sequential(nn.Linear(n_img + landmark_hidden, hidden), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout))
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import vgg_trunk
 from ferlib.errors import InputError
 
+from .blocks import vgg_trunk
 from .registry import FerModel, register_model
 
 # Face mesh indices of the regressed points (subject's right/left; iris centres and lip corners).

@@ -46,7 +46,8 @@ class ResNet18Attention(FerModel):
     def __init__(self, num_classes: int = 7, width: int = 64, se_reduction: int = 16, dropout: float = 0.3):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, width=width, se_reduction=se_reduction, dropout=dropout)
-        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(inplace=True)]
         c = width
         for i, stride in enumerate((1, 2, 2, 2)):
             w = width * 2 ** i

@@ -3,8 +3,18 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import (ROOT, body_text, chromium_page, netns, read_number, screenshot, streamlit_server,
-                      wait_for_number, webrtc_frame, webrtc_stream)
+from .harness import (
+    ROOT,
+    body_text,
+    chromium_page,
+    netns,
+    read_number,
+    screenshot,
+    streamlit_server,
+    wait_for_number,
+    webrtc_frame,
+    webrtc_stream,
+)
 
 ECHO_APP = ROOT / "tests" / "browser" / "echo_app.py"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -18,8 +18,20 @@ import pytest
 from ferlib.classes import CLASSES
 
 from .conftest import FIXTURE_CLIP, _make_y4m
-from .harness import (ROOT, body_text, chromium_page, netns, prepare_studio, require_browser_tools, screenshot,
-                      streamlit_server, wait_for_number, wait_for_script_idle, wait_for_text, webrtc_stream)
+from .harness import (
+    ROOT,
+    body_text,
+    chromium_page,
+    netns,
+    prepare_studio,
+    require_browser_tools,
+    screenshot,
+    streamlit_server,
+    wait_for_number,
+    wait_for_script_idle,
+    wait_for_text,
+    webrtc_stream,
+)
 
 APP = ROOT / "app.py"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

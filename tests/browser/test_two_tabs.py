@@ -8,8 +8,16 @@ import pytest
 
 from ferlib.store import Store
 
-from .harness import (ROOT, chromium_page, netns, prepare_studio, screenshot, streamlit_server, wait_for_number,
-                      webrtc_stream)
+from .harness import (
+    ROOT,
+    chromium_page,
+    netns,
+    prepare_studio,
+    screenshot,
+    streamlit_server,
+    wait_for_number,
+    webrtc_stream,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
