@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
 
 from ferlib import store as store_mod
 from ferlib.errors import InputError, StorageError
 from ferlib.store import Store, pose_bin, validate_name
+from tests.helpers import ROOT
 
 
 def _pts(seed: int = 0) -> np.ndarray:
