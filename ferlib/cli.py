@@ -632,8 +632,9 @@ def cmd_models(args) -> int:
         return 2
     print(zoo.table(rows, default))
     sources = sorted({r["time_source"] for r in rows if r["time_source"]})
-    print(f"\n{len(rows)} models in {locations.models_dir()}; * = the default of predict and the app. Pass a name "
-          "to --model, finetune, evaluate, export or Pipeline(model=...).\ntest acc. / macro F1: the card's test "
+    print(f"\n{len(rows)} models in {locations.models_dir()}; * = the default of predict and the app. A classifier's "
+          "name goes to predict --model, finetune, evaluate, export or Pipeline(model=...); the keypoint regressor's "
+          "to --keypoint-model.\ntest acc. / macro F1: the card's test "
           "split, faces MediaPipe missed counted as wrong; ms/face: the model alone, batch 1, 1 thread "
           f"({', '.join(sources) if sources else 'not measured here'}).", file=sys.stderr)
     return 0
