@@ -1,17 +1,12 @@
 """Shared test fixtures and markers."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# `tests.helpers` from whatever folder pytest is started in (python -m pytest adds the working folder only).
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # tests/test_packaging.py still imports these from conftest; every other module takes them from tests.helpers.
-from tests.helpers import FIXTURE_CLIP, FIXTURES, ROOT, SHARED, SHARED_DATA, shared_file  # noqa: E402,F401
+from tests.helpers import FIXTURE_CLIP, FIXTURES, ROOT, SHARED, SHARED_DATA, shared_file  # noqa: F401
 
 
 def _limit_threads() -> None:
