@@ -154,9 +154,9 @@ def test_new_classes_need_the_classic_fine_tune(clip_dataset, tmp_path, capsys):
                                            (["--classes", "happy,sad"], "train")])
 def test_adapt_auto_picks_personal_adaptation_for_a_person_and_the_classic_fine_tune_otherwise(
         clip_dataset, tmp_path, capsys, extra, method):
-    rc = ferlib_main(["finetune", "landmark_cnn1d_fer2013", "--data", str(clip_dataset), "--out", str(tmp_path / "m"),
-                      "--epochs", "1", "--no-save", "--cache-dir", str(tmp_path / "c"), "--run-dir", str(tmp_path / "r"),
-                      *extra])
+    rc = ferlib_main(["finetune", "landmark_cnn1d_fer2013", "--data", str(clip_dataset),
+                      "--out", str(tmp_path / "m"), "--epochs", "1", "--no-save",
+                      "--cache-dir", str(tmp_path / "c"), "--run-dir", str(tmp_path / "r"), *extra])
     assert rc == 0
     assert f"--adapt auto: {method} (" in capsys.readouterr().err
 

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from ferlib.errors import InputError
-from ferlib.sequence import (SequenceConfig, n_parameters, predict_causal, train_sequence_model, video_embeddings,
-                             windows)
+from ferlib.sequence import (
+    SequenceConfig,
+    n_parameters,
+    predict_causal,
+    train_sequence_model,
+    video_embeddings,
+    windows,
+)
 
 STEP = 2  # every second frame (12 fps): the front end dominates this file's time
 
