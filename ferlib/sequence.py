@@ -212,7 +212,6 @@ def predict_causal(model: SequenceClassifier, frame_embeddings) -> np.ndarray:
     return probs.numpy()
 
 
-@torch.no_grad()
 @dataclass
 class VideoEmbeddings:
     """The front end's output for every decoded (kept) frame of a video.
