@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-# tests/test_packaging.py still imports these from conftest; every other module takes them from tests.helpers.
-from tests.helpers import FIXTURE_CLIP, FIXTURES, ROOT, SHARED, SHARED_DATA, shared_file  # noqa: F401
+from tests.helpers import FIXTURE_CLIP
 
 
 def _limit_threads() -> None:

@@ -18,8 +18,7 @@ import ferlib
 from ferlib import locations, zoo
 from ferlib.checkpoint import resolve_checkpoint
 from ferlib.errors import ModelFileError
-
-from conftest import FIXTURE_CLIP, ROOT
+from tests.helpers import FIXTURE_CLIP, ROOT
 
 FERLIB = Path(sys.executable).parent / "ferlib"
 SHIPPED = sorted(p.stem for p in (ROOT / "models").glob("*.json"))
@@ -132,7 +131,8 @@ def test_locations_follow_ferlib_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     assert locations.home() == home
     assert default_root() == locations.data_dir() == home / "data"
-    assert default_cache_dir() == home / "cache" / "landmarks" and default_cache_dir("crops") == home / "cache" / "crops"
+    assert default_cache_dir() == home / "cache" / "landmarks"
+    assert default_cache_dir("crops") == home / "cache" / "crops"
     assert locations.runs_dir() == home / "runs"
     assert locations.models_dir() == ROOT / "models", "the shipped models do not move with FERLIB_HOME"
     # the per-folder variables still override
