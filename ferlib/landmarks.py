@@ -30,9 +30,10 @@ from ferlib.normalize import head_pose
 from ferlib.tracking import FaceTracker, greedy_match
 from ferlib.types import Face
 
-FRONT_END = 3
+FRONT_END = 4
 """Version of the face front end (part of the landmark cache's key): 2 = the detection cascade for
-every image size, stills' whole-image stage, faces kept without landmarks; 3: RETRY_PADS."""
+every image size, stills' whole-image stage, faces kept without landmarks; 3: RETRY_PADS; 4: the
+short-range stage's smoothed retry (ferlib.detection.SMOOTH_KERNEL)."""
 MODES = ("video", "static")
 
 
