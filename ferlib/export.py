@@ -4,8 +4,8 @@
 batch key, the model card in the metadata) after checking that ONNX Runtime reproduces the PyTorch
 outputs within PARITY_ATOL on two example batches of different sizes. `export_torchscript` traces
 the model (TorchScript is deprecated in torch 2.13; ONNX is the fast path). The exported models run
-through ferlib.runtime (`OnnxRunner`, `TorchScriptRunner`, or `load_runner(path)`), which imports
-this module only when it exports in memory.
+through ferlib.runners (`OnnxRunner`, `TorchScriptRunner`), which this module checks them with, or
+`ferlib.runtime.load_runner(path)`, which builds on both.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ferlib.errors import InputError, ModelFileError
 from ferlib.fsutil import atomic_write_bytes, json_default
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
-from ferlib.runtime import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
+from ferlib.runners import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime 1.31 runs opsets up to 23)."""
