@@ -128,6 +128,25 @@ def time_calls(fn, seconds: float, warmup: int = 3, min_iters: int = 5, max_iter
     return out
 
 
+def _timed_mesh_frames(clip, max_frames, mesh):
+    """(timestamp, BGR frame, decode ms, face-mesh ms) for each frame of `clip`: decoding and a
+    MediaPipe face mesh (`mesh`, a FaceMesh graph) alone, the floor every pipeline is measured against."""
+    import cv2
+
+    from ferlib.io import iter_video
+
+    it = iter_video(clip, max_frames=max_frames)
+    while True:
+        t0 = time.perf_counter()
+        item = next(it, None)
+        if item is None:
+            return
+        _, ts, bgr = item
+        t1 = time.perf_counter()
+        mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        yield ts, bgr, (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+
+
 def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -212,11 +231,9 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
     time of that frame + its share of its batch's prepare + model time. Returns (mesh_alone rows,
     pipeline rows, stage rows); the stage rows (batch 1, first thread count) add the Live page's
     overlay drawing."""
-    import cv2
     import mediapipe as mp
 
     from ferlib.draw import draw_result
-    from ferlib.io import iter_video
     from ferlib.landmarks import LandmarkExtractor
     from ferlib.pipeline import Pipeline
     from ferlib.types import FrameResult, Prediction
@@ -263,18 +280,9 @@ def bench_live(cfg: BenchConfig, roles: dict, runners: Runners, backend_for: dic
         for p in pipes.values():
             p.reset()
         with _no_gc():
-            it = iter_video(cfg.clip, max_frames=max_frames)
-            while True:
-                t0 = time.perf_counter()
-                item = next(it, None)
-                if item is None:
-                    break
-                _, ts, bgr = item
-                t1 = time.perf_counter()
-                mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                t2 = time.perf_counter()
-                t["decode"].append((t1 - t0) * 1e3)
-                t["mesh"].append((t2 - t1) * 1e3)
+            for ts, bgr, decode_ms, mesh_ms in _timed_mesh_frames(cfg.clip, max_frames, mesh):
+                t["decode"].append(decode_ms)
+                t["mesh"].append(mesh_ms)
                 for role in roles:
                     t0 = time.perf_counter()
                     faces = extractors[role].process(bgr, ts)
@@ -492,10 +500,8 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
     model x thread count (the user's objects: `Pipeline(model, threads=T)`, torch's threads set to T
     as `ferlib predict --threads T` does); then a 5-face group photo through static-mode Pipelines.
     Returns (predict rows, per-frame rows, ratio rows)."""
-    import cv2
     import mediapipe as mp
 
-    from ferlib.io import iter_video
     from ferlib.landmarks import LandmarkExtractor
     from ferlib.pipeline import Pipeline
     from ferlib.runtime import set_torch_threads
@@ -524,21 +530,12 @@ def bench_paths(cfg: BenchConfig, frames) -> tuple[list[dict], list[dict], list[
                 for p in pipes.values():
                     p.reset()
                 with _no_gc():
-                    it = iter_video(cfg.clip, max_frames=cfg.frames)
                     n = 0
-                    while True:
-                        t0 = time.perf_counter()
-                        item = next(it, None)
-                        if item is None:
-                            break
-                        _, ts, bgr = item
-                        t1 = time.perf_counter()
-                        mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                        t2 = time.perf_counter()
+                    for ts, bgr, decode_ms, mesh_ms in _timed_mesh_frames(cfg.clip, cfg.frames, mesh):
                         keep = n >= warm or rnd > 0
                         if keep:
-                            t["decode"].append((t1 - t0) * 1e3)
-                            t["face_mesh"].append((t2 - t1) * 1e3)
+                            t["decode"].append(decode_ms)
+                            t["face_mesh"].append(mesh_ms)
                         for k in order:
                             set_torch_threads(k[1])
                             t0 = time.perf_counter()
