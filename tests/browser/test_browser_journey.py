@@ -192,7 +192,9 @@ def test_the_whole_journey_in_a_browser(app, clips):
         # Live: the new model by default, named, with its label
         _go(page, "Live")
         assert f"{model} (live)" in body_text(page)
-        video = page.locator('iframe[src*="streamlit_webrtc"]').first.bounding_box()
+        frame = page.locator('iframe[src*="streamlit_webrtc"]').first
+        frame.wait_for(state="visible", timeout=30_000)  # the component's iframe mounts after the page text
+        video = frame.bounding_box()
         main = page.locator('[data-testid="stMainBlockContainer"]').first.bounding_box()
         assert video and main and video["width"] > 0.45 * main["width"], (video, main)  # 3/5 of the content, not 2/5
         with webrtc_stream(page):
