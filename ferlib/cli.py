@@ -29,6 +29,12 @@ def _write_csv(df, out: Path) -> None:
 def cmd_predict(args) -> int:
     import time
 
+    if args.engine == "ray":  # an actor pool, resumable shards (ferlib.scale)
+        from ferlib.scale import predict_command
+
+        return predict_command(args)
+    if args.address or args.workers is not None or args.shard_dir:
+        raise InputError("--address, --workers and --shard-dir are for --engine ray")
     t_start = time.perf_counter()
     from ferlib.pipeline import Pipeline
     from ferlib.predict import predict
@@ -236,25 +242,27 @@ def _finish_training(model, card, sets, result, args, run_dir: Path) -> int:
 def cmd_extract(args) -> int:
     from ferlib.data.tensors import import_dataset, landmarks_of
     from ferlib.data.cache import detection_summary
+    from ferlib.scale import extract_runner
 
     report = {}
-    for path in args.datasets:
-        df = import_dataset(path, args.dataset_kind)
-        lm, found, ex = landmarks_of(df, workers=args.workers, cache_dir=args.cache_dir, progress=True,
-                                     extractor_kwargs=_extractor_kwargs(args))
-        summary = detection_summary(df, found)
-        print(f"{path} ({df.attrs['kind']}): {len(df)} images, detection rate {found.mean():.4f}"
-              + (f"; {ex.n_extracted} extracted, {ex.n_cached} cached, {ex.seconds:.1f} s" if ex else
-                 "; landmarks stored with the recordings"))
-        print(summary.to_string())
-        errors = ex.errors if ex else {}
-        for p, why in list(errors.items())[:10]:
-            print(f"unreadable: {p}: {why}", file=sys.stderr)
-        report[str(path)] = {"kind": df.attrs["kind"], "images": len(df), "detection_rate": float(found.mean()),
-                             "errors": errors,
-                             "summary": [{"split": s, "label": lab, **{k: (float(v) if k == "rate" else int(v))
-                                                                      for k, v in row.items()}}
-                                         for (s, lab), row in summary.iterrows()]}
+    with extract_runner(args.engine, args.address, args.workers) as runner:  # None: the local process pool
+        for path in args.datasets:
+            df = import_dataset(path, args.dataset_kind)
+            lm, found, ex = landmarks_of(df, workers=args.workers, cache_dir=args.cache_dir, progress=True,
+                                         extractor_kwargs=_extractor_kwargs(args), runner=runner)
+            summary = detection_summary(df, found)
+            print(f"{path} ({df.attrs['kind']}): {len(df)} images, detection rate {found.mean():.4f}"
+                  + (f"; {ex.n_extracted} extracted, {ex.n_cached} cached, {ex.seconds:.1f} s" if ex else
+                     "; landmarks stored with the recordings"))
+            print(summary.to_string())
+            errors = ex.errors if ex else {}
+            for p, why in list(errors.items())[:10]:
+                print(f"unreadable: {p}: {why}", file=sys.stderr)
+            report[str(path)] = {"kind": df.attrs["kind"], "images": len(df), "detection_rate": float(found.mean()),
+                                 "errors": errors,
+                                 "summary": [{"split": s, "label": lab, **{k: (float(v) if k == "rate" else int(v))
+                                                                          for k, v in row.items()}}
+                                             for (s, lab), row in summary.iterrows()]}
     if args.json:
         _write_json(report, Path(args.json))
     return 0
@@ -559,6 +567,15 @@ def _runtime_options(p, why: str) -> None:
                    help=f"intra-op threads of the model runner and of torch (default {why})")
 
 
+def _engine_options(p) -> None:
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (default): this machine's processes; ray: a Ray actor pool (pip install -e .[scale]; "
+                        "docs/scale.md)")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: the cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: start a "
+                        "local one on 127.0.0.1")
+
+
 def _keypoint_option(p) -> None:
     p.add_argument("--keypoint-model", default=None, metavar="PATH",
                    help="keypoint_regressor checkpoint: retry faces face mesh missed, keypoint-aligned "
@@ -658,6 +675,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keypoint_regressor checkpoint for the keypoint-aligned retry of faces the cascade "
                         "or face mesh missed; default auto = the shipped one (FER2013 PrivateTest: faces "
                         "found 97.1 -> 97.9 %%; it runs only on misses), none = off")
+    _engine_options(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="--engine ray: actors, one Pipeline and one CPU each (default: local cluster 2 at most, "
+                        "else the cluster's CPUs)")
+    p.add_argument("--shard-dir", default=None,
+                   help="--engine ray: folder of finished-task shards, for resuming (default OUT.shards)")
+    p.add_argument("--image-batch", type=int, default=16, help="--engine ray: images per task (default 16)")
+    p.add_argument("--keep-shards", action="store_true", help="--engine ray: keep the shards after the CSV")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("extract", help="fill the landmark cache of datasets and print detection rates")
@@ -668,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache folder (landmarks/ inside); default $FERLIB_CACHE or $FERLIB_HOME/cache")
     p.add_argument("--json", default=None, help="also write the detection report as JSON")
     _keypoint_option(p)
+    _engine_options(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("train", help="train a registered model on datasets; writes a checkpoint with its card")

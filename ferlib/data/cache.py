@@ -199,6 +199,7 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
                       workers: int | None = None, resize_to: int | None = None,
                       extractor_kwargs: dict | None = None, progress: bool = True,
                       callback: ProgressCallback | None = None, shard_size: int = 2000,
+                      runner: Callable[..., Iterator[tuple]] | None = None,
                       _misses_only: bool = False) -> Extraction:
     """Landmarks of every row of a dataset DataFrame (largest face per image), cached by content.
 
@@ -209,6 +210,8 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
     `extractor_kwargs={"keypoint_model": PATH}` (ferlib.realign): the images are extracted (or
     read from the cache) without it first, then only the misses go through the keypoint retry, in a
     cache of their own keyed by the regressor's sha256.
+    `runner`: what extracts the uncached images instead of this module's process pool, with `_run`'s
+    signature (e.g. ferlib.scale.RayExtractRunner: a Ray actor pool running `_extract_one`).
     """
     t0 = time.perf_counter()
     if "path" not in df.columns:
@@ -216,7 +219,7 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
     resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
     if kwargs.get("keypoint_model") is not None and not _misses_only:
-        opts = dict(cache_dir=cache_dir, workers=workers, resize_to=resize_to, shard_size=shard_size)
+        opts = dict(cache_dir=cache_dir, workers=workers, resize_to=resize_to, shard_size=shard_size, runner=runner)
         base = extract_landmarks(df, extractor_kwargs={k: v for k, v in kwargs.items() if k != "keypoint_model"},
                                  progress=progress, callback=callback, **opts)
         paths = df["path"].astype(str).to_numpy()
@@ -268,7 +271,7 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
     if callback:
         callback(done, total)
     try:
-        for key, pts, score, box, err in _run(items(), len(todo), kwargs, resize_to, workers):
+        for key, pts, score, box, err in (runner or _run)(items(), len(todo), kwargs, resize_to, workers):
             if err:
                 errors[str(rows[todo[key]]["path"])] = err
             else:
