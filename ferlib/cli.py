@@ -102,70 +102,23 @@ def _extractor_kwargs(args) -> dict | None:
     return None if kp is None else {"keypoint_model": str(kp)}
 
 
-def _prepare(frames, spec, classes, args, train_only=()):
-    """One Prepared over every dataset (train-only ones forced into the train split)."""
-    from ferlib.data.tensors import concat_prepared, prepare
+def _prepare_options(args):
+    from ferlib.workflow import PrepareOptions
 
-    parts = []
-    for df in [*frames, *train_only]:
-        if any(df is t for t in train_only):
-            attrs = df.attrs
-            df = df.assign(split="train")
-            df.attrs = attrs
-        print(f"data {df.attrs['root']} ({df.attrs['kind']}): {len(df)} samples, splits "
-              f"{df['split'].value_counts().to_dict()}", file=sys.stderr)
-        p = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
-                    cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args))
-        if p.info["dropped_labels"]:
-            print(f"  left out labels not among {classes}: {p.info['dropped_labels']}", file=sys.stderr)
-        if p.info["no_crop"]:
-            print(f"  left out {p.info['no_crop']} landmarks-only samples (the model needs crops)", file=sys.stderr)
-        parts.append(p)
-    return concat_prepared(parts) if len(parts) > 1 else parts[0]
+    return PrepareOptions(drop_unknown=args.drop_unknown, workers=args.workers, cache_dir=args.cache_dir,
+                          extractor_kwargs=_extractor_kwargs(args))
 
 
-def _data_card(frames, train_only, sets) -> dict:
-    from ferlib.data.tensors import dataset_sha256
+def _progress():
+    from ferlib.workflow import Progress
 
-    all_frames = [*frames, *train_only]
-    return {"names": [Path(df.attrs["root"]).name for df in all_frames],
-            "datasets": [{"name": Path(df.attrs["root"]).name, "kind": df.attrs["kind"],
-                          "sha256": dataset_sha256(df), "use": "train only" if any(df is t for t in train_only)
-                          else "splits"} for df in all_frames],
-            "splits": {"train": "each dataset's train split (rows without a split train)",
-                       "val": "each dataset's val split, else a seeded stratified share of its train rows",
-                       "test": "each dataset's test split"},
-            "split_rules": {"fer2013": "official Training/PublicTest/PrivateTest", "ckplus": "by subject (seed)",
-                            "studio": "chunked per emotion and session (70/15/15)"},
-            "n": {k: len(v) for k, v in sets.items()},
-            "detection_rate": {k: v.detection_rate for k, v in sets.items()}}
+    return Progress(log=lambda text: print(text, file=sys.stderr), on_event=_log_epoch, bars=True)
 
 
-def _sets(prep) -> dict:
-    from ferlib.data.tensors import split_prepared
+def _training_data(args):
+    from ferlib.workflow import TrainingData
 
-    sets = split_prepared(prep)
-    for need in ("train", "val"):
-        if need not in sets:
-            raise InputError(f"the data has no {need!r} rows (splits: {sorted(sets)}); add samples or --val-frac")
-    return sets
-
-
-def _clarity_strata(spec, sets: dict, n_strata: int):
-    """Clarity-stratum edges (second source design): the Laplacian-variance quantiles of the
-    training faces' crops splitting them into `n_strata` equal groups; spec and sets updated."""
-    from dataclasses import replace
-
-    import numpy as np
-
-    from ferlib.inputs import clarity_score
-
-    train = sets["train"]
-    scores = clarity_score(train.crops[train.detected])
-    edges = tuple(float(q) for q in np.quantile(scores, np.arange(1, n_strata) / n_strata))
-    spec = replace(spec, clarity_edges=edges)
-    print(f"clarity strata: edges {[round(e, 1) for e in edges]} (training-crop quantiles)", file=sys.stderr)
-    return spec, {k: replace(v, spec=spec) for k, v in sets.items()}
+    return TrainingData(_datasets(args), _datasets(args, "extra_train"))
 
 
 def _train_config(args):
@@ -202,39 +155,13 @@ def _log_epoch(ev: dict) -> None:
               f"val_acc {f(ev['val_acc'])} val_f1 {f(ev['val_f1'])} ({ev['elapsed_s']:.0f} s)", file=sys.stderr)
 
 
-def _split_metrics(model, sets, tta: bool) -> dict:
-    from ferlib.evaluate import evaluate
+def _save(outcome, args, run_dir: Path) -> int:
+    from ferlib.workflow import save_outcome
 
-    out = {}
-    for name in ("val", "test"):
-        if name in sets and sets[name].detected.any():
-            out[name] = evaluate(model, classes=list(sets[name].classes), tta_flip=tta, **sets[name].eval_inputs())
-    return out
-
-
-def _finish_training(model, card, sets, result, args, run_dir: Path) -> int:
-    from ferlib.checkpoint import save_checkpoint
-    from ferlib.evaluate import save_metrics
-
-    model.to(result.device or "cpu")  # val/test metrics on the training device (the GPU when it had one)
-    try:
-        metrics = _split_metrics(model, sets, args.tta)
-    finally:
-        model.to("cpu")
-    for name, m in metrics.items():
-        save_metrics(m, run_dir / f"{name}_metrics.json")
-        print(f"{name}: accuracy {m['accuracy_all']:.4f} (misses counted as wrong; detection rate "
-              f"{m['detection_rate']:.4f}), on detected faces {m['accuracy']:.4f}, macro F1 {m['macro_f1_all']:.4f}",
-              file=sys.stderr)
-    card["metrics"] = {**card.get("metrics", {}), **metrics,
-                       "note": "accuracy_all / macro_f1_all count faces MediaPipe missed as wrong"}
-    card["training"] = {**card.get("training", {}), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                        "stopped_early": result.stopped_early, "elapsed_s": result.elapsed_s,
-                        "command": "python -m ferlib " + shlex.join(sys.argv[1:])}
     if args.no_save:
         print(f"not saved (--no-save); metrics in {run_dir}", file=sys.stderr)
         return 0
-    w, c = save_checkpoint(model, Path(args.out), card)
+    w, c = save_outcome(outcome, args.out, command="python -m ferlib " + shlex.join(sys.argv[1:]))
     print(f"saved {w} and {c}; run folder {run_dir}", file=sys.stderr)
     return 0
 
@@ -271,85 +198,22 @@ def cmd_extract(args) -> int:
 def cmd_train(args) -> int:
     import torch
 
-    from ferlib.checkpoint import make_card
-    from ferlib.inputs import spec_for_model
-    from ferlib.models import count_parameters, create_model
-    from ferlib.train import train
+    from ferlib.models import create_model
+    from ferlib.workflow import train_new, training_spec
 
     model_kw = _json_arg(args.model_kw, "--model-kw")
     config = _train_config(args)
-    if config.pose_augment > 0 and create_model(args.model, num_classes=2, **model_kw).input_kind != "landmarks":
-        raise InputError("--pose-augment is for landmark models")
-    frames = _datasets(args)
-    extra = _datasets(args, "extra_train")
-    classes = _classes(args.classes, frames + extra)
+    data = _training_data(args)
+    classes = _classes(args.classes, [*data.frames, *data.train_only])
     torch.manual_seed(args.seed)
     model = create_model(args.model, num_classes=len(classes), **model_kw)
     overrides = {"method": args.method, "subtract_baseline": args.subject_conditioning}
     if args.subset:
         overrides["subset"] = args.subset
-    n_strata = model.hparams.get("n_strata", 1)
-    if n_strata > 1:  # placeholder edges; the real ones are the training crops' clarity quantiles
-        overrides["clarity_edges"] = tuple(float(i) for i in range(n_strata - 1))
-    spec = spec_for_model(model, **overrides)
-    sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
-    if n_strata > 1:
-        spec, sets = _clarity_strata(spec, sets, n_strata)
-    print(f"{args.model}: {count_parameters(model)} parameters, classes {classes}, "
-          f"{ {k: len(v) for k, v in sets.items()} } samples, device {config.device}", file=sys.stderr)
     run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
-    training: dict = {"config": config.to_dict()}
-    teacher_probs = None
-    if config.distill_weight > 0:
-        teacher_probs, training["teacher"] = _teacher_probs(args, frames, extra, classes, sets["train"])
-    train_rows = sets["train"]
-    raw = train_rows.landmarks[train_rows.detected] if config.pose_augment > 0 else None
-    result = train(model, train_rows.tensor_set(), sets["val"].tensor_set(), config, callback=_log_epoch,
-                   run_dir=run_dir, teacher_probs=teacher_probs, raw_landmarks=raw)
-    card = make_card(model, classes, spec, training=training,
-                     data=_data_card(frames, extra, sets), metrics={"val_at_best_epoch": result.best})
-    return _finish_training(model, card, sets, result, args, run_dir)
-
-
-def _teacher_probs(args, frames, extra, classes, student_train):
-    """--teacher: the teacher's class probabilities of every row the student trains on, computed once.
-    The same datasets are prepared with the teacher's own input spec (e.g. face crops); rows align by
-    position (checked by path). Rows the teacher has no input for (a landmark teacher that missed the
-    face) get the one-hot label instead. Returns ((N_student, C) probabilities, card record)."""
-    import numpy as np
-    import torch
-
-    from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
-    from ferlib.train import teacher_probabilities
-
-    path = resolve_checkpoint(args.teacher)
-    teacher, card = load_checkpoint(path)
-    tclasses = list(card["classes"])
-    missing = [c for c in classes if c not in tclasses]
-    if missing:
-        raise InputError(f"--teacher {args.teacher} has classes {tclasses}; it has no {missing}")
-    tta = bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
-    print(f"teacher {card['model']['name']} ({path}; flip TTA {tta}): preparing its inputs", file=sys.stderr)
-    tt = _sets(_prepare(frames, card_spec(card), classes, args, train_only=extra))["train"]
-    if len(tt) != len(student_train) or not np.array_equal(tt.df["path"].astype(str).to_numpy(),
-                                                             student_train.df["path"].astype(str).to_numpy()):
-        raise InputError("the teacher's rows do not line up with the student's (different data after preparing)")
-    rows = student_train.detected
-    both = rows & tt.detected
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    probs = teacher_probabilities(teacher, tt.tensor_set(both), tta_flip=tta)[:, [tclasses.index(c) for c in classes]]
-    probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-12)
-    labels = torch.as_tensor(student_train.labels[rows]).long()
-    out = torch.nn.functional.one_hot(labels, len(classes)).float()
-    out[torch.from_numpy(both[rows])] = probs
-    agree = float((probs.argmax(1) == labels[torch.from_numpy(both[rows])]).float().mean())
-    print(f"teacher probabilities for {int(both.sum())} of {int(rows.sum())} training faces (agrees with the "
-          f"label on {agree:.1%})", file=sys.stderr)
-    record = {"model": card["model"]["name"], "checkpoint": Path(path).name, "weights_sha256": card.get("weights_sha256"),
-              "tta_flip": tta, "rows": int(both.sum()), "rows_one_hot": int((rows & ~tt.detected).sum()),
-              "train_agreement": agree}
-    return out, record
+    outcome = train_new(model, training_spec(model, **overrides), classes, data, config, run_dir=run_dir,
+                        options=_prepare_options(args), progress=_progress(), teacher=args.teacher)
+    return _save(outcome, args, run_dir)
 
 
 FEW_SHOT_MAX = 5000  # --adapt auto: up to this many adaptation samples, personal adaptation
@@ -360,11 +224,11 @@ def cmd_finetune(args) -> int:
 
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a path or a shipped model's name
     _, base = load_checkpoint(args.checkpoint)
-    frames, extra = _datasets(args), _datasets(args, "extra_train")
-    method = _adapt_method(args, base, frames, extra)
+    data = _training_data(args)
+    method = _adapt_method(args, base, data.frames, data.train_only)
     if method == "train":
-        return _finetune_train(args, base, frames, extra)
-    return _finetune_personal(args, method, base, frames, extra)
+        return _finetune_train(args, base, data)
+    return _finetune_personal(args, method, base, data)
 
 
 def _adapt_method(args, base: dict, frames, extra) -> str:
@@ -382,32 +246,23 @@ def _adapt_method(args, base: dict, frames, extra) -> str:
     return method
 
 
-def _finetune_train(args, base: dict, frames, extra) -> int:
+def _finetune_train(args, base: dict, data) -> int:
     """--adapt train: the classic fine-tune (validation split, early stopping): for big datasets."""
-    from ferlib.checkpoint import card_spec
-    from ferlib.train import finetune
+    from ferlib.workflow import finetune_base
 
     config = _train_config(args)
     classes = _classes(args.classes, []) if args.classes else list(base["classes"])
-    spec = card_spec(base)
-    sets = _sets(_prepare(frames, spec, classes, args, train_only=extra))
     run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
-    print(f"fine-tuning {base['model']['name']}: {len(sets['train'])} + {len(sets['val'])} samples, "
-          f"device {config.device}", file=sys.stderr)
-    model, card, result = finetune(args.checkpoint, sets["train"].tensor_set(), sets["val"].tensor_set(),
-                                   config, classes=classes, callback=_log_epoch, run_dir=run_dir)
-    card["data"] = _data_card(frames, extra, sets)
-    card["metrics"] = {"val_at_best_epoch": result.best}
-    return _finish_training(model, card, sets, result, args, run_dir)
+    outcome = finetune_base(args.checkpoint, data, config, classes=classes, run_dir=run_dir,
+                            options=_prepare_options(args), progress=_progress())
+    return _save(outcome, args, run_dir)
 
 
-def _finetune_personal(args, method: str, base: dict, frames, extra) -> int:
+def _finetune_personal(args, method: str, base: dict, data) -> int:
     """--adapt prototype|head|full: few-shot personal adaptation on every train and val row, a fixed
     schedule, no early stopping; a test split, when the data has one (studio sessions), is reported."""
-    from ferlib.checkpoint import card_spec, save_checkpoint
-    from ferlib.data.tensors import concat_prepared
-    from ferlib.evaluate import save_metrics
-    from ferlib.personal import AdaptConfig, adapt
+    from ferlib.personal import AdaptConfig
+    from ferlib.workflow import adapt_personal
 
     if args.classes and _classes(args.classes, []) != list(base["classes"]):
         raise InputError(f"--adapt {method} keeps the base model's classes {base['classes']}; "
@@ -415,40 +270,10 @@ def _finetune_personal(args, method: str, base: dict, frames, extra) -> int:
     config = AdaptConfig(method=method, seed=args.seed, threads=args.threads,
                          **({"epochs": args.epochs} if args.epochs is not None else {}),
                          **({"full_lr": args.lr} if args.lr is not None else {}))
-    classes = list(base["classes"])
-    sets = _split_or_all(_prepare(frames, card_spec(base), classes, args, train_only=extra))
-    fit = [sets[k] for k in ("train", "val") if k in sets]
-    fit = concat_prepared(fit) if len(fit) > 1 else fit[0]
-    print(f"adapting {base['model']['name']} ({method}) to {len(fit)} samples", file=sys.stderr)
-    model, card, report = adapt(args.checkpoint, fit.tensor_set(), config)
-    print(f"adapted in {report['seconds']:.1f} s; samples per emotion {report['per_class']}"
-          + (f"; no samples of {report['classes_without_samples']} (those keep the base model's behaviour)"
-             if report["classes_without_samples"] else ""), file=sys.stderr)
-    card["data"] = {**_data_card(frames, extra, sets), "adaptation": "every train and val row"}
     run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
-    metrics = _split_metrics(model, {k: v for k, v in sets.items() if k == "test"},
-                             card["training"]["config"]["tta_flip"])
-    for name, m in metrics.items():
-        save_metrics(m, run_dir / f"{name}_metrics.json")
-        print(f"{name}: accuracy {m['accuracy_all']:.4f} on {m['n']} samples (misses counted as wrong)",
-              file=sys.stderr)
-    card["metrics"] = metrics
-    card["training"]["command"] = "python -m ferlib " + shlex.join(sys.argv[1:])
-    if args.no_save:
-        print("not saved (--no-save)", file=sys.stderr)
-        return 0
-    w, c = save_checkpoint(model, Path(args.out), card)
-    print(f"saved {w} and {c}", file=sys.stderr)
-    return 0
-
-
-def _split_or_all(prep) -> dict:
-    from ferlib.data.tensors import split_prepared
-
-    sets = split_prepared(prep)
-    if not any(k in sets for k in ("train", "val")):
-        raise InputError(f"the data has no train or val rows to adapt to (splits: {sorted(sets)})")
-    return sets
+    outcome = adapt_personal(args.checkpoint, data, config, run_dir=run_dir, options=_prepare_options(args),
+                             progress=_progress())
+    return _save(outcome, args, run_dir)
 
 
 def cmd_evaluate(args) -> int:

@@ -419,10 +419,11 @@ def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces,
     job = _wait_job(at.session_state["train_run"], timeout=120)
     assert job.status == "done", job.message
     data = store.get_model(job.model_id)["card"]["data"]
-    assert data["extra_train"]["kind"] == "folder" and data["extra_train"]["images"] == 32
-    assert len(data["extra_train"]["sha256"]) == 64
+    (extra,) = [d for d in data["datasets"] if d["use"] == "train only"]  # the card schema of ferlib.workflow
+    assert extra["kind"] == "folder" and extra["images"] == 32
+    assert len(extra["sha256"]) == 64
     # the clip's 32 frames all show a face: every one of them joins the training split, none val/test
-    assert data["counts"]["train"] == studio_train + 32
+    assert data["n"]["train"] == studio_train + 32
     assert store.get_run(job.run_id)["config"]["extra_data"] == str(clip_dataset)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ferlib.data.importers import import_image_folder, import_recordings
 from ferlib.data.splits import chunked_split
-from ferlib.data.tensors import concat_prepared, import_dataset, prepare, split_prepared
+from ferlib.data.tensors import import_dataset, prepare, split_prepared
 from ferlib.errors import InputError
 from ferlib.inputs import InputSpec, TensorSet
 from ferlib.store import Store
@@ -43,13 +43,10 @@ def dataset_path(path: str) -> Path:
     return p
 
 
-def extra_frame(path: str) -> pd.DataFrame:
-    """An imported dataset (`import_dataset`, kind auto) with every row in the train split."""
-    df = import_dataset(dataset_path(path))
-    attrs = dict(df.attrs)
-    df = df.assign(split="train")
-    df.attrs = attrs
-    return df
+def import_extra(path: str) -> pd.DataFrame:
+    """A typed dataset path (`dataset_path`) imported (`import_dataset`, kind auto): the Train page's
+    extra training data (ferlib.workflow.TrainingData.train_only: every row trains)."""
+    return import_dataset(dataset_path(path))
 
 
 def tensor_set(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> tuple[TensorSet, pd.DataFrame]:
@@ -59,18 +56,9 @@ def tensor_set(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> tup
     return p.tensor_set(), p.df
 
 
-def split_sets(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str],
-               extra: pd.DataFrame | None = None, callback=None) -> dict[str, tuple[TensorSet, pd.DataFrame]]:
-    """{split: (TensorSet, rows)} for the non-empty splits of `df`; `extra` (`extra_frame`) adds
-    training rows, its faces found through the landmark cache in this thread (`callback(done, total)`
-    follows that; an exception it raises cancels)."""
+def split_sets(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> dict[str, tuple[TensorSet, pd.DataFrame]]:
+    """{split: (TensorSet, rows)} for the non-empty splits of `df`."""
     p = prepare(df, spec, classes, drop_unknown=True)
-    if extra is not None:
-        try:
-            more = prepare(extra, spec, classes, drop_unknown=True, workers=1, callback=callback)
-        except InputError as e:
-            raise InputError(f"extra training data {extra.attrs.get('root', '')}: {e}") from None
-        p = concat_prepared([p, more])
     return {k: (v.tensor_set(), v.df) for k, v in split_prepared(p).items()}
 
 

@@ -3,29 +3,35 @@
 A job trains outside the Streamlit script thread (`threading.Thread`, one torch thread), tracks
 itself in the store's `runs` table (running -> done/failed/cancelled; a killed app leaves
 'running', which Store.check() marks 'interrupted' at the next start) and registers its result
-as a new model version with its card.
+as a new model version with its card. The training itself is `ferlib.workflow`'s, the one the
+`ferlib train` / `ferlib finetune` commands run, so the card has the same schema.
 """
 from __future__ import annotations
 
 import threading
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ferlib.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
-from ferlib.data.tensors import dataset_sha256
 from ferlib.errors import InputError
-from ferlib.evaluate import evaluate
-from ferlib.inputs import TensorSet, spec_for_model
 from ferlib.models import create_model
-from ferlib.personal import DEFAULT_METHOD, AdaptConfig, adapt
+from ferlib.personal import DEFAULT_METHOD, AdaptConfig
 from ferlib.store import Store, validate_name
-from ferlib.train import TrainConfig, TrainResult, finetune, train
-from webapp.datasets import dataset_path, extra_frame, split_sets, studio_frame
+from ferlib.train import TrainConfig
+from ferlib.workflow import (
+    PrepareOptions,
+    Progress,
+    TrainingData,
+    adapt_personal,
+    finetune_base,
+    save_outcome,
+    train_new,
+    training_spec,
+)
+from webapp.datasets import dataset_path, import_extra, studio_frame
 from webapp.ui import error_text
 
 # Everything the worker needs is imported here, in the importing (script) thread: compiling modules
@@ -116,31 +122,14 @@ def _work(store: Store, job: TrainJob) -> None:
     s = job.spec
     try:
         torch.set_num_threads(1)
-        if s.base_path:
-            _, base_card = load_checkpoint(s.base_path)
-            classes, in_spec = list(base_card["classes"]), card_spec(base_card)
-        else:
-            classes = list(FER7)
-            model = create_model(s.model_type, num_classes=len(classes))
-            in_spec = spec_for_model(model, method=s.normalisation, subtract_baseline=s.subject_conditioning)
         job.message = "loading data"
-        extra = extra_frame(s.extra_data) if s.extra_data else None
+        data = TrainingData([studio_frame(store, s.session_ids)],
+                            [import_extra(s.extra_data)] if s.extra_data else [], studio_sessions=s.session_ids)
 
         def on_extract(done: int, total: int) -> None:
             if job.cancel.is_set():
                 raise _Cancelled
             job.message = f"finding faces in the extra data: {done}/{total} images"
-
-        sets = split_sets(studio_frame(store, s.session_ids), in_spec, classes, extra=extra, callback=on_extract)
-        if "train" not in sets:
-            raise InputError("too few samples for a training split: record more per emotion")
-        job.counts = {k: len(v[1]) for k, v in sets.items()}
-        tr = sets["train"][0]
-        va = sets.get("val", sets["train"])[0]
-        config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, patience=s.patience, lr=s.lr,
-                             freeze_backbone=s.freeze_backbone, num_threads=1, device="auto").resolved()
-        job.device = config.device  # the GPU when torch sees one
-        run_dir = store.root / "runs" / str(job.run_id)
 
         def on_event(ev: dict) -> None:
             if ev["event"] in ("step", "epoch") and ev["epoch"]:
@@ -151,37 +140,39 @@ def _work(store: Store, job: TrainJob) -> None:
                 store.update_run(job.run_id, {"history": job.history})
             job.message = f"epoch {ev['epoch']}/{s.epochs}"
 
+        def log(text: str) -> None:
+            if text.startswith("adapting "):
+                job.message = f"learning your face: {text}"
+
+        progress = Progress(log=log, on_event=on_event, on_extract=on_extract, cancel=job.cancel)
+        options = PrepareOptions(drop_unknown=True, workers=1)
+        config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, patience=s.patience, lr=s.lr,
+                             freeze_backbone=s.freeze_backbone, num_threads=1, device="auto").resolved()
+        job.device = config.device  # the GPU when torch sees one
+        run_dir = store.root / "runs" / str(job.run_id)
         job.message = "training"
         if s.base_path and s.adapt != "train":
-            fit = [sets[k][0] for k in ("train", "val") if k in sets]
-            fit = TensorSet({k: torch.cat([f.tensors[k] for f in fit]) for k in fit[0].tensors},
-                            torch.cat([f.labels for f in fit]), fit[0].spec)
-            job.message = f"learning your face from {len(fit)} samples ({s.adapt})"
-            model, card, report = adapt(s.base_path, fit, AdaptConfig(method=s.adapt), cancel=job.cancel)
-            result = TrainResult(epochs_run=1, elapsed_s=report["seconds"], device="cpu")
+            job.device = "cpu"
+            out = adapt_personal(s.base_path, data, AdaptConfig(method=s.adapt), run_dir=run_dir, options=options,
+                                 progress=progress)
         elif s.base_path:
-            model, card, result = finetune(s.base_path, tr, va, config, classes=classes, callback=on_event,
-                                           cancel=job.cancel, run_dir=run_dir)
+            out = finetune_base(s.base_path, data, config, run_dir=run_dir, options=options, progress=progress,
+                                require_val=False)
         else:
-            result = train(model, tr, va, config, callback=on_event, cancel=job.cancel, run_dir=run_dir)
-            card = make_card(model, classes, in_spec, training={"config": config.to_dict()},
-                             metrics={"val": result.best})
-        if result.cancelled:
+            model = create_model(s.model_type, num_classes=len(FER7))
+            spec = training_spec(model, method=s.normalisation, subtract_baseline=s.subject_conditioning)
+            out = train_new(model, spec, list(FER7), data, config, run_dir=run_dir, options=options,
+                            progress=progress, require_val=False)
+        if out.result.cancelled:
             raise _Cancelled
-        if "test" in sets:
-            job.test_metrics = evaluate(model, classes=classes, data=sets["test"][0])
-        card["data"] = {"studio_sessions": list(map(int, s.session_ids)), "split": "chunked per emotion and session",
-                        "counts": {k: len(v[1]) for k, v in sets.items()}}
-        if extra is not None:
-            card["data"]["extra_train"] = {"name": Path(extra.attrs["root"]).name, "kind": extra.attrs["kind"],
-                                           "sha256": dataset_sha256(extra), "images": len(extra)}
-        card["metrics"] = {**card.get("metrics", {}), "test": job.test_metrics}
-        wpath, _ = save_checkpoint(model, store.model_dir(s.name) / "model", card)
-        job.model_id = store.register_model(s.name, wpath, card)
+        job.counts = dict(out.card["data"]["n"])
+        job.test_metrics = out.metrics.get("test")
+        wpath, _ = save_outcome(out, store.model_dir(s.name) / "model")
+        job.model_id = store.register_model(s.name, wpath, out.card)
         job.progress, job.status = 1.0, "done"
-        job.message = "done" + (" (stopped early)" if result.stopped_early else "")
+        job.message = "done" + (" (stopped early)" if out.result.stopped_early else "")
         store.finish_run(job.run_id, "done", {"history": job.history, "model_id": job.model_id,
-                                             "best": result.best, "test": job.test_metrics, "device": job.device})
+                                             "best": out.result.best, "test": job.test_metrics, "device": job.device})
     except _Cancelled:
         job.status, job.message = "cancelled", "stopped by the user"
         store.finish_run(job.run_id, "cancelled", {"history": job.history})
