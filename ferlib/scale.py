@@ -91,12 +91,13 @@ def start_ray(address: str | None, workers: int | None):
     except ImportError:
         raise RayMissingError("--engine ray needs Ray: pip install -e .[scale] (or the ray pin of "
                               "requirements.txt)") from None
-    if ray.is_initialized():
+    if address:
+        _check_address(address)
+    if ray.is_initialized():  # the caller's cluster (a notebook, the tests): used as it is
         return ray, False
     common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                   configure_logging=True)
     if address:
-        _check_address(address)
         env = {k: v for k, v in os.environ.items() if k.startswith("FERLIB_")}
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         ray.init(address=address, runtime_env={"env_vars": env}, **common)
@@ -280,6 +281,7 @@ def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *,
     n_workers = 0
     if todo or not tasks:
         ray, started = start_ray(address, workers)
+        actors: list = []
         try:
             n_workers = _pool_size(ray, workers, max(len(todo), 1))
             actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_PredictWorker)
@@ -292,6 +294,8 @@ def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *,
             _run_tasks(ray, actors, todo, shards, shard_files, info, progress, sum(len(t.paths) for t in tasks))
             compute = time.perf_counter() - t1
         finally:
+            for a in actors:  # their CPUs back to the cluster at once
+                ray.kill(a)
             if started:
                 ray.shutdown()
     classes = info.get("classes") or next(iter(shards.values()))["classes"]
