@@ -384,11 +384,14 @@ def _rand(shape, g: torch.Generator, device, normal: bool = False) -> torch.Tens
 class Augmenter:
     """Training augmentation of built batches, drawn from a torch.Generator (reproducible).
 
-    Images: random flip (with the matching landmark/heatmap mirror), rotation (+-rotation deg),
-    zoom (1 +- zoom), shift, brightness/contrast jitter, random erasing. Landmarks: mirror + Gaussian
-    jitter (sd `jitter` in normalised units). The random numbers are always drawn on the CPU from
-    `g` (a CPU generator) and moved to the batch's device, so a seed gives the same augmentation on
-    every device (and CPU batches are augmented exactly as before CUDA support)."""
+    Images: random flip (with the matching landmark/heatmap mirror), a head turn (+-turn deg about the
+    vertical axis for a share `turn_p` of the images, seen by a pinhole camera `turn_distance`
+    half-widths away: the far side of the face shrinks; 0 = off, the default, drawing no random
+    numbers), rotation (+-rotation deg), zoom (1 +- zoom), shift, brightness/contrast jitter, random
+    erasing. Landmarks: mirror + Gaussian jitter (sd `jitter` in normalised units). The random
+    numbers are always drawn on the CPU from `g` (a CPU generator) and moved to the batch's device,
+    so a seed gives the same augmentation on every device (and CPU batches are augmented exactly
+    as before CUDA support)."""
 
     spec: InputSpec
     flip: bool = True
@@ -399,6 +402,9 @@ class Augmenter:
     contrast: float = 0.2
     erase_p: float = 0.25
     jitter: float = 0.01
+    turn: float = 0.0
+    turn_p: float = 0.5
+    turn_distance: float = 4.0
 
     def __post_init__(self):
         self.mirror = Mirror(self.spec) if self.flip else None
@@ -422,6 +428,9 @@ class Augmenter:
         def u(a):
             return (_rand(n, g, device) * 2 - 1) * a
 
+        if self.turn > 0:
+            turned = (_rand(n, g, device) < self.turn_p).to(x.dtype)
+            x = turn_images(x, u(self.turn) * turned * math.pi / 180, self.turn_distance)
         ang = u(self.rotation) * math.pi / 180
         scale = 1 + u(self.zoom)
         cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
@@ -448,6 +457,24 @@ class Augmenter:
                    (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + w).view(-1, 1, 1)) & erase.view(-1, 1, 1))
             x = x.masked_fill(box[:, None], 0.0)
         return x
+
+
+def turn_images(x: torch.Tensor, yaw: torch.Tensor, distance: float) -> torch.Tensor:
+    """Images (N, C, H, W) turned by `yaw` (N,) radians about their vertical centre line: the plane
+    of the image rotated in 3-D and seen by a pinhole camera `distance` half-widths away, re-centred
+    as a face detector's box would be. Output pixel (u, v) in [-1, 1] shows the projected point
+    p = u + m (m: the centre of the projected image) and samples the source at
+    x = p d / (d cos - p sin), y = v (d + x sin) / d."""
+    n, _, h, w = x.shape
+    d = distance
+    cos, sin = torch.cos(yaw).view(n, 1, 1), torch.sin(yaw).view(n, 1, 1)
+    centre = (d * cos / (d + sin) - d * cos / (d - sin)) / 2
+    u = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device).view(1, 1, w) + centre
+    v = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device).view(1, h, 1)
+    src_x = u * d / (d * cos - u * sin)
+    src_y = v * (d + src_x * sin) / d
+    grid = torch.stack([src_x.expand(n, h, w), src_y.expand(n, h, w)], dim=-1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import cv2
@@ -22,6 +23,7 @@ from ferlib.inputs import (
     clarity_stratum,
     keypoint_targets,
     render_heatmaps,
+    turn_images,
 )
 from ferlib.models import create_model
 from ferlib.normalize import MIRROR_PERMUTATION, SUBSETS
@@ -112,6 +114,24 @@ def test_augmenter_is_reproducible_and_changes_images():
     b = aug(data.batch(slice(None)), torch.Generator().manual_seed(1))
     assert torch.equal(a["image"], b["image"]) and a["image"].shape == (8, 1, 32, 32)
     assert not torch.equal(a["image"], data.tensors["image"])
+
+
+def test_turn_augmentation_narrows_a_face_towards_the_far_side():
+    x = torch.zeros(1, 1, 48, 48)
+    x[..., 12:36, 12:36] = 1.0  # a bright square "face" in the middle
+    assert torch.allclose(turn_images(x, torch.zeros(1), 4.0), x, atol=1e-5), "no turn, no change"
+    turned = turn_images(x, torch.tensor([math.radians(40)]), 4.0)
+    cols = (turned[0, 0] > 0.5).any(0).nonzero().flatten()
+    width = int(cols.max() - cols.min() + 1)
+    assert 14 <= width <= 21, width  # about cos(40 deg) = 0.77 of 24 pixels, perspective aside
+    rows_near, rows_far = ((turned[0, 0, :, c] > 0.5).sum() for c in (int(cols.min()) + 1, int(cols.max()) - 1))
+    assert rows_near > rows_far, "the near side of the turned square is taller than the far side"
+    data = image_task(8)
+    plain = Augmenter(data.spec)(data.batch(slice(None)), torch.Generator().manual_seed(1))
+    again = Augmenter(data.spec, turn=0.0)(data.batch(slice(None)), torch.Generator().manual_seed(1))
+    assert torch.equal(plain["image"], again["image"]), "turn 0 draws no random numbers"
+    turned = Augmenter(data.spec, turn=30.0)(data.batch(slice(None)), torch.Generator().manual_seed(1))
+    assert not torch.equal(plain["image"], turned["image"])
 
 
 # ----------------------------------------------------------------------------- training
