@@ -212,7 +212,8 @@ def cmd_train(args) -> int:
         overrides["subset"] = args.subset
     run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
     outcome = train_new(model, training_spec(model, **overrides), classes, data, config, run_dir=run_dir,
-                        options=_prepare_options(args), progress=_progress(), teacher=args.teacher)
+                        options=_prepare_options(args), progress=_progress(), teacher=args.teacher,
+                        processes=args.ddp)
     return _save(outcome, args, run_dir)
 
 
@@ -540,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose-augment", type=float, default=0.0, metavar="DEG",
                    help="landmark models: turn the raw 3-D landmarks up to +-DEG yaw (pitch a third) before "
                         "normalisation, with perspective (ferlib.inputs.PoseAugmenter); 0 = off")
+    p.add_argument("--ddp", type=int, default=1, metavar="N",
+                   help="data-parallel training on N CPU processes (torch DDP, gloo on the loopback; ferlib.ddp): "
+                        "each takes 1/N of every batch, gradients averaged; --threads per process (default 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="adapt a checkpoint to a person's samples (default), or fine-tune it on "

@@ -128,6 +128,22 @@ class TrainResult:
         return asdict(self)
 
 
+@dataclass
+class Shard:
+    """This process's part of a data-parallel run (ferlib.ddp launches the ranks).
+
+    Every rank draws the same global order and cuts each global batch of config.batch_size rows
+    `rank::world` (a DistributedSampler shard of every batch, so a run sees the very batches of a
+    single-process run); `wrap` gives the model whose backward averages the gradients over the
+    ranks (DistributedDataParallel), `reduce` sums a list of floats over the ranks. Augmentation and
+    dropout draw from per-rank seeds."""
+
+    rank: int
+    world: int
+    wrap: Callable[[nn.Module], nn.Module]
+    reduce: Callable[[list[float]], list[float]]
+
+
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Normalised inverse class frequency (mean 1 over the classes present; 0 for absent ones)."""
     counts = torch.bincount(labels.long(), minlength=num_classes).double()
@@ -172,7 +188,7 @@ def _validate(model, data, config, spec, criterion_eval) -> dict:
 def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
           callback: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
           run_dir=None, teacher_probs: torch.Tensor | None = None,
-          raw_landmarks=None) -> TrainResult:
+          raw_landmarks=None, shard: Shard | None = None) -> TrainResult:
     """Train `model` in place; it ends holding the best-validation weights (in eval mode).
 
     callback gets dicts {event: "step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
@@ -185,10 +201,12 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     train_data's row order; used when config.distill_weight > 0 (`teacher_probabilities` makes it).
     raw_landmarks: (N, 478, 3) pixel landmarks of each training sample (row order), for
     config.pose_augment > 0.
+    shard: this process's rank of a data-parallel run (`Shard`; ferlib.ddp.train_ddp makes them).
     """
     config = config.resolved()
     try:
-        return _train(model, train_data, val_data, config, callback, cancel, run_dir, teacher_probs, raw_landmarks)
+        return _train(model, train_data, val_data, config, callback, cancel, run_dir, teacher_probs, raw_landmarks,
+                      shard)
     finally:
         model.to("cpu")  # checkpoints are saved from CPU tensors; a no-op for CPU runs
 
@@ -226,7 +244,7 @@ def teacher_probabilities(teacher, data: TensorSet, tta_flip: bool = False, batc
 
 
 def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
-           callback, cancel, run_dir, teacher_probs=None, raw_landmarks=None) -> TrainResult:
+           callback, cancel, run_dir, teacher_probs=None, raw_landmarks=None, shard=None) -> TrainResult:
     """train()'s run on the resolved config.device."""
     if len(train_data) < 2:
         raise InputError(f"training set has {len(train_data)} samples; need at least 2")
@@ -234,8 +252,10 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     t0 = time.monotonic()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    g = torch.Generator().manual_seed(config.seed)
+    rank = shard.rank if shard is not None else 0
+    torch.manual_seed(config.seed + rank)
+    g = torch.Generator().manual_seed(config.seed + rank)
+    order_g = g if shard is None else torch.Generator().manual_seed(config.seed)  # one order for every rank
     spec = train_data.spec or spec_for_model(model)
     classify = model.task == "classification"
     for name, data in (("training", train_data), ("validation", val_data)):
@@ -258,6 +278,7 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     model.to(device)
     train_set, val_set = _on_device(train_data, device), _on_device(val_data, device)
     params = [p for p in model.parameters() if p.requires_grad]
+    net = model if shard is None else shard.wrap(model)
     opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
     labels = train_data.labels
@@ -283,7 +304,8 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
         soft = soft.to(device)
         w_kd, temp = config.distill_weight, config.distill_temperature
     n = len(train_data)
-    steps = n // config.batch_size + (1 if n % config.batch_size >= 2 else 0)
+    min_last = 2 * (shard.world if shard is not None else 1)  # >= 2 rows per rank (batch norm)
+    steps = n // config.batch_size + (1 if n % config.batch_size >= min_last else 0)
     total = steps * config.epochs
     monitor = config.monitor if classify else "val_loss"
     sign = -1.0 if monitor == "val_loss" else 1.0
@@ -304,14 +326,16 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
         if config.freeze_backbone:
             for m in model.backbone_modules():
                 m.eval()
-        order = (torch.multinomial(sample_w, n, replacement=True, generator=g) if sample_w is not None
-                 else torch.randperm(n, generator=g))
+        order = (torch.multinomial(sample_w, n, replacement=True, generator=order_g) if sample_w is not None
+                 else torch.randperm(n, generator=order_g))
         loss_sum, seen = 0.0, 0
         for step in range(steps):
             if cancel is not None and cancel.is_set():
                 result.cancelled = True
                 break
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            if shard is not None:
+                idx = idx[shard.rank::shard.world]
             idx_on = idx.to(device, non_blocking=True)
             batch = train_set.batch(idx_on)
             if pose is not None:  # before the mirror and jitter: it rebuilds the normalised landmarks
@@ -322,7 +346,7 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
                 pg["lr"] = config.lr * _lr_factor(config.schedule, t, total)
             target = train_set.labels[idx_on].long() if classify else train_set.labels[idx_on].float()
             with autocast(device):
-                out = model(batch)
+                out = net(batch)
                 loss = criterion(out, target)
                 if soft is not None:
                     loss = (1 - w_kd) * loss + w_kd * distill_loss(out, soft[idx_on], temp)
@@ -335,6 +359,8 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
             emit("step", epoch=epoch, step=step + 1, train_loss=loss_sum / seen)
         if result.cancelled:
             break
+        if shard is not None:  # the epoch's loss over every rank's rows
+            loss_sum, seen = shard.reduce([loss_sum, float(seen)])
         val = _validate(model, val_set, config, spec, criterion_eval)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), **val,
                "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0}
@@ -390,5 +416,5 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
     return model, card, result
 
 
-__all__ = ["TrainConfig", "TrainResult", "class_weights", "distill_loss", "finetune", "teacher_probabilities",
+__all__ = ["Shard", "TrainConfig", "TrainResult", "class_weights", "distill_loss", "finetune", "teacher_probabilities",
            "train"]

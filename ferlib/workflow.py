@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,6 +34,7 @@ import torch
 
 from ferlib.checkpoint import card_spec, load_checkpoint, make_card, resolve_checkpoint, save_checkpoint
 from ferlib.data.tensors import Prepared, concat_prepared, dataset_sha256, prepare, split_prepared
+from ferlib.ddp import train_ddp
 from ferlib.errors import InputError
 from ferlib.evaluate import evaluate, save_metrics
 from ferlib.inputs import InputSpec, clarity_score, spec_for_model
@@ -255,10 +257,11 @@ def _finish(model, card: dict, sets, result: TrainResult, data: TrainingData, tt
 
 def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: TrainingData, config: TrainConfig, *,
               run_dir=None, options: PrepareOptions | None = None, progress: Progress | None = None,
-              teacher=None, require_val: bool = True) -> Outcome:
+              teacher=None, require_val: bool = True, processes: int = 1) -> Outcome:
     """Train a new model (`create_model`) with `spec` (`training_spec`) on `data`; teacher: a
     classifier to distil from (config.distill_weight); require_val False: data without a val split
-    train with early stopping on the training rows (the Train page's few recordings)."""
+    train with early stopping on the training rows (the Train page's few recordings); processes > 1:
+    data-parallel on that many CPU processes (`ferlib.ddp.train_ddp`)."""
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
     if config.pose_augment > 0 and model.input_kind != "landmarks":
@@ -280,9 +283,12 @@ def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: Tr
                                                        threads=config.num_threads)
     train_rows = sets["train"]
     raw = train_rows.landmarks[train_rows.detected] if config.pose_augment > 0 else None
-    result = train(model, train_rows.tensor_set(), _validation(sets, progress).tensor_set(), config,
-                   callback=progress.on_event, cancel=progress.cancel, run_dir=run_dir, teacher_probs=targets,
-                   raw_landmarks=raw)
+    if processes > 1:
+        training["data_parallel"] = {"processes": processes, "backend": "gloo (torch DistributedDataParallel)"}
+    fit = train if processes <= 1 else partial(train_ddp, world=processes)
+    result = fit(model, train_rows.tensor_set(), _validation(sets, progress).tensor_set(), config,
+                 callback=progress.on_event, cancel=progress.cancel, run_dir=run_dir, teacher_probs=targets,
+                 raw_landmarks=raw)
     card = make_card(model, classes, spec, training=training)
     if result.cancelled:
         return Outcome(model, card, sets, result, {})
