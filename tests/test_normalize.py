@@ -100,3 +100,15 @@ def test_bad_landmarks_raise():
             N.normalize(bad)
     with pytest.raises(InputError, match="unknown normalisation"):
         N.normalize(np.random.default_rng(0).normal(size=(478, 3)), "procrustes")
+
+
+def test_closed_form_angles_equal_scipys_euler_angles():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    for seed in rng.integers(0, 2**31, 500):
+        R = Rotation.random(random_state=int(seed)).as_matrix()
+        roll, nyaw, npitch = Rotation.from_matrix(R).as_euler("ZYX", degrees=True)
+        assert N._angles(R) == pytest.approx((-nyaw, -npitch, roll), abs=1e-9)
+    yaw, pitch, roll = N._angles(N.rotation_matrix(90, 0, 5))  # gimbal lock: pitch folds into roll
+    assert yaw == pytest.approx(90, abs=1e-6) and pitch == 0.0
