@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ferlib.errors import InputError, ModelFileError
 
@@ -51,6 +52,16 @@ def softmax(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap the BLAS libraries' threads (numpy's and scipy's OpenBLAS, as loaded) at `threads`,
+    process-wide, through threadpoolctl (OPENBLAS_NUM_THREADS does the same, but only before numpy
+    loads). The per-face numpy math (the affine fit, head pose) is a few 3x3 and 13x4 problems:
+    OpenBLAS's extra threads only wake up to contend with MediaPipe's own (a 3x3 inverse took
+    0.8 ms instead of 5 us in a `ferlib predict` profile on this 2-core machine). torch sets its
+    own BLAS's threads in `torch.set_num_threads`, so this runs on every runner load, not once."""
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def set_torch_threads(threads: int) -> None:

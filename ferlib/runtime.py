@@ -15,7 +15,8 @@ Studio use `load_runner`'s default.
 
 Threads are set here, deliberately, not through the environment: ONNX Runtime gets `threads`
 intra-op threads that sleep when idle (no spinning against MediaPipe's own threads); the torch
-runners set torch's (process-wide) intra-op thread count to `threads` before each call. One thread
+runners set torch's (process-wide) intra-op thread count to `threads` before each call; loading a
+runner caps the BLAS libraries' threads (numpy's OpenBLAS, process-wide) at `threads` too. One thread
 is the default because the pipeline's MediaPipe graphs run threads of their own on the same cores
 (with two torch threads a frame took 1157 ms instead of 28 ms under load on this machine).
 
@@ -49,6 +50,7 @@ from ferlib.runners import (
     TorchRunner,
     TorchScriptRunner,
     _threads,
+    limit_blas_threads,
     set_torch_threads,
     softmax,
 )
@@ -90,6 +92,7 @@ def load_runner(checkpoint, backend: str = DEFAULT_BACKEND, threads: int = DEFAU
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     threads = _threads(threads)
+    limit_blas_threads(threads)
     if isinstance(checkpoint, Runner):
         return checkpoint
     path = None

@@ -98,6 +98,19 @@ def test_torch_runners_set_their_thread_count():
         torch.set_num_threads(1)
 
 
+def test_loading_a_runner_caps_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    torch.manual_seed(0)
+    m = create_model("landmark_cnn1d").eval()
+    card = make_card(m, FER7, spec_for_model(m))
+    np.linalg.inv(np.eye(3))  # numpy's OpenBLAS is loaded
+    for threads in (2, 1):
+        load_runner((m, card), backend="onnx", threads=threads)
+        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert blas and all(n <= threads for n in blas), blas  # a cap (a single-threaded build stays at 1)
+
+
 def test_load_runner_bad_inputs(tmp_path):
     m = create_model("landmark_cnn1d").eval()
     card = make_card(m, FER7, spec_for_model(m))
