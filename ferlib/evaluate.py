@@ -18,8 +18,10 @@ from ferlib.store import PITCH_EDGES, YAW_EDGES, bin_labels
 
 
 def _runner_spec(runner: Runner, spec: InputSpec | None, data: TensorSet) -> InputSpec:
-    if spec is not None or data.spec is not None:
-        return spec or data.spec
+    if spec is not None:
+        return spec
+    if data.spec is not None:
+        return data.spec
     if runner.card and "input" in runner.card:
         return InputSpec.from_dict(runner.card["input"])
     raise InputError(f"{runner.name}: flip averaging needs the model's input spec (no card, no spec given)")

@@ -54,6 +54,8 @@ class _PoolMatrix(nn.Module):
     """AdaptiveAvgPool1d for one fixed input length as a constant matrix product (same bins), which
     the ONNX exporter supports when the output size does not divide the input length."""
 
+    weight: torch.Tensor  # buffer
+
     def __init__(self, length: int, out: int):
         super().__init__()
         self.register_buffer("weight", _pool_matrix(length, out))
@@ -65,7 +67,10 @@ class _PoolMatrix(nn.Module):
 class _PoolMatrix2d(nn.Module):
     """AdaptiveAvgPool2d for one fixed (H, W) input as two constant matrix products (same bins)."""
 
-    def __init__(self, size: tuple[int, int], out: tuple[int, int]):
+    rows: torch.Tensor  # buffers
+    cols: torch.Tensor
+
+    def __init__(self, size: tuple[int, ...], out: tuple[int, ...]):
         super().__init__()
         self.register_buffer("rows", _pool_matrix(size[0], out[0]))
         self.register_buffer("cols", _pool_matrix(size[1], out[1]))
@@ -178,7 +183,9 @@ def export_onnx(model: FerModel, out=None, card: dict | None = None, opset: int 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter
         try:
-            torch.onnx.export(wrapped, tuple(batch.values()), buf, dynamo=False, opset_version=opset,
+            # torch annotates `f` as a path; the exporter writes to a file object as documented
+            torch.onnx.export(wrapped, tuple(batch.values()), buf,  # type: ignore[arg-type]
+                              dynamo=False, opset_version=opset,
                               input_names=list(keys), output_names=["output"],
                               dynamic_axes={k: {0: "batch"} for k in (*keys, "output")})
         except Exception as e:  # the exporter raises its own types for unsupported operators
@@ -232,6 +239,7 @@ def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:
     net, card = load_checkpoint(resolve_checkpoint(model))
     spec = card_spec(card)
     out = Path(out)
+    loaded: OnnxRunner | TorchScriptRunner
     if fmt == "onnx":
         export_onnx(net, out, card, spec=spec)
         loaded = OnnxRunner(out)

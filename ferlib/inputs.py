@@ -321,13 +321,17 @@ def _pair_mirror(indices) -> np.ndarray:
     """Permutation of the K*(K-1)/2 pairwise distances (i<j order) under mirroring."""
     perm = _local_mirror(indices)
     k = len(perm)
-    pair = {}
+    pair: dict[tuple[int, int], int] = {}
     n = 0
     for i in range(k):
         for j in range(i + 1, k):
             pair[(i, j)] = n
             n += 1
-    return np.array([pair[tuple(sorted((int(perm[i]), int(perm[j]))))] for i in range(k) for j in range(i + 1, k)])
+
+    def ordered(a: int, b: int) -> tuple[int, int]:
+        return (a, b) if a <= b else (b, a)
+
+    return np.array([pair[ordered(int(perm[i]), int(perm[j]))] for i in range(k) for j in range(i + 1, k)])
 
 
 class Mirror:
@@ -336,7 +340,9 @@ class Mirror:
 
     def __init__(self, spec: InputSpec):
         self.spec = spec
-        self.lm_perm = self.hm_perm = self.dist_perm = None
+        self.lm_perm: torch.Tensor | None = None
+        self.hm_perm: torch.Tensor | None = None
+        self.dist_perm: torch.Tensor | None = None
         if not {"landmarks", "heatmaps", "distances"} & set(spec.keys):
             return  # images only: no landmark tables needed
         from ferlib.features import DISTANCE_POINTS
@@ -360,9 +366,11 @@ class Mirror:
                 if self.hm_perm is not None:
                     m = m[:, self.hm_perm.to(v.device)]
             elif k == "landmarks":
+                assert self.lm_perm is not None, "a landmarks batch for a spec without landmarks"
                 m = v[:, :, self.lm_perm.to(v.device)].clone()
                 m[:, 0] = (0.0 if self.spec.subtract_baseline else 1.0) - m[:, 0]
             elif k == "distances":
+                assert self.dist_perm is not None, "a distances batch for a spec without distances"
                 m = v[:, self.dist_perm.to(v.device)]
             else:
                 continue

@@ -10,6 +10,8 @@ An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per strea
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ferlib.crops import FER_CROP_MARGIN, FER_CROP_SHIFT, box_of, face_crop, square_crop  # noqa: F401 (re-exported)
@@ -18,6 +20,7 @@ from ferlib.detection import (  # noqa: F401
     SMALL_PAD,
     SMALL_SIDE,
     SMALL_UPSCALE,
+    Detection,
     FaceDetector,
     Scaled,
     clip_box,
@@ -29,6 +32,9 @@ from ferlib.mesh import CROP_MARGIN, MESH_INPUT, FaceMesher  # noqa: F401 (cache
 from ferlib.normalize import head_pose
 from ferlib.tracking import FaceTracker, greedy_match
 from ferlib.types import Face
+
+if TYPE_CHECKING:  # ferlib.realign imports torch: loaded only when a keypoint model is set
+    from ferlib.realign import KeypointRealigner
 
 FRONT_END = 4
 """Version of the face front end (part of the landmark cache's key): 2 = the detection cascade for
@@ -59,6 +65,8 @@ class LandmarkExtractor:
     path found nothing is retried keypoint-aligned as a whole (score 0.0).
     """
 
+    _last_ts: float | None  # timestamp of the last video frame (reset: None)
+
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
                  min_face_score: float = 0.0, use_detector: bool = True, tracking: bool = True,
                  redetect_every: int = 30, keypoint_model=None, mesh: bool = True, keep_unmeshed: bool = True):
@@ -68,7 +76,8 @@ class LandmarkExtractor:
             raise InputError("min_detection_confidence and min_face_score must lie in [0, 1]")
         if int(redetect_every) != redetect_every or redetect_every < 1:
             raise InputError(f"redetect_every must be an integer >= 1, got {redetect_every!r}")
-        self._realign, self.keypoint_model = None, None
+        self._realign: KeypointRealigner | None = None
+        self.keypoint_model: str | None = None
         self.set_keypoint_model(keypoint_model)
         self.max_faces, self.min_face_score, self.use_detector = max_faces, min_face_score, use_detector
         self.keep_unmeshed = bool(keep_unmeshed)
@@ -155,8 +164,9 @@ class LandmarkExtractor:
         self._meshed = 0  # faces with landmarks the last detector pass kept (the tracking mesh follows them)
         self._unmeshed = 0  # faces without landmarks it kept (they need the detector on every frame)
         self._shape: tuple[int, int] | None = None
-        if getattr(self, "_mesher", None) is not None:
-            self._mesher.reset_tracking()
+        mesher = getattr(self, "_mesher", None)  # None before __init__ has made it
+        if mesher is not None:
+            mesher.reset_tracking()
 
     def __enter__(self) -> "LandmarkExtractor":
         return self
@@ -174,7 +184,8 @@ class LandmarkExtractor:
         """Cascade + mesh per box (+ the whole-image stage); ids by the tracker."""
         h, w = bgr.shape[:2]
         small = max(h, w) < SMALL_SIDE
-        scaled, dets = Scaled(bgr, 1.0, 0.0, 0.0), []
+        scaled = Scaled(bgr, 1.0, 0.0, 0.0)
+        dets: list[Detection] = []
         if small:
             scaled, dets = self._detector.detect_small(bgr) if self._detector is not None else (upscale_pad(bgr), [])
         elif self._detector is not None:
@@ -241,15 +252,17 @@ class LandmarkExtractor:
         if self._since_detect is not None and self._meshed:
             pts = mesher.track(bgr, self._meshed)
             boxes = [clip_box(box_of(p), w, h) for p in pts]
-            scores = [self._scores.get(i) for i in self._tracker.match(boxes)]
+            scores = [None if i is None else self._scores.get(i) for i in self._tracker.match(boxes)]
         if (self._since_detect is None or self._since_detect + 1 >= self.redetect_every or self._unmeshed
                 or len(pts) < self._meshed or not pts or None in scores):
+            assert self._detector is not None, "the tracking path needs the detector (use_detector)"
             dets = self._detector.detect(bgr)
             used = set()
             for fi, di in greedy_match(boxes, [d.box for d in dets]):
                 scores[fi] = dets[di].score
                 used.add(di)
-            faces = [(p, b, s) for p, b, s in zip(pts, boxes, scores) if s is not None]  # unconfirmed: dropped
+            faces: list[tuple[np.ndarray | None, tuple[float, float, float, float], float]] = [
+                (p, b, s) for p, b, s in zip(pts, boxes, scores) if s is not None]  # unconfirmed: dropped
             for di, d in enumerate(dets):
                 if di in used or len(faces) >= self.max_faces:
                     continue
@@ -263,7 +276,7 @@ class LandmarkExtractor:
             self._unmeshed = len(faces) - self._meshed
         else:
             self._since_detect += 1
-            faces = list(zip(pts, boxes, scores))
+            faces = [(p, b, s) for p, b, s in zip(pts, boxes, scores) if s is not None]  # none is None here
         out = [Face(landmarks=None if p is None else p.astype(np.float32), box=b, score=float(s))
                for p, b, s in faces]
         self._tracker.assign(out)
@@ -275,6 +288,7 @@ def _pose(pts: np.ndarray | None) -> tuple[float, float, float] | None:
     if pts is None:
         return None
     try:
-        return head_pose(pts)
+        yaw, pitch, roll = head_pose(pts)  # one face: a tuple
+        return float(yaw), float(pitch), float(roll)
     except FerError:  # no canonical face yet (scripts/make_canonical_face.py bootstraps it)
         return None

@@ -176,8 +176,8 @@ def _prototype_head(head: nn.Linear, emb: torch.Tensor, labels: torch.Tensor, st
     dw = w.mean(0, keepdim=True).repeat(head.out_features, 1)
     db = b.mean().repeat(head.out_features)
     dw[present], db[present] = w, b
-    head.weight += dw.to(head.weight.dtype)
-    head.bias += db.to(head.bias.dtype)
+    head.weight.add_(dw.to(head.weight.dtype))  # in place: the head's parameters stay the same tensors
+    head.bias.add_(db.to(head.bias.dtype))
 
 
 def _refit_head(head: nn.Linear, emb: torch.Tensor, labels: torch.Tensor, config: AdaptConfig) -> dict:

@@ -202,7 +202,7 @@ def train_sequence_model(sequences, classes, config: SequenceConfig | None = Non
 def predict_causal(model: SequenceClassifier, frame_embeddings) -> np.ndarray:
     """(F, C) probabilities: frame i's from the embeddings of frames i-T+1..i (a stream's first
     frames repeat frame 0). Give the frames in which the face was found, in order."""
-    e = _as_embeddings(frame_embeddings, "predict_causal", model.hparams["dim"])
+    e = _as_embeddings(frame_embeddings, "predict_causal", int(model.hparams["dim"]))
     was_training = model.training
     model.eval()
     try:

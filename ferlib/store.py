@@ -218,7 +218,7 @@ class Store:
         with self._tx() as c:
             sid = c.execute("INSERT INTO sessions(name, created, condition, landmarks_only) VALUES (?,?,?,?)",
                             (name, time.time(), condition, int(bool(landmarks_only)))).lastrowid
-        return int(sid)
+        return _row_id(sid)
 
     def session_by_name(self, name: str) -> int | None:
         rows = self._query("SELECT id FROM sessions WHERE name = ?", (name,))
@@ -306,7 +306,7 @@ class Store:
                      None if confidence is None else float(confidence),
                      self._rel(png_path) if png is not None else None, self._rel(npy_path),
                      None if frame_index is None else int(frame_index))).lastrowid
-            return int(sid)
+            return _row_id(sid)
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
@@ -437,7 +437,7 @@ class Store:
             v = c.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,)).fetchone()[0]
             mid = c.execute("INSERT INTO models(name, version, path, created, card_json) VALUES (?,?,?,?,?)",
                             (name, int(v), rel, time.time(), json.dumps(card))).lastrowid
-        return int(mid)
+        return _row_id(mid)
 
     def models(self) -> pd.DataFrame:
         rows = self._query("SELECT * FROM models ORDER BY id DESC")
@@ -471,7 +471,7 @@ class Store:
             rid = c.execute("INSERT INTO runs(model_name, status, started, config_json, pid) VALUES (?,?,?,?,?)",
                             (model_name, "running", time.time(), json.dumps(config),
                              os.getpid() if pid is None else int(pid))).lastrowid
-        return int(rid)
+        return _row_id(rid)
 
     def update_run(self, run_id: int, metrics: dict) -> None:
         """Record the latest metrics (e.g. loss/accuracy history) of a running run."""
@@ -533,6 +533,13 @@ class Store:
 
 _SAMPLE_COLS = ["id", "session_id", "emotion", "condition", "yaw", "pitch", "roll", "pose_bin", "timestamp",
                 "confidence", "crop_path", "landmarks_path", "frame_index", "session"]
+
+
+def _row_id(rowid: int | None) -> int:
+    """The id of the row an INSERT just wrote (sqlite3 types ``lastrowid`` optional; after an INSERT it is set)."""
+    if rowid is None:
+        raise StorageError("the catalogue did not return the new row's id")
+    return rowid
 
 
 def _condition(condition: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ferlib import locations
 
@@ -58,9 +59,10 @@ def describe(card_path: Path, card: dict, bench: dict[str, dict[str, float]], be
     """One zoo row of a card (COLUMNS, plus the files, classes and where the time comes from)."""
     name = card_path.stem
     metrics = card.get("metrics") or {}
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    test = metrics["test"] if isinstance(metrics.get("test"), dict) else {}
     keypoints = "keypoints" in card
-    row = {"name": name, "task": "keypoints" if keypoints else "classification", "inputs": _inputs(card),
+    row: dict[str, Any] = {
+           "name": name, "task": "keypoints" if keypoints else "classification", "inputs": _inputs(card),
            "data": _datasets(card), "architecture": (card.get("model") or {}).get("name"),
            "classes": [] if keypoints else list(card.get("classes") or []),
            "accuracy": test.get("accuracy_all", test.get("accuracy")),
@@ -70,6 +72,7 @@ def describe(card_path: Path, card: dict, bench: dict[str, dict[str, float]], be
            "card": str(card_path), "weights": str(card_path.with_suffix(".safetensors")),
            "notes": str(card_path.with_suffix(".md")) if card_path.with_suffix(".md").is_file() else None}
     own = metrics.get("time_per_face_ms")
+    source: str | None
     if isinstance(own, dict) and own:
         times, source = own, "card"
     else:

@@ -188,10 +188,9 @@ def _extract_one(item: tuple[str, str, bytes | np.ndarray]) -> tuple[str, np.nda
         faces = _WORKER["extractor"].process(img)
     except FerError as e:
         return key, None, float("nan"), (np.nan,) * 4, str(e)
-    faces = [f for f in faces if f.landmarks is not None]
-    if not faces:
+    f = largest_face([f for f in faces if f.landmarks is not None])
+    if f is None or f.landmarks is None:
         return key, None, float("nan"), (np.nan,) * 4, ""
-    f = largest_face(faces)
     return key, f.landmarks.astype(np.float32), float(f.score), tuple(float(v) for v in f.box), ""
 
 
@@ -219,7 +218,8 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
     resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
     if kwargs.get("keypoint_model") is not None and not _misses_only:
-        opts = dict(cache_dir=cache_dir, workers=workers, resize_to=resize_to, shard_size=shard_size, runner=runner)
+        opts: dict[str, Any] = dict(cache_dir=cache_dir, workers=workers, resize_to=resize_to, shard_size=shard_size,
+                                    runner=runner)
         base = extract_landmarks(df, extractor_kwargs={k: v for k, v in kwargs.items() if k != "keypoint_model"},
                                  progress=progress, callback=callback, **opts)
         paths = df["path"].astype(str).to_numpy()
@@ -407,7 +407,7 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     for k, i in tqdm(first_row.items(), desc="crops", unit="img", disable=not progress or not first_row):
         img = _decode(payloads[i], resize_to, str(rows[i]["path"]))
         j = lm_row[i] if use_face[k] else None
-        if j is not None and landmarks.detected[j]:
+        if j is not None and landmarks is not None and landmarks.detected[j]:
             face = Face(landmarks=landmarks.landmarks[j], box=tuple(landmarks.box[j]), score=float(landmarks.score[j]))
             new[k] = (face_crop(img, face, size=size, grey=True), True)
         else:

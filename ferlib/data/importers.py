@@ -15,7 +15,7 @@ import threading
 import zipfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -199,7 +199,8 @@ def import_image_folder(root: str | os.PathLike, *, source: str | None = None,
         raise InputError(f"on_unknown={on_unknown!r}: expected 'error' or 'skip'")
     files = _list_images(root)
     source = source or Path(root).stem
-    rows, unknown = [], Counter()
+    rows: list[dict[str, Any]] = []
+    unknown: Counter[str] = Counter()
     for path, rel in files:
         folder = rel[-2] if len(rel) >= 2 else "<root>"
         try:
@@ -264,7 +265,7 @@ def _near_blank(root: str | os.PathLike, df: pd.DataFrame) -> list[str]:
     return [p for p in listed if p in known]
 
 
-def _csv_lines(reader, path: Path) -> Iterable[list[str]]:
+def _csv_lines(reader, path: Path) -> Iterator[list[str]]:
     try:
         yield from reader
     except (UnicodeDecodeError, csv.Error) as e:
@@ -368,7 +369,7 @@ def import_recordings(store_or_rows: Any) -> pd.DataFrame:
     else:
         rows = [dict(r) for r in store_or_rows]
         resolve = lambda p: str(p) if _given(p) else ""  # noqa: E731
-    out = []
+    out: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
         where = f"recording row {i}"
         if not _given(r.get("session")) or not _given(r.get("emotion")):

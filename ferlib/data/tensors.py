@@ -17,16 +17,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from ferlib.classes import canonical
+from ferlib.data.cache import detection_summary, extract_crops, extract_landmarks
+from ferlib.data.importers import (
+    import_affectnet,
+    import_ckplus,
+    import_fer2013,
+    import_fer2013_csv,
+    import_image_folder,
+    import_recordings,
+    read_image,
+    resize_square,
+)
+from ferlib.data.splits import chunked_split, subject_split
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import sha256_file, sha256_files
 from ferlib.inputs import InputSpec, TensorSet
+from ferlib.normalize import head_pose, normalize
+from ferlib.store import Store
 from ferlib.types import face_landmarks
 
 SPLITS = ("train", "val", "test")
@@ -90,6 +105,7 @@ class Prepared:
         groups = self.df["group"].astype(str).to_numpy()
         parts, order = [], []
         for g in dict.fromkeys(groups[idx]):
+            assert self.baselines is not None, "subtract_baseline without baselines"
             base = self.baselines.get(g, self.baselines.get("*"))
             sel = idx[groups[idx] == g]
             parts.append(_build(self.spec, self.labels, lm, self.crops, sel, base))
@@ -109,8 +125,6 @@ class Prepared:
 
     def summary(self) -> pd.DataFrame:
         """Images / usable faces / misses / rate per split and label (ferlib.data.detection_summary)."""
-        from ferlib.data.cache import detection_summary
-
         return detection_summary(self.df, self.detected)
 
 
@@ -149,8 +163,6 @@ def landmarks_of(df: pd.DataFrame, resize_to=None, **extract_kw):
     """(landmarks (N, 478, 3) NaN for misses, found (N,) bool, Extraction of the extracted rows or None):
     a recording row's stored `landmarks_path` .npy, else `extract_landmarks` (the cache; `extract_kw`:
     workers, progress, callback, extractor_kwargs, and cache_dir whose `landmarks/` folder holds it)."""
-    from ferlib.data.cache import extract_landmarks
-
     n = len(df)
     lm = np.full((n, 478, 3), np.nan, np.float32)
     found = np.zeros(n, bool)
@@ -173,13 +185,7 @@ def landmarks_of(df: pd.DataFrame, resize_to=None, **extract_kw):
 def _crops(df: pd.DataFrame, ex, size: int, resize_to, extract_kw: dict) -> np.ndarray:
     """Grey crops: stored crop PNGs resized whole (recordings), else extract_crops' auto mode (the
     live pipeline's face_crop around the landmarks for large images, the image itself for small)."""
-    from ferlib.data.cache import extract_crops
-
     if _is_recording(df):  # the studio's own crops: read, never copied into the cache
-        import cv2
-
-        from ferlib.data.importers import read_image, resize_square
-
         return np.stack([resize_square(cv2.cvtColor(read_image(str(p)), cv2.COLOR_BGR2GRAY), size)
                          for p in df["path"]]) if len(df) else np.zeros((0, size, size), np.uint8)
     root = extract_kw.get("cache_dir")
@@ -188,8 +194,6 @@ def _crops(df: pd.DataFrame, ex, size: int, resize_to, extract_kw: dict) -> np.n
 
 
 def _poses(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray) -> np.ndarray:
-    from ferlib.normalize import head_pose
-
     poses = np.full((len(df), 3), np.nan)
     if {"yaw", "pitch", "roll"} <= set(df.columns):
         poses[:] = df[["yaw", "pitch", "roll"]].to_numpy(dtype=np.float64)
@@ -204,8 +208,6 @@ def _poses(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray) -> np.ndarray:
 
 def _neutral_baselines(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray, spec: InputSpec) -> dict[str, np.ndarray]:
     """Per group (session): mean normalised landmarks of its neutral samples."""
-    from ferlib.normalize import normalize
-
     groups = df["group"].astype(str).to_numpy()
     neutral = (df["label"].astype(str) == "neutral").to_numpy() & found
     out = {}
@@ -275,11 +277,11 @@ def concat_prepared(parts: Sequence[Prepared]) -> Prepared:
         if p.classes != first.classes or p.spec != first.spec:
             raise InputError("concat_prepared: every part needs the same classes and InputSpec")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    baselines = None
+    baselines: dict[str, np.ndarray] | None = None
     if first.baselines is not None:
         baselines = {}
         for p in parts:
-            baselines.update(p.baselines)
+            baselines.update(p.baselines or {})  # every part has them: one spec
     df = pd.concat([p.df for p in parts], ignore_index=True)
     df.attrs = {}
     return Prepared(df=df, spec=first.spec, classes=first.classes, labels=cat("labels"), landmarks=cat("landmarks"),
@@ -337,8 +339,6 @@ def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int
     """Import a dataset with train/val(/test) splits: the source's own split (FER2013), the subject
     split (CK+), the chunked split (studio recordings), else every row trains and a seeded stratified
     `val_frac` of it validates. `df.attrs["kind"]` and `["root"]` say what was read."""
-    from ferlib import data
-
     if kind not in DATASET_KINDS:
         raise InputError(f"dataset kind {kind!r} is not one of {list(DATASET_KINDS)}")
     p = Path(path)
@@ -346,16 +346,16 @@ def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int
         raise InputError(f"dataset {p}: no such file or folder")
     kind = detect_kind(p) if kind == "auto" else kind
     if kind == "studio":
-        from ferlib.store import Store
-
         if not (p / "catalogue.sqlite").is_file():
             raise InputError(f"dataset {p}: not a studio data folder (no catalogue.sqlite)")
-        df = data.chunked_split(data.import_recordings(Store(p)))
+        df = chunked_split(import_recordings(Store(p)))
     elif kind == "ckplus":
-        df = data.subject_split(data.import_ckplus(p), seed=seed)
+        df = subject_split(import_ckplus(p), seed=seed)
     else:
-        reader = {"folder": data.import_image_folder, "fer2013": data.import_fer2013,
-                  "fer2013-csv": data.import_fer2013_csv, "affectnet": data.import_affectnet}[kind]
+        readers: dict[str, Callable[[Path], pd.DataFrame]] = {
+            "folder": import_image_folder, "fer2013": import_fer2013, "fer2013-csv": import_fer2013_csv,
+            "affectnet": import_affectnet}
+        reader = readers[kind]
         df = reader(p)
     attrs = dict(df.attrs)
     df = ensure_val_split(df, val_frac, seed)
@@ -369,7 +369,7 @@ def dataset_sha256(df: pd.DataFrame) -> str:
     root = Path(df.attrs.get("root", ""))
     if root.is_file():
         return sha256_file(root)
-    files = set()
+    files: set[str] = set()
     for col in ("path", "landmarks_path"):
         if col in df.columns:
             files.update(str(v) for v in df[col] if isinstance(v, str) and v)

@@ -24,12 +24,12 @@ class DistanceMLP(FerModel):
             from ferlib.features import num_distances
 
             num_features = num_distances()
-        hidden = [int(h) for h in hidden]
-        self.hparams = dict(num_classes=num_classes, num_features=num_features, hidden=hidden,
+        hidden_sizes = [int(h) for h in hidden]
+        self.hparams = dict(num_classes=num_classes, num_features=num_features, hidden=hidden_sizes,
                             n_strata=n_strata, dropout=dropout)
         self.input_keys = ("distances",) + (("stratum",) if n_strata > 1 else ())
-        self.trunks = nn.ModuleList(mlp([num_features, *hidden], dropout) for _ in range(n_strata))
-        self.head = nn.Linear(hidden[-1], num_classes)
+        self.trunks = nn.ModuleList(mlp([num_features, *hidden_sizes], dropout) for _ in range(n_strata))
+        self.head = nn.Linear(hidden_sizes[-1], num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)
