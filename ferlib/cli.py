@@ -539,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="w in (1-w) CE(label) + w T^2 KL(teacher_T || student_T); default 0.5 with --teacher")
     p.add_argument("--distill-temperature", type=float, default=2.0, help="T (default 2)")
     p.add_argument("--pose-augment", type=float, default=0.0, metavar="DEG",
-                   help="landmark models: turn the raw 3-D landmarks up to +-DEG yaw (pitch a third) before "
-                        "normalisation, with perspective (ferlib.inputs.PoseAugmenter); 0 = off")
+                   help="turn faces up to +-DEG yaw while training: landmark inputs in 3-D before normalisation "
+                        "(pitch a third, with perspective; ferlib.inputs.PoseAugmenter), face crops as a plane "
+                        "(half of them; ferlib.inputs.Augmenter); 0 = off")
     p.add_argument("--ddp", type=int, default=1, metavar="N",
                    help="data-parallel training on N CPU processes (torch DDP, gloo on the loopback; ferlib.ddp): "
                         "each takes 1/N of every batch, gradients averaged; --threads per process (default 1)")
@@ -555,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"split and early stopping, for datasets; auto (default): {DEFAULT_METHOD} up to "
                         f"{FEW_SHOT_MAX} samples, train for more, for new --classes or with --freeze-backbone")
     p.add_argument("--freeze-backbone", action="store_true", help="--adapt train: train the final layer only")
+    p.add_argument("--pose-augment", type=float, default=0.0, metavar="DEG",
+                   help="--adapt train: turn faces up to +-DEG yaw while training (landmark inputs in 3-D, face "
+                        "crops as a plane); 0 = off")
     _data_options(p)
     _train_options(p, lr=None)
     p.set_defaults(func=cmd_finetune)

@@ -53,8 +53,10 @@ class TrainConfig:
     the field load as "auto".
     distill_weight w in [0, 1]: share of the distillation term (needs teacher_probs in train());
     distill_temperature T > 0 softens teacher and student alike; the term is scaled by T^2.
-    pose_augment: max |yaw| in degrees of ferlib.inputs.PoseAugmenter (pitch up to a third of it;
-    landmark models; needs raw_landmarks in train()); 0 = off.
+    pose_augment: max |yaw| in degrees of the pose augmentation; 0 = off. Landmark inputs:
+    ferlib.inputs.PoseAugmenter turns the raw 3-D landmarks (pitch up to a third of it; needs
+    raw_landmarks in train()); image inputs: the Augmenter turns half the face crops as a plane
+    (`turn`, with augment on).
     """
 
     epochs: int = 30
@@ -290,9 +292,10 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
         criterion = nn.MSELoss()
         sample_w = None
     criterion_eval = nn.NLLLoss()
-    augment = Augmenter(spec) if config.augment and classify else None
+    turn = config.pose_augment if "image" in model.input_keys else 0.0  # face crops turn as a plane
+    augment = Augmenter(spec, turn=turn) if config.augment and classify else None
     pose = None
-    if config.pose_augment > 0:
+    if config.pose_augment > 0 and "landmarks" in model.input_keys:  # landmarks turn in 3-D
         from ferlib.inputs import PoseAugmenter
 
         if raw_landmarks is None or len(raw_landmarks) != len(train_data):
@@ -395,9 +398,11 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
 
 
 def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
-             classes=None, callback=None, cancel=None, run_dir=None) -> tuple[FerModel, dict, TrainResult]:
+             classes=None, callback=None, cancel=None, run_dir=None,
+             raw_landmarks=None) -> tuple[FerModel, dict, TrainResult]:
     """Fine-tune a checkpoint: a new head when `classes` differ from the card's, the backbone frozen
-    when config.freeze_backbone. Returns (model, updated card, result); save with save_checkpoint."""
+    when config.freeze_backbone; raw_landmarks as in `train` (config.pose_augment of landmark
+    models). Returns (model, updated card, result); save with save_checkpoint."""
     from ferlib.checkpoint import card_spec, load_checkpoint
 
     config = config.resolved()  # the card names the device used
@@ -407,7 +412,8 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
         model.replace_head(len(classes))
     if train_data.spec is None:
         train_data.spec = card_spec(card)
-    result = train(model, train_data, val_data, config, callback=callback, cancel=cancel, run_dir=run_dir)
+    result = train(model, train_data, val_data, config, callback=callback, cancel=cancel, run_dir=run_dir,
+                   raw_landmarks=raw_landmarks)
     card = {**card, "classes": classes,
             "training": {"config": config.to_dict(), "finetuned_from": {
                 "model": card["model"], "classes": card["classes"], "weights_sha256": card["weights_sha256"],

@@ -228,6 +228,13 @@ def teacher_targets(teacher, data: TrainingData, classes: Sequence[str], student
     return out, record
 
 
+def _raw_landmarks(train_rows: Prepared, model: FerModel, config: TrainConfig):
+    """The training faces' raw landmarks for the 3-D pose augmentation of landmark inputs."""
+    if config.pose_augment > 0 and "landmarks" in model.input_keys:
+        return train_rows.landmarks[train_rows.detected]
+    return None
+
+
 def _validation(sets: dict[str, Prepared], progress: Progress) -> Prepared:
     if "val" in sets:
         return sets["val"]
@@ -264,8 +271,6 @@ def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: Tr
     data-parallel on that many CPU processes (`ferlib.ddp.train_ddp`)."""
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
-    if config.pose_augment > 0 and model.input_kind != "landmarks":
-        raise InputError("pose augmentation is for landmark models")
     if config.distill_weight > 0 and teacher is None:
         raise InputError("distillation (distill_weight > 0) needs a teacher checkpoint")
     sets = training_splits(prepare_data(data, spec, classes, options, progress),
@@ -282,7 +287,7 @@ def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: Tr
         targets, training["teacher"] = teacher_targets(teacher, data, classes, sets["train"], options, progress,
                                                        threads=config.num_threads)
     train_rows = sets["train"]
-    raw = train_rows.landmarks[train_rows.detected] if config.pose_augment > 0 else None
+    raw = _raw_landmarks(train_rows, model, config)
     if processes > 1:
         training["data_parallel"] = {"processes": processes, "backend": "gloo (torch DistributedDataParallel)"}
     fit = train if processes <= 1 else partial(train_ddp, world=processes)
@@ -304,7 +309,7 @@ def finetune_base(base, data: TrainingData, config: TrainConfig, *, classes: Seq
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
     path = resolve_checkpoint(base)
-    _, base_card = load_checkpoint(path)
+    base_model, base_card = load_checkpoint(path)
     classes = list(classes) if classes else list(base_card["classes"])
     sets = training_splits(prepare_data(data, card_spec(base_card), classes, options, progress),
                            ("train", "val") if require_val else ("train",))
@@ -312,7 +317,7 @@ def finetune_base(base, data: TrainingData, config: TrainConfig, *, classes: Seq
                  f"samples, device {config.device}")
     model, card, result = finetune(path, sets["train"].tensor_set(), _validation(sets, progress).tensor_set(),
                                    config, classes=classes, callback=progress.on_event, cancel=progress.cancel,
-                                   run_dir=run_dir)
+                                   run_dir=run_dir, raw_landmarks=_raw_landmarks(sets["train"], base_model, config))
     if result.cancelled:
         return Outcome(model, card, sets, result, {})
     return _finish(model, card, sets, result, data, config.tta_flip, progress, run_dir)

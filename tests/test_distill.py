@@ -143,3 +143,18 @@ def test_train_with_a_teacher_on_real_faces(clip_dataset, tmp_path):
     t = card["training"]["teacher"]
     assert t["model"] == "resnet18_attention" and t["tta_flip"] is True and t["rows"] >= 20
     assert card["classes"] == ["happy", "sad"]
+
+
+@pytest.mark.slow
+def test_finetune_an_image_model_with_turned_faces(clip_dataset, tmp_path):
+    """--pose-augment on an image model (the classic fine-tune): half the crops turn as a plane."""
+    out = tmp_path / "turned"
+    r = subprocess.run([sys.executable, "-m", "ferlib", "finetune", "resnet18_attention_fer2013_long", "--data",
+                        str(clip_dataset), "--adapt", "train", "--epochs", "1", "--patience", "0", "--batch-size",
+                        "8", "--pose-augment", "40", "--out", str(out), "--run-dir", str(tmp_path / "run"),
+                        "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--drop-unknown"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _, card = load_checkpoint(out)
+    assert card["training"]["config"]["pose_augment"] == 40
+    assert card["training"]["finetuned_from"]["model"]["name"] == "resnet18_attention"
