@@ -92,6 +92,19 @@ def benchmarks_dir() -> Path | None:
     return src / "benchmarks" if src is not None and (src / "benchmarks").is_dir() else None
 
 
+def shared_data_dir() -> Path:
+    """The datasets benchmarks and data tests read (fer2013.zip, ...): ``$FERLIB_SHARED/data``, else
+    ``shared/data`` beside the source checkout (beside the current folder for an installed copy)."""
+    shared = _env_dir("FERLIB_SHARED") or (source_root() or Path.cwd()).parent / "shared"
+    return shared / "data"
+
+
+def fixture_clip() -> Path:
+    """The committed test clip `ferlib bench` measures on: ``tests/fixtures`` of the source checkout
+    (of the current folder for an installed copy, which does not ship it)."""
+    return (source_root() or Path.cwd()) / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
+
+
 def describe() -> dict[str, str]:
     """Every location as text (``ferlib models --json`` and bug reports show it)."""
     src = source_root()

@@ -11,6 +11,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -91,6 +92,10 @@ class _NoExtractor:
         pass
 
 
+def _faces_of(frames: list[tuple[np.ndarray, list[Face]]]) -> list[Face]:
+    return [f for _, faces in frames for f in faces]
+
+
 class Smoother:
     """Temporal smoothing of one face's probabilities.
 
@@ -105,22 +110,24 @@ class Smoother:
         if not 0.0 < alpha <= 1.0 or window < 1:
             raise InputError(f"bad smoothing settings alpha={alpha}, window={window}")
         self.kind, self.alpha, self.window = kind, alpha, window
-        self._state: dict[int, np.ndarray | deque] = {}
+        self._ema: dict[int, np.ndarray] = {}  # face_id -> smoothed probabilities ("ema")
+        self._windows: dict[int, deque] = {}  # face_id -> its last `window` probabilities ("mean")
 
     def __call__(self, face_id: int, probs: np.ndarray) -> np.ndarray:
         if self.kind == "none":
             return probs
         if self.kind == "ema":
-            prev = self._state.get(face_id)
+            prev = self._ema.get(face_id)
             out = probs if prev is None else self.alpha * probs + (1 - self.alpha) * prev
-            self._state[face_id] = out
+            self._ema[face_id] = out
             return out
-        q = self._state.setdefault(face_id, deque(maxlen=self.window))
+        q = self._windows.setdefault(face_id, deque(maxlen=self.window))
         q.append(probs)
         return np.mean(q, axis=0)
 
     def reset(self) -> None:
-        self._state.clear()
+        self._ema.clear()
+        self._windows.clear()
 
 
 class Pipeline:
@@ -185,7 +192,8 @@ class Pipeline:
             fallback_model = shipped_fallback_model()
         if fallback_model is None:
             return
-        fb = Pipeline(fallback_model, extractor=_NoExtractor(), backend=backend, fallback_model=None, threads=threads)
+        no_extractor = cast(LandmarkExtractor, _NoExtractor())  # never asked for faces: it gets them
+        fb = Pipeline(fallback_model, extractor=no_extractor, backend=backend, fallback_model=None, threads=threads)
         if fb.needs_mesh:
             raise InputError(f"fallback model {fb.name} needs landmarks: it must be an image model")
         ours = {c: i for i, c in enumerate(self.classes)}
@@ -209,7 +217,12 @@ class Pipeline:
     # -- inference -------------------------------------------------------------------------------
     def inputs_for(self, bgr: np.ndarray, faces: list[Face]) -> dict[str, torch.Tensor]:
         """The model's input batch for these faces of this frame."""
-        lm = np.stack([f.landmarks for f in faces]) if self.spec.needs_landmarks else None
+        lm = None
+        if self.spec.needs_landmarks:
+            points = [f.landmarks for f in faces if f.landmarks is not None]
+            if len(points) < len(faces):
+                raise InputError(f"{self.name} needs landmarks: a face without them (path 'box') cannot go in")
+            lm = np.stack(points)
         crops = (np.stack([model_crop(bgr, f, size=self.spec.image_size) for f in faces])
                  if self.spec.needs_crops else None)
         base = self.baseline if self.spec.subtract_baseline else None
@@ -231,30 +244,41 @@ class Pipeline:
         """Predictions for already-detected faces (smoothing applied per face_id). A model that needs
         landmarks gets the faces that have them; the others go to the fallback image model (and get
         no prediction without one)."""
-        if not faces:
-            return []
+        return self.predict_frames([(bgr, faces)], timings)[0]
+
+    def predict_frames(self, frames: Sequence[tuple[np.ndarray, list[Face]]],
+                       timings: dict | None = None) -> list[list[Prediction]]:
+        """`predict_faces` for several (frame, faces) at once, in one model call for all their faces
+        (and one of the fallback's): the predictions of each frame, in order. `timings` gets the
+        prepare and model times (ms) of the whole call."""
+        if not any(faces for _, faces in frames):
+            return [[] for _ in frames]
         t = {"prepare": 0.0, "model": 0.0}
-        ours = [f for f in faces if f.landmarks is not None or not self.needs_mesh]
-        rest = [f for f in faces if f.landmarks is None and self.needs_mesh and self.fallback is not None]
+        ours = [(bgr, [f for f in faces if f.landmarks is not None or not self.needs_mesh]) for bgr, faces in frames]
+        rest = [(bgr, [f for f in faces if f.landmarks is None and self.needs_mesh and self.fallback is not None])
+                for bgr, faces in frames]
         probs: dict[int, tuple[np.ndarray, str]] = {}
-        if ours:
-            probs.update((id(f), (p, self.name)) for f, p in zip(ours, self._classify(bgr, ours, t)))
-        if rest:
-            fb = self.fallback._classify(bgr, rest, t)
-            mapped = np.zeros((len(rest), len(self.classes)), np.float32)
-            keep = self._fallback_index >= 0
-            mapped[:, self._fallback_index[keep]] = fb[:, keep]
+        if any(fs for _, fs in ours):
+            probs.update((id(f), (p, self.name)) for f, p in zip(_faces_of(ours), self._classify(ours, t)))
+        fallback, index = self.fallback, self._fallback_index
+        if any(fs for _, fs in rest) and fallback is not None and index is not None:  # none without a fallback
+            fb = fallback._classify(rest, t)
+            mapped = np.zeros((len(fb), len(self.classes)), np.float32)
+            keep = index >= 0
+            mapped[:, index[keep]] = fb[:, keep]
             mapped /= np.clip(mapped.sum(axis=1, keepdims=True), 1e-12, None)
-            probs.update((id(f), (p, self.fallback.name)) for f, p in zip(rest, mapped))
+            probs.update((id(f), (p, fallback.name)) for f, p in zip(_faces_of(rest), mapped))
         if timings is not None:
             timings.update(t)
-        return [Prediction(face=f, probs=self.smoother(f.face_id, probs[id(f)][0]), classes=self.classes,
-                           model=probs[id(f)][1]) for f in faces if id(f) in probs]
+        return [[Prediction(face=f, probs=self.smoother(f.face_id, probs[id(f)][0]), classes=self.classes,
+                            model=probs[id(f)][1]) for f in faces if id(f) in probs] for _, faces in frames]
 
-    def _classify(self, bgr: np.ndarray, faces: list[Face], t: dict) -> np.ndarray:
-        """This pipeline's model's probabilities for the faces; adds the times to t (ms)."""
+    def _classify(self, frames: list[tuple[np.ndarray, list[Face]]], t: dict) -> np.ndarray:
+        """This pipeline's model's probabilities for the faces of the frames (one model call, faces in
+        frame order); adds the times to t (ms)."""
         t0 = time.perf_counter()
-        batch = self.inputs_for(bgr, faces)
+        parts = [self.inputs_for(bgr, faces) for bgr, faces in frames if faces]
+        batch = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         t1 = time.perf_counter()
         probs = self.probabilities(batch)
         t["prepare"] += (t1 - t0) * 1e3

@@ -19,7 +19,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ferlib.bench import BenchConfig, Runners, _clip_faces, bench_raw  # noqa: E402
+from ferlib.bench import BenchConfig, Runners, bench_raw, clip_faces  # noqa: E402
 from ferlib.checkpoint import load_checkpoint  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from ferlib.io import iter_video  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(1)
     frames = list(iter_video(args.clip, max_frames=120))
     with LandmarkExtractor(mode="video") as ex:
-        lm, idx, _ = _clip_faces(frames, ex)
+        lm, idx, _ = clip_faces(frames, ex)
     roles, info = {}, {}
     for path in shipped_models():
         model, card = load_checkpoint(path)

@@ -14,10 +14,6 @@ from ferlib.errors import InputError
 from tests.helpers import shared_file
 
 
-def _numbers(row: dict) -> list[float]:
-    return [v for v in row.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-
-
 def _positive(rows: list[dict], *, allow_zero=("max_abs_diff_vs_torch", "cached", "extracted", "share")) -> None:
     for r in rows:
         for k, v in r.items():
