@@ -284,6 +284,7 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
     labels = train_data.labels
+    criterion: nn.Module
     if classify:
         weight = class_weights(labels, model.num_classes) if config.class_weights else None
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing).to(device)

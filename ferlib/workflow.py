@@ -184,6 +184,8 @@ def _clarity_strata(spec: InputSpec, sets: dict[str, Prepared], n_strata: int, p
     """Clarity-stratum edges: the Laplacian-variance quantiles of the training faces' crops,
     splitting them into `n_strata` equal groups; spec and sets updated."""
     train_rows = sets["train"]
+    if train_rows.crops is None:
+        raise InputError("clarity strata need face crops: the model's input spec has none")
     scores = clarity_score(train_rows.crops[train_rows.detected])
     edges = tuple(float(q) for q in np.quantile(scores, np.arange(1, n_strata) / n_strata))
     spec = replace(spec, clarity_edges=edges)
@@ -333,10 +335,10 @@ def adapt_personal(base, data: TrainingData, config: AdaptConfig, *, run_dir=Non
     _, base_card = load_checkpoint(path)
     classes = list(base_card["classes"])
     sets = split_prepared(prepare_data(data, card_spec(base_card), classes, options, progress))
-    fit = [sets[k] for k in ("train", "val") if k in sets]
-    if not fit:
+    parts = [sets[k] for k in ("train", "val") if k in sets]
+    if not parts:
         raise InputError(f"the data has no train or val rows to adapt to (splits: {sorted(sets)})")
-    fit = concat_prepared(fit) if len(fit) > 1 else fit[0]
+    fit = concat_prepared(parts) if len(parts) > 1 else parts[0]
     progress.log(f"adapting {base_card['model']['name']} ({config.method}) to {len(fit)} samples")
     model, card, report = adapt(path, fit.tensor_set(), config, cancel=progress.cancel)
     progress.log(f"adapted in {report['seconds']:.1f} s; samples per emotion {report['per_class']}"
