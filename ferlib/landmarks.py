@@ -10,7 +10,7 @@ An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per strea
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from ferlib.normalize import head_pose
 from ferlib.tracking import FaceTracker, greedy_match
 from ferlib.types import Face
 
-if TYPE_CHECKING:  # ferlib.realign imports torch: loaded only when a keypoint model is set
+if typing.TYPE_CHECKING:  # ferlib.realign imports torch: loaded only when a keypoint model is set
     from ferlib.realign import KeypointRealigner
 
 FRONT_END = 4
