@@ -21,6 +21,7 @@ from ferlib.errors import FerError, ModelFileError
 from ferlib.fsutil import atomic_write_bytes, json_default, sha256_bytes
 from ferlib.inputs import InputSpec
 from ferlib.models import create_model, list_models
+from ferlib.models.keypoints import KEYPOINT_INDICES
 from ferlib.models.registry import FerModel
 
 FORMAT = "ferlib-checkpoint"
@@ -75,8 +76,6 @@ def make_card(model: FerModel, classes, spec: InputSpec, training: dict | None =
 
         card["canonical_face_sha256"] = canonical_face_sha256()
     if model.task == "keypoints":
-        from ferlib.models.keypoints import KEYPOINT_INDICES
-
         card["keypoints"] = list(keypoints or KEYPOINT_INDICES)
     return card
 

@@ -9,6 +9,7 @@ through ferlib.runners (`OnnxRunner`, `TorchScriptRunner`), which this module ch
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import warnings
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 from ferlib.errors import InputError, ModelFileError
 from ferlib.fsutil import atomic_write_bytes, json_default
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
@@ -88,8 +90,6 @@ def _out_size(module, size: tuple[int, ...]) -> tuple[int, ...]:
 def _onnx_ready(model: FerModel, batch: dict[str, torch.Tensor]) -> FerModel:
     """`model` itself, or a copy whose non-divisible adaptive average pools (1d and 2d) are constant
     matrix products for the input sizes that `batch` (a batch of the model's real input shape) gives them."""
-    import copy
-
     sizes: dict[str, tuple[int, ...]] = {}
     pools = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 
@@ -232,8 +232,6 @@ def export_torchscript(model: FerModel, out=None, card: dict | None = None,
 
 def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:
     """Export a checkpoint (path or shipped name) -> (written path, max |diff| to PyTorch)."""
-    from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
-
     if fmt not in FORMATS:
         raise InputError(f"export format must be one of {FORMATS}, got {fmt!r}")
     net, card = load_checkpoint(resolve_checkpoint(model))

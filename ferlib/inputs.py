@@ -8,7 +8,7 @@ card) says what to build; `Augmenter` applies training-time augmentation to buil
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ferlib.errors import InputError
+from ferlib.models.keypoints import KEYPOINT_INDICES
 
 KINDS = ("landmarks", "image", "hybrid", "distances")
 KEYS = ("landmarks", "image", "heatmaps", "patches", "distances", "stratum")
@@ -195,8 +196,6 @@ def clarity_stratum(crops, edges) -> np.ndarray:
 def keypoint_targets(landmarks_px, crop_size: int) -> np.ndarray:
     """(N, P, 2) crop-relative [0, 1] targets of the keypoint regressor from face mesh points given
     in the crop's pixel coordinates."""
-    from ferlib.models.keypoints import KEYPOINT_INDICES
-
     lm = _check_landmarks(landmarks_px)
     return (lm[:, list(KEYPOINT_INDICES.values()), :2] / float(crop_size)).astype(np.float32)
 
@@ -513,8 +512,6 @@ class PoseAugmenter:
             raise InputError("pose augmentation does not support subject-conditioned (baseline) inputs")
         if not (0 <= self.max_yaw <= 90 and self.distance > 0):
             raise InputError(f"bad pose augmentation: max_yaw={self.max_yaw}, distance={self.distance}")
-        from dataclasses import replace
-
         self._spec = replace(self.spec, keys=("landmarks",))
 
     def rotate(self, raw: np.ndarray, yaw, pitch) -> np.ndarray:

@@ -18,7 +18,10 @@ import cv2
 import numpy as np
 import torch
 
+from ferlib.checkpoint import load_checkpoint
 from ferlib.errors import InputError, ModelFileError
+from ferlib.inputs import InputSpec, build_batch
+from ferlib.models.keypoints import KEYPOINT_INDICES
 
 # Where the key points (KEYPOINT_INDICES order: right eye, left eye, mouth right, mouth left, the
 # subject's sides) lie on a FER2013 face crop, as fractions of its side: the mean of face mesh's
@@ -52,10 +55,6 @@ class KeypointRealigner:
     """Loads a keypoint_regressor checkpoint; `keypoints(bgr)` and `retry(bgr, find)`."""
 
     def __init__(self, path):
-        from ferlib.checkpoint import load_checkpoint
-        from ferlib.inputs import InputSpec
-        from ferlib.models.keypoints import KEYPOINT_INDICES
-
         model, card = load_checkpoint(path)
         if model.task != "keypoints":
             raise ModelFileError(f"{path}: a {model.task} model, not a keypoint regressor")
@@ -67,8 +66,6 @@ class KeypointRealigner:
     @torch.no_grad()
     def keypoints(self, bgr: np.ndarray) -> np.ndarray:
         """(4, 2) key points in `bgr`'s pixels, the whole image taken as the face crop."""
-        from ferlib.inputs import build_batch
-
         h, w = bgr.shape[:2]
         side = max(h, w)
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
@@ -96,8 +93,6 @@ class KeypointRealigner:
             m = np.r_[similarity_matrix(kps, tpl), [[0, 0, 1]]]
         except InputError:
             return None
-        from ferlib.models.keypoints import KEYPOINT_INDICES
-
         c = side / 2
         for a in angles:
             turn = cv2.getRotationMatrix2D((c, c), float(a), 1.0)

@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from ferlib.checkpoint import card_spec
 from ferlib.errors import FerError
-from ferlib.evaluate import confusion_figure
+from ferlib.evaluate import confusion_figure, evaluate
 from webapp import figures, ui
+from webapp.datasets import folder_frame, folder_inputs, split_sets, studio_frame, tensor_set
 from webapp.resources import get_store, load_model, require_models
 
 st.title("Evaluate")
@@ -41,8 +43,6 @@ with right:
 
 
 def _studio_inputs(spec, classes) -> dict:
-    from webapp.datasets import split_sets, studio_frame, tensor_set
-
     df = studio_frame(store, session_ids)
     if split == "test split":
         sets = split_sets(df, spec, classes)
@@ -55,10 +55,6 @@ def _studio_inputs(spec, classes) -> dict:
 
 
 def _run(choice) -> dict:
-    from ferlib.checkpoint import card_spec
-    from ferlib.evaluate import evaluate
-    from webapp.datasets import folder_frame, folder_inputs
-
     model, card = load_model(choice.path)
     spec, classes = card_spec(card), list(card["classes"])
     if source == "Studio sessions":

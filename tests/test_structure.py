@@ -124,6 +124,69 @@ def test_no_new_circle_through_deferred_imports():
     assert [c for c in KNOWN_DEFERRED_CIRCLES if c not in found] == [], "a known circle is gone: delete it here"
 
 
+# Imports of ferlib/webapp modules inside a function body: only the CLI defers them (each command
+# imports its modules when it runs). Any other one is listed here with the reason it stays deferred.
+_MEDIAPIPE = ("ferlib.normalize (and ferlib.features, ferlib.landmarks above it) import mediapipe, seconds "
+              "at start-up, for the landmark subsets; loading and running models, exports and training "
+              "processes do without it until landmarks are normalised (issue 14: move the subsets down a layer)")
+_TORCH = "loads torch and a keypoint model, which extraction (and its worker processes) needs only when one is set"
+DEFERRED_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
+    ("ferlib.checkpoint", "ferlib.normalize"): _MEDIAPIPE,
+    ("ferlib.inputs", "ferlib.normalize"): _MEDIAPIPE,
+    ("ferlib.inputs", "ferlib.features"): _MEDIAPIPE,
+    ("ferlib.models.blocks", "ferlib.normalize"): _MEDIAPIPE,
+    ("ferlib.models.distance", "ferlib.features"): _MEDIAPIPE,
+    ("ferlib.export", "ferlib.normalize"): _MEDIAPIPE,
+    ("ferlib.evaluate", "ferlib.normalize"): _MEDIAPIPE,
+    ("ferlib.data.tensors", "ferlib.normalize"): _MEDIAPIPE,
+    ("ferlib.data.cache", "ferlib.landmarks"): _MEDIAPIPE,
+    ("ferlib.landmarks", "ferlib.realign"): _TORCH,
+    ("ferlib.data.cache", "ferlib.realign"): _TORCH,
+    ("ferlib.data.cache", "ferlib.checkpoint"): _TORCH,
+    ("ferlib.train", "ferlib.inputs"): "ferlib/train.py was being edited by another change (issue 14)",
+    ("ferlib.train", "ferlib.checkpoint"): "ferlib/train.py was being edited by another change (issue 14)",
+}
+DEFERRING_MODULES = {"ferlib.cli"}
+
+
+def _deferred_imports(body: list[ast.stmt], in_function: bool = False):
+    """(import node) for every import statement inside a function body."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from _deferred_imports(node.body, True)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if in_function:
+                yield node
+            continue
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                yield from _deferred_imports([child], in_function)
+
+
+def test_ferlib_and_webapp_modules_are_imported_at_module_top():
+    mods = _modules()
+    found = set()
+    for name, path in mods.items():
+        if name in DEFERRING_MODULES:
+            continue
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in _deferred_imports(ast.parse(path.read_text(encoding="utf-8")).body):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+                # `from ferlib import realign` imports the module ferlib.realign
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for t in targets:
+                if t.split(".")[0] in PACKAGES:
+                    found.add((name, t) if (name, t) in DEFERRED_IMPORTS_ALLOWED else (name, t, node.lineno))
+    assert [f for f in found if len(f) == 3] == [], "import these at module top (or list them with a reason)"
+    assert [k for k in DEFERRED_IMPORTS_ALLOWED if k not in found] == [], "gone: delete it from the list"
+
+
 def test_fsutil_is_under_everything():
     assert import_graph(deferred=True)["ferlib.fsutil"] <= {"ferlib.errors"}
 

@@ -10,16 +10,20 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from ferlib.checkpoint import load_checkpoint
 from ferlib.errors import InputError
+from ferlib.landmarks import LandmarkExtractor
+from ferlib.models import create_model, list_models
+from ferlib.pipeline import DEFAULT_MODELS, Pipeline, shipped_models
 from ferlib.store import Store, default_root
+from webapp import jobs
+from webapp.video import drain
 
 SMOOTHING = {"none": "none", "EMA": "ema", "window vote": "vote"}
 
 
 @st.cache_resource(show_spinner=False)
 def _store_for(root: str) -> Store:
-    from webapp import jobs
-
     store = Store(Path(root))
     store.check(active_run_ids=jobs.active_ids())
     return store
@@ -65,8 +69,6 @@ def model_choices(store: Store) -> list[ModelChoice]:
         out.append(ModelChoice(f"{r.name} v{r.version}" + (" (live)" if r.is_live else ""),
                                m["abs_path"], int(r.id), bool(r.is_live)))
     out.sort(key=lambda c: not c.is_live)
-    from ferlib.pipeline import DEFAULT_MODELS, shipped_models
-
     rank = {stem: i for i, stem in enumerate(DEFAULT_MODELS)}
     for p in sorted(shipped_models(), key=lambda p: (rank.get(p.stem, len(rank)), p.stem)):
         out.append(ModelChoice(f"shipped: {p.stem}", str(p)))
@@ -86,8 +88,6 @@ def require_models(store: Store) -> list[ModelChoice]:
 def drain_results(proc, error_key: str) -> list[dict]:
     """The results a video processor queued since the last call (`video.drain(proc.results)`); an
     ``{"error": message}`` item goes to ``st.session_state[error_key]`` instead."""
-    from webapp.video import drain
-
     out = []
     for item in drain(proc.results):
         if "error" in item:
@@ -100,8 +100,6 @@ def drain_results(proc, error_key: str) -> list[dict]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_model(path: str):
     """(model, card) of a checkpoint, loaded once (safetensors, validated)."""
-    from ferlib.checkpoint import load_checkpoint
-
     return load_checkpoint(path)
 
 
@@ -137,8 +135,6 @@ def _pooled(key: tuple, build: Callable[[], Any]):
 
 def make_pipeline(model_path: str, smoothing: str = "none"):
     """A Pipeline (its own MediaPipe graph) for one stream, reset; called in the stream's worker thread."""
-    from ferlib.pipeline import Pipeline
-
     pipe = _pooled(("pipeline", str(model_path)), lambda: Pipeline(model_path, smoothing=smoothing,
                                                                             backend="auto"))
     pipe.set_smoothing(smoothing)
@@ -148,8 +144,6 @@ def make_pipeline(model_path: str, smoothing: str = "none"):
 
 def make_extractor():
     """A LandmarkExtractor for one Studio stream, reset."""
-    from ferlib.landmarks import LandmarkExtractor
-
     # samples store landmarks: faces face mesh cannot read are not offered
     return _pooled(("extractor",), lambda: LandmarkExtractor(mode="video", max_faces=1, keep_unmeshed=False))
 
@@ -157,8 +151,6 @@ def make_extractor():
 @st.cache_resource(show_spinner=False)
 def classifier_types() -> list[str]:
     """Registry names of the classification models (the Train page's model types)."""
-    from ferlib.models import create_model, list_models
-
     out = []
     for name in list_models():
         try:
@@ -172,6 +164,4 @@ def classifier_types() -> list[str]:
 @st.cache_resource(show_spinner=False)
 def model_input_kind(name: str) -> str:
     """The `input_kind` of registry model `name` ("landmarks", "image", "hybrid", "distances")."""
-    from ferlib.models import create_model
-
     return create_model(name).input_kind

@@ -8,8 +8,10 @@ from typing import Sequence
 
 import pandas as pd
 
+from ferlib.checkpoint import checkpoint_paths
 from ferlib.classes import CLASSES, FER7
 from ferlib.errors import FerError
+from ferlib.pipeline import DEFAULT_MODELS
 
 ROUGH_BELOW = 50
 """Figures resting on fewer samples than this carry a caveat."""
@@ -34,8 +36,6 @@ def error_text(e: BaseException) -> str:
 
 def card_of(path: str | Path) -> dict:
     """The JSON model card of a checkpoint path (stem, .json or .safetensors); {} when unreadable."""
-    from ferlib.checkpoint import checkpoint_paths
-
     try:
         return json.loads(checkpoint_paths(path)[1].read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -45,8 +45,6 @@ def card_of(path: str | Path) -> dict:
 def default_model_index(choices: Sequence) -> int:
     """Index of the shipped default model (`ferlib.pipeline.DEFAULT_MODELS`, first present) in
     `choices` (ModelChoice items), else 0."""
-    from ferlib.pipeline import DEFAULT_MODELS
-
     stems = [Path(str(c.path)).with_suffix("").name if c.store_id is None else None for c in choices]
     for stem in DEFAULT_MODELS:
         if stem in stems:

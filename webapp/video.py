@@ -18,8 +18,10 @@ import cv2
 import numpy as np
 from streamlit_webrtc import VideoProcessorBase
 
+from ferlib.crops import face_crop
 from ferlib.draw import draw_faces, draw_result
-from ferlib.errors import FerError
+from ferlib.errors import FerError, StorageError
+from ferlib.normalize import normalize
 from ferlib.types import FrameResult, largest_face, main_prediction
 
 QUEUE_SIZE = 512
@@ -109,8 +111,6 @@ class LiveProcessor(VideoProcessorBase):
             main = main_prediction(result.predictions)
             if self._calib is None or main is None or main.face.landmarks is None:
                 return
-            from ferlib.normalize import normalize
-
             self._calib.append(normalize(main.face.landmarks, pipe.spec.method))
             if len(self._calib) >= CALIBRATION_FRAMES:
                 # The mean normalised face; build_batch normalises it again, which leaves it as it is.
@@ -178,9 +178,6 @@ class StudioRecorder(VideoProcessorBase):
         self._capture.set()
 
     def recv(self, frame: av.VideoFrame) -> av.VideoFrame:
-        from ferlib.crops import face_crop
-        from ferlib.errors import StorageError
-
         bgr = frame.to_ndarray(format="bgr24")
         self.frames += 1
         try:

@@ -29,9 +29,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ferlib import locations
+from ferlib.crops import face_crop
+from ferlib.detection import SMALL_SIDE
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
-from ferlib.types import largest_face
+from ferlib.io import ensure_bgr, image_size, load_image
+from ferlib.types import Face, largest_face
 
 from .importers import read_bytes, resize_square
 
@@ -61,8 +64,6 @@ def content_key(payload: bytes | np.ndarray) -> str:
 
 
 def _decode(payload: bytes | np.ndarray, resize_to: int | None, name: str) -> np.ndarray:
-    from ferlib.io import ensure_bgr, load_image
-
     try:
         img = ensure_bgr(payload, name=name) if isinstance(payload, np.ndarray) else load_image(payload)
     except InputError as e:
@@ -369,10 +370,6 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     the whole image where no face was found; "auto": "image" for images whose longer side is below
     ferlib.landmarks.SMALL_SIDE, else "face".
     """
-    from ferlib.crops import face_crop
-    from ferlib.detection import SMALL_SIDE
-    from ferlib.types import Face
-
     if mode not in ("auto", "image", "face"):
         raise InputError(f"crop mode {mode!r}: expected 'auto', 'image' or 'face'")
     if size < 1:
@@ -426,8 +423,6 @@ def _longer_side(payload: bytes | np.ndarray, resize_to: int | None) -> int:
         return int(resize_to)
     if isinstance(payload, np.ndarray):
         return max(payload.shape[:2])
-    from ferlib.io import image_size
-
     try:
         return max(image_size(payload))
     except InputError:
