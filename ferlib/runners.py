@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from ferlib.errors import InputError, ModelFileError
 
@@ -61,6 +60,8 @@ def limit_blas_threads(threads: int) -> None:
     OpenBLAS's extra threads only wake up to contend with MediaPipe's own (a 3x3 inverse took
     0.8 ms instead of 5 us in a `ferlib predict` profile on this 2-core machine). torch sets its
     own BLAS's threads in `torch.set_num_threads`, so this runs on every runner load, not once."""
+    from threadpoolctl import threadpool_limits  # importing it sets KMP_DUPLICATE_LIB_OK: not at import time
+
     threadpool_limits(limits=threads, user_api="blas")
 
 
