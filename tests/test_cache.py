@@ -178,3 +178,14 @@ def test_real_fer2013_sample_detection(tmp_path):
     assert np.nanmax(res.landmarks[res.detected][:, :, :2]) < 80  # 48x48 pixel coordinates
     crops = extract_crops(df, cache_dir=tmp_path / "k", progress=False)
     assert not crops.cropped.any()  # FER2013 images are the crops
+
+
+def test_the_cache_key_follows_the_front_ends_numbers_not_its_flags(monkeypatch):
+    from ferlib import landmarks
+    from ferlib.data.cache import extractor_settings
+
+    before = extractor_settings()
+    monkeypatch.setattr(landmarks, "TYPE_CHECKING", False, raising=False)  # a flag, e.g. typing's
+    assert extractor_settings() == before
+    monkeypatch.setattr(landmarks, "CROP_MARGIN", landmarks.CROP_MARGIN + 0.1)  # a tuning number
+    assert extractor_settings() != before

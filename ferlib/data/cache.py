@@ -126,7 +126,10 @@ def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | No
         kwargs["keypoint_model"] = "sha256:" + sha256_file(checkpoint_paths(kwargs["keypoint_model"])[0])
         kwargs["realign"] = {k: np.asarray(getattr(realign, k)).tolist() for k in dir(realign)
                              if k.isupper() and isinstance(getattr(realign, k), (int, float, tuple, np.ndarray))}
-    consts = {k: getattr(lm, k) for k in dir(lm) if k.isupper() and isinstance(getattr(lm, k), (int, float))}
+    # The front end's tuning numbers (FRONT_END, margins, sizes): upper-case ints and floats of
+    # ferlib.landmarks; bools are flags such as typing.TYPE_CHECKING, not settings.
+    consts = {k: v for k in dir(lm) if k.isupper()
+              and isinstance(v := getattr(lm, k), (int, float)) and not isinstance(v, bool)}
     return {"format": CACHE_FORMAT, "extractor": kwargs, "constants": consts,
             "mediapipe": mediapipe.__version__, "resize_to": resize_to}
 
