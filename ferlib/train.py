@@ -30,7 +30,8 @@ from torch import nn
 from ferlib.device import DEVICES, autocast, resolve_device, to_device
 from ferlib.errors import InputError
 from ferlib.evaluate import keypoint_nme, macro_f1, predict_outputs
-from ferlib.inputs import Augmenter, TensorSet, spec_for_model
+from ferlib.checkpoint import card_spec, load_checkpoint
+from ferlib.inputs import Augmenter, PoseAugmenter, TensorSet, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.fsutil import atomic_write_bytes
 
@@ -297,8 +298,6 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     augment = Augmenter(spec, turn=turn) if config.augment and classify else None
     pose = None
     if config.pose_augment > 0 and "landmarks" in model.input_keys:  # landmarks turn in 3-D
-        from ferlib.inputs import PoseAugmenter
-
         if raw_landmarks is None or len(raw_landmarks) != len(train_data):
             raise InputError(f"pose_augment needs raw_landmarks, one (478, 3) set per training sample "
                              f"({len(train_data)})")
@@ -404,8 +403,6 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
     """Fine-tune a checkpoint: a new head when `classes` differ from the card's, the backbone frozen
     when config.freeze_backbone; raw_landmarks as in `train` (config.pose_augment of landmark
     models). Returns (model, updated card, result); save with save_checkpoint."""
-    from ferlib.checkpoint import card_spec, load_checkpoint
-
     config = config.resolved()  # the card names the device used
     model, card = load_checkpoint(checkpoint_path)
     classes = list(classes) if classes is not None else list(card["classes"])

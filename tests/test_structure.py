@@ -143,8 +143,6 @@ DEFERRED_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
     ("ferlib.landmarks", "ferlib.realign"): _TORCH,
     ("ferlib.data.cache", "ferlib.realign"): _TORCH,
     ("ferlib.data.cache", "ferlib.checkpoint"): _TORCH,
-    ("ferlib.train", "ferlib.inputs"): "ferlib/train.py was being edited by another change (issue 14)",
-    ("ferlib.train", "ferlib.checkpoint"): "ferlib/train.py was being edited by another change (issue 14)",
 }
 DEFERRING_MODULES = {"ferlib.cli"}
 
