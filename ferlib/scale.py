@@ -232,12 +232,13 @@ class _PredictWorker:
                 "smoothing": p.smoother.kind, "pid": os.getpid(), "host": socket.gethostname()}
 
     def run(self, task: Task) -> dict:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = predict(list(task.paths), self.pipe, max_frames=self.settings.max_frames)
         return {"format": SHARD_FORMAT, "index": task.index, "kind": task.kind, "paths": list(task.paths),
                 "classes": list(self.pipe.classes), "rows": report.frame.to_dict("records"),
                 "errors": report.errors, "frames": int(len(report.frame.drop_duplicates(["source", "frame"]))),
-                "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid()}
+                "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "host": socket.gethostname(),
+                "pid": os.getpid()}
 
 
 @dataclass
@@ -253,6 +254,8 @@ class RayPredictRun:
     compute_s: float
     frames: int
     shard_dir: Path
+    cpu_s: float = 0.0  # CPU seconds (every thread) the actors spent on this run's tasks
+    task_s: float = 0.0  # wall seconds of those tasks, summed over the actors (cpu_s / task_s: the CPU they got)
 
 
 def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *, address: str | None = None,
@@ -307,8 +310,10 @@ def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *,
     df = pd.DataFrame(rows, columns=columns_for(classes))
     df = df.astype({"frame": int, "face": int, "detected": int})
     frames = sum(int(shards[t.index].get("frames", 0)) for t in todo)
+    cpu = sum(float(shards[t.index].get("cpu_s", 0.0)) for t in todo)
+    task_s = sum(float(shards[t.index].get("seconds", 0.0)) for t in todo)
     return RayPredictRun(PredictReport(df, errors), info, len(tasks), len(tasks) - len(todo), n_workers,
-                         startup, compute, frames, shard_dir)
+                         startup, compute, frames, shard_dir, cpu, task_s)
 
 
 def _get(ray, ref, what: str):
@@ -410,6 +415,10 @@ class _ExtractWorker:
 
     def run(self, items: list) -> list:
         return [landmark_cache._extract_one(it) for it in items]
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (every thread) this actor's process has used."""
+        return time.process_time()
 
 
 class RayExtractRunner:
