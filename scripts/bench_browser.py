@@ -1,14 +1,16 @@
-"""Browser end-to-end benchmark of the Live page: a 30 fps 640x480 fake camera in headless Chromium.
+"""Browser end-to-end benchmark of the Live page: a 30 fps fake camera (640x360 by default) in headless Chromium.
 
-    .venv/bin/python scripts/bench_browser.py [--seconds 20] [--warmup 10] [--out benchmarks]
+    .venv/bin/python scripts/bench_browser.py [--seconds 20] [--warmup 10] [--size 640x360] [--out benchmarks]
 
 The real app runs in a private network namespace (tests/browser/harness.py: needs root, Chromium,
 ffmpeg and `ip`); the fake camera loops the fixture clip's laughing part (10-18 s) letterboxed to
-640x480 at 30 fps. After a warm-up, the script reads what the Live page shows: the "Frames
+--size at 30 fps. After a warm-up, the script reads what the Live page shows: the "Frames
 processed" counter (processed frames per second over the timed window), the "FPS" readout once a
-second, and at the end the per-frame processing latencies of the page's performance chart (its
-last 10 s of frames) -> median and p95. Writes <out>/<date>-<name>.json and .md and prints the
-Markdown. Target: processing keeps up with the camera (>= 95% of 30 fps) with p95 <= 50 ms.
+second, the frames the browser's video element received and rendered from the server
+(`getVideoPlaybackQuality().totalVideoFrames` of the component's output video, over the window),
+and at the end the per-frame processing latencies of the page's performance chart (its last 10 s
+of frames) -> median and p95. Writes <out>/<date>-<name>.json and .md and prints the Markdown.
+Targets (issue 12): page >= 25 FPS, browser >= 25 fps, processing p95 <= 50 ms.
 """
 from __future__ import annotations
 
@@ -41,8 +43,11 @@ from tests.browser.harness import (  # noqa: E402
     webrtc_stream,
 )
 
-CAMERA_FPS, CAMERA_SIZE = 30, "640x480"
+CAMERA_FPS, CAMERA_SIZE = 30, "640x360"
+TARGET_FPS, TARGET_P95_MS = 25.0, 50.0
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
+VIDEO_FRAMES_JS = """() => Array.from(document.querySelectorAll('video'))
+  .map(v => v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : null)"""
 LATENCY_JS = """() => {
   for (const g of document.querySelectorAll('.js-plotly-plot'))
     for (const t of (g.data || [])) if (t.name === 'latency ms') return Array.from(t.y);
@@ -80,10 +85,21 @@ def _model_for_live(data_dir: Path) -> str:
     return "untrained landmark_cnn1d (models/ has no shipped checkpoint; timing does not depend on weights)"
 
 
-def measure(seconds: float, warmup: float) -> dict:
+def _video_frames(page) -> int | None:
+    """Frames rendered by the busiest <video> in the page or its frames (the component's output)."""
+    counts = []
+    for frame in page.frames:
+        try:
+            counts += [c for c in frame.evaluate(VIDEO_FRAMES_JS) if c is not None]
+        except Exception:  # a frame navigating or detached
+            pass
+    return max(counts) if counts else None
+
+
+def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE) -> dict:
     with tempfile.TemporaryDirectory(prefix="ferlib-bench-browser-") as tmp:
         tmp = Path(tmp)
-        y4m = _make_y4m()(CLIP, tmp / "camera.y4m", size=CAMERA_SIZE, fps=CAMERA_FPS, start=10, seconds=8)
+        y4m = _make_y4m()(CLIP, tmp / "camera.y4m", size=size, fps=CAMERA_FPS, start=10, seconds=8)
         model = _model_for_live(tmp / "data")
         env = {"FERLIB_DATA": str(tmp / "data")}
         with netns() as ns, streamlit_server(ROOT / "app.py", ns, env, name="bench-browser") as srv, \
@@ -94,12 +110,14 @@ def measure(seconds: float, warmup: float) -> dict:
             with webrtc_stream(page, timeout_ms=60_000):
                 wait_for_number(page, "Frames processed", 10, timeout=120, shot="bench-browser")
                 page.wait_for_timeout(warmup * 1000)
+                v0 = _video_frames(page)
                 n0, t0 = read_number(page, "Frames processed"), time.monotonic()
                 fps_readout = []
                 while time.monotonic() - t0 < seconds:
                     page.wait_for_timeout(1000)
                     fps_readout.append(read_number(page, "FPS"))
                 n1, t1 = read_number(page, "Frames processed"), time.monotonic()
+                v1 = _video_frames(page)
                 latency = page.evaluate(LATENCY_JS)
                 p95_page = read_number(page, "Latency p95")
                 screenshot(page, "bench-browser-live")
@@ -107,9 +125,10 @@ def measure(seconds: float, warmup: float) -> dict:
         raise RuntimeError("the Live page's performance chart has no 'latency ms' trace")
     lat = np.asarray(latency, dtype=np.float64)
     fps = [v for v in fps_readout if v is not None]
-    return {"model": model, "camera": f"{CAMERA_SIZE} @ {CAMERA_FPS} fps (fixture clip 10-18 s, letterboxed, looped)",
+    return {"model": model, "camera": f"{size} @ {CAMERA_FPS} fps (fixture clip 10-18 s, letterboxed, looped)",
             "warmup_s": warmup, "window_s": t1 - t0, "frames_processed": n1 - n0,
-            "processed_fps": (n1 - n0) / (t1 - t0), "page_fps_median": float(np.median(fps)) if fps else None,
+            "processed_fps": (n1 - n0) / (t1 - t0),
+            "browser_fps": (v1 - v0) / (t1 - t0) if v0 is not None and v1 is not None else None, "page_fps_median": float(np.median(fps)) if fps else None,
             "page_fps_p10": float(np.percentile(fps, 10)) if fps else None,
             "latency_median_ms": float(np.median(lat)), "latency_p95_ms": float(np.percentile(lat, 95)),
             "latency_samples": int(lat.size), "page_latency_p95_ms": p95_page}
@@ -117,14 +136,21 @@ def measure(seconds: float, warmup: float) -> dict:
 
 def to_markdown(r: dict, command: str) -> str:
     rows = [{"metric": "frames processed per second (counter over the window)", "value": r["processed_fps"]},
+            {"metric": "frames the browser rendered per second (output video)",
+             "value": r["browser_fps"] if r["browser_fps"] is not None else "n/a"},
             {"metric": "page FPS readout, median (p10)", "value": f"{r['page_fps_median']:.1f} ({r['page_fps_p10']:.1f})"
              if r["page_fps_median"] is not None else "n/a"},
             {"metric": f"processing latency median, ms ({r['latency_samples']} frames)", "value": r["latency_median_ms"]},
             {"metric": "processing latency p95, ms", "value": r["latency_p95_ms"]},
             {"metric": "page 'Latency p95' readout, ms", "value": r["page_latency_p95_ms"]}]
-    targets = [{"target": f"holds the camera's {CAMERA_FPS} fps (>= 95%)", "measured": r["processed_fps"],
-                "met": r["processed_fps"] >= 0.95 * CAMERA_FPS},
-               {"target": "processing p95 <= 50 ms", "measured": r["latency_p95_ms"], "met": r["latency_p95_ms"] <= 50}]
+    page_fps = r["page_fps_median"] if r["page_fps_median"] is not None else r["processed_fps"]
+    browser = r["browser_fps"]
+    targets = [{"target": f"page >= {TARGET_FPS:.0f} FPS (readout median)", "measured": page_fps,
+                "met": page_fps >= TARGET_FPS},
+               {"target": f"browser >= {TARGET_FPS:.0f} fps (rendered)", "measured": browser if browser is not None
+                else "n/a", "met": browser is not None and browser >= TARGET_FPS},
+               {"target": f"processing p95 <= {TARGET_P95_MS:.0f} ms", "measured": r["latency_p95_ms"],
+                "met": r["latency_p95_ms"] <= TARGET_P95_MS}]
     r["targets"] = targets
     return "\n".join([
         f"# Browser benchmark {r['date']} {r['time_utc']} UTC", "",
@@ -143,17 +169,18 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds of streaming before timing (default 10)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for <date>-<name>.json/.md")
     ap.add_argument("--name", default="browser")
+    ap.add_argument("--size", default=CAMERA_SIZE, help=f"fake camera WxH (default {CAMERA_SIZE})")
     args = ap.parse_args(argv)
     start = datetime.now(timezone.utc)
     load0 = list(os.getloadavg())
     try:
-        res = measure(args.seconds, args.warmup)
+        res = measure(args.seconds, args.warmup, args.size)
     except (pytest.skip.Exception, pytest.fail.Exception) as e:
         print(f"error: browser benchmark could not run: {e}", file=sys.stderr)
         return 2
     res.update(date=start.strftime("%Y-%m-%d"), time_utc=start.strftime("%H:%M:%S"), load_avg_start=load0,
                load_avg_end=list(os.getloadavg()))
-    command = f"python scripts/bench_browser.py --seconds {args.seconds:g} --warmup {args.warmup:g}"
+    command = f"python scripts/bench_browser.py --seconds {args.seconds:g} --warmup {args.warmup:g} --size {args.size}"
     md = to_markdown(res, command)
     stem = Path(args.out) / f"{res['date']}-{args.name}"
     atomic_write_bytes(stem.with_suffix(".json"), json.dumps({"command": command, **res}, indent=1).encode())
