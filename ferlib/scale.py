@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -40,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ferlib import __version__
+from ferlib import __version__, errors
 from ferlib.checkpoint import checkpoint_paths, resolve_checkpoint
 from ferlib.data import cache as landmark_cache
 from ferlib.errors import FerError, InputError
@@ -86,6 +87,8 @@ def start_ray(address: str | None, workers: int | None):
     Returns (ray, started_here)."""
     check_workers(workers)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage statistics, whoever starts the cluster
+    if not address:  # Ray's single-machine mode: its node address is 127.0.0.1, every server binds there
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
     except ImportError:
@@ -102,9 +105,15 @@ def start_ray(address: str | None, workers: int | None):
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         ray.init(address=address, runtime_env={"env_vars": env}, **common)
         return ray, True
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # single machine: every server on 127.0.0.1
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):  # ray imported before the variable
+        constants.ENABLE_RAY_CLUSTER = False
     n = workers or min(2, os.cpu_count() or 1)
     ray.init(num_cpus=n, _node_ip_address="127.0.0.1", **common)
+    bound = {node.get("NodeManagerAddress") for node in ray.nodes()}
+    if bound != {"127.0.0.1"}:
+        ray.shutdown()
+        raise FerError(f"the local Ray cluster came up on {sorted(bound)}, not 127.0.0.1 only; not using it")
     return ray, True
 
 
@@ -316,13 +325,22 @@ def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *,
                          startup, compute, frames, shard_dir, cpu, task_s)
 
 
+_REMOTE_FER_ERROR = re.compile(r"^ferlib\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
 def _get(ray, ref, what: str):
+    """ray.get; a ferlib error raised in an actor (its constructor included) comes back as itself."""
     try:
         return ray.get(ref)
     except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
         cause = getattr(e, "cause", None)
         if isinstance(cause, FerError):
             raise type(cause)(str(cause)) from None
+        found = _REMOTE_FER_ERROR.findall(str(e))
+        if found:
+            name, message = found[-1]
+            cls = getattr(errors, name, FerError)
+            raise (cls if isinstance(cls, type) and issubclass(cls, FerError) else FerError)(message) from None
         raise FerError(f"Ray worker failed while {what}: {e}") from None
 
 

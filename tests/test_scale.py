@@ -19,7 +19,7 @@ import pytest
 from ferlib import scale
 from ferlib.cli import main
 from ferlib.data.cache import extract_landmarks
-from ferlib.errors import InputError
+from ferlib.errors import InputError, ModelFileError
 from tests.helpers import FIXTURE_CLIP, ROOT
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e .[scale]; requirements.txt pins it)")
@@ -31,6 +31,7 @@ MAX_FRAMES = 8
 def cluster():
     r, started = scale.start_ray(None, 2)
     assert started and r.cluster_resources().get("CPU") == 2
+    assert {n["NodeManagerAddress"] for n in r.nodes()} == {"127.0.0.1"}  # listens on the loopback only
     yield r
     r.shutdown()
 
@@ -171,6 +172,12 @@ def test_bad_engine_input(tmp_path, capsys):
     with pytest.raises(InputError, match="--address is for --engine ray"):
         with scale.extract_runner("local", "127.0.0.1:6379"):
             pass
+
+
+def test_an_error_in_an_actor_comes_back_as_itself(cluster, inputs, tmp_path):
+    with pytest.raises(ModelFileError, match="nope_model"):
+        scale.predict_ray(inputs[:1], scale.PredictSettings(model="nope_model"), tmp_path / "s", workers=1,
+                          progress=False)
 
 
 def test_missing_ray_says_how_to_install(monkeypatch):
