@@ -13,8 +13,8 @@ from ferlib.device import autocast, model_device, to_device
 from ferlib.errors import InputError
 from ferlib.fsutil import atomic_write_bytes
 from ferlib.inputs import REGIONS, InputSpec, Mirror, TensorSet, spec_for_model
+from ferlib.pose import PITCH_EDGES, YAW_EDGES, bin_labels
 from ferlib.runtime import Runner
-from ferlib.store import PITCH_EDGES, YAW_EDGES, bin_labels
 
 
 def _runner_spec(runner: Runner, spec: InputSpec | None, data: TensorSet) -> InputSpec:

@@ -40,13 +40,11 @@ from ferlib import locations
 from ferlib.classes import FER7, UnknownClassError, canonical
 from ferlib.errors import InputError, StorageError
 from ferlib.fsutil import atomic_file, atomic_write_bytes
+from ferlib.pose import PITCH_EDGES, YAW_EDGES, bin_label, bin_labels, pose_bin
 from ferlib.types import face_landmarks
 
 CONDITIONS: tuple[str, ...] = ("indoor", "outdoor")
 RUN_STATUSES: tuple[str, ...] = ("running", "done", "failed", "cancelled", "interrupted")
-# Head-pose bin edges in degrees; labels read "<-30", "-30..-10", "-10..10", "10..30", ">30".
-YAW_EDGES: tuple[float, ...] = (-30.0, -10.0, 10.0, 30.0)
-PITCH_EDGES: tuple[float, ...] = (-20.0, -8.0, 8.0, 20.0)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9 _.\-]{1,64}")
 
 _SCHEMA = """
@@ -119,24 +117,6 @@ def validate_name(name: object, what: str = "name") -> str:
 def slug(name: str) -> str:
     """Filesystem-safe lower-case slug of a validated name (never used alone as a unique path)."""
     return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "x"
-
-
-def _bin_label(value: float | None, edges: Sequence[float]) -> str:
-    labels = bin_labels(edges)
-    if value is None or not np.isfinite(value):
-        return "unknown"
-    return labels[int(np.searchsorted(np.asarray(edges), value, side="right"))]
-
-
-def bin_labels(edges: Sequence[float]) -> list[str]:
-    """Labels of the pose bins defined by `edges` (len(edges)+1 labels, lowest first)."""
-    e = [f"{v:g}" for v in edges]
-    return [f"<{e[0]}"] + [f"{a}..{b}" for a, b in zip(e, e[1:])] + [f">{e[-1]}"]
-
-
-def pose_bin(yaw: float | None, pitch: float | None) -> str:
-    """The stored pose bin of a sample: ``"yaw <yaw bin>|pitch <pitch bin>"``."""
-    return f"yaw {_bin_label(yaw, YAW_EDGES)}|pitch {_bin_label(pitch, PITCH_EDGES)}"
 
 
 @dataclass
@@ -385,8 +365,8 @@ class Store:
         idx = pd.MultiIndex.from_product([emotions, list(CONDITIONS), yb + ["unknown"], pb + ["unknown"]],
                                          names=["emotion", "condition", "yaw_bin", "pitch_bin"])
         if len(df):
-            df = df.assign(yaw_bin=[_bin_label(v, YAW_EDGES) for v in df["yaw"]],
-                           pitch_bin=[_bin_label(v, PITCH_EDGES) for v in df["pitch"]])
+            df = df.assign(yaw_bin=[bin_label(v, YAW_EDGES) for v in df["yaw"]],
+                           pitch_bin=[bin_label(v, PITCH_EDGES) for v in df["pitch"]])
             counts = df.groupby(["emotion", "condition", "yaw_bin", "pitch_bin"]).size()
         else:
             counts = pd.Series(dtype=int)
