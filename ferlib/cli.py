@@ -78,7 +78,7 @@ def _datasets(args, attr: str = "data") -> list:
     return [import_dataset(p, k, val_frac=args.val_frac, seed=args.seed) for p, k in zip(paths, kinds)]
 
 
-def _classes(arg: str | None, frames) -> list[str]:
+def _classes(arg: str | None, datasets) -> list[str]:
     """--classes (comma list or 'fer7'), else the canonical classes present in the data."""
     from ferlib.classes import CLASSES, FER7, UnknownClassError, canonical
 
@@ -92,7 +92,7 @@ def _classes(arg: str | None, frames) -> list[str]:
         if len(names) < 2 or len(set(names)) != len(names):
             raise InputError(f"--classes needs at least two distinct classes, got {names}")
         return names
-    present = set().union(*(set(df["label"]) for df in frames))
+    present = set().union(*(set(df["label"]) for df in datasets))
     return [c for c in CLASSES if c in present]
 
 
@@ -204,7 +204,7 @@ def cmd_train(args) -> int:
     model_kw = _json_arg(args.model_kw, "--model-kw")
     config = _train_config(args)
     data = _training_data(args)
-    classes = _classes(args.classes, [*data.frames, *data.train_only])
+    classes = _classes(args.classes, [*data.datasets, *data.train_only])
     torch.manual_seed(args.seed)
     model = create_model(args.model, num_classes=len(classes), **model_kw)
     overrides = {"method": args.method, "subtract_baseline": args.subject_conditioning}
@@ -226,18 +226,18 @@ def cmd_finetune(args) -> int:
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a path or a shipped model's name
     _, base = load_checkpoint(args.checkpoint)
     data = _training_data(args)
-    method = _adapt_method(args, base, data.frames, data.train_only)
+    method = _adapt_method(args, base, data.datasets, data.train_only)
     if method == "train":
         return _finetune_train(args, base, data)
     return _finetune_personal(args, method, base, data)
 
 
-def _adapt_method(args, base: dict, frames, extra) -> str:
+def _adapt_method(args, base: dict, datasets, extra) -> str:
     """--adapt auto: the classic fine-tune for new classes, --freeze-backbone or more than
     FEW_SHOT_MAX adaptation rows (a dataset, not a person); else ferlib.personal.DEFAULT_METHOD."""
     if args.adapt != "auto":
         return args.adapt
-    n = sum(int((df["split"].astype(str) != "test").sum()) if "split" in df else len(df) for df in frames) \
+    n = sum(int((df["split"].astype(str) != "test").sum()) if "split" in df else len(df) for df in datasets) \
         + sum(len(df) for df in extra)
     new_classes = bool(args.classes) and _classes(args.classes, []) != list(base["classes"])
     method = "train" if new_classes or args.freeze_backbone or n > FEW_SHOT_MAX else DEFAULT_METHOD

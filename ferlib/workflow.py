@@ -56,18 +56,18 @@ def _quiet(_message: str) -> None:
 
 @dataclass
 class TrainingData:
-    """The datasets of one run: `frames` keep their own train/val/test splits; every row of
+    """The datasets of one run: `datasets` keep their own train/val/test splits; every row of
     `train_only` trains (e.g. AffectNet added to FER2013). Each is an imported dataset DataFrame
     (`ferlib.data.tensors.import_dataset`, or Studio rows) with attrs root and kind.
     studio_sessions: the Studio session ids the rows came from, recorded in the card."""
 
-    frames: Sequence[pd.DataFrame]
+    datasets: Sequence[pd.DataFrame]
     train_only: Sequence[pd.DataFrame] = ()
     studio_sessions: Sequence[int] | None = None
 
     def __post_init__(self):
-        self.frames, self.train_only = list(self.frames), list(self.train_only)
-        if not self.frames and not self.train_only:
+        self.datasets, self.train_only = list(self.datasets), list(self.train_only)
+        if not self.datasets and not self.train_only:
             raise InputError("no training data: give at least one dataset")
 
 
@@ -112,7 +112,7 @@ def prepare_data(data: TrainingData, spec: InputSpec, classes: Sequence[str],
     """One Prepared over every dataset, the train-only ones forced into the train split."""
     options, progress = options or PrepareOptions(), progress or Progress()
     parts = []
-    for df, only in [*((f, False) for f in data.frames), *((f, True) for f in data.train_only)]:
+    for df, only in [*((d, False) for d in data.datasets), *((d, True) for d in data.train_only)]:
         if only:
             attrs = dict(df.attrs)
             df = df.assign(split="train")
@@ -146,7 +146,7 @@ def training_splits(prep: Prepared, require: Sequence[str] = ("train", "val")) -
 
 def data_card(data: TrainingData, sets: dict[str, Prepared]) -> dict:
     """card["data"] of a run (the module docstring lists the fields)."""
-    entries = [(df, "splits") for df in data.frames] + [(df, "train only") for df in data.train_only]
+    entries = [(df, "splits") for df in data.datasets] + [(df, "train only") for df in data.train_only]
     card = {"names": [Path(df.attrs.get("root", "")).name for df, _ in entries],
             "datasets": [{"name": Path(df.attrs.get("root", "")).name, "kind": df.attrs.get("kind"),
                           "sha256": dataset_sha256(df), "images": len(df), "use": use} for df, use in entries],
