@@ -55,7 +55,11 @@ class LandmarkExtractor:
     than the last detector pass meshed, a face no detector pass confirmed, while a face is kept
     without landmarks, and every `redetect_every` frames (new faces). Tracked faces keep the score of
     their last matching detection, their box is the landmarks' bounding box.
-    mesh=False: no face mesh on detector boxes (faces carry boxes only: image models need no more).
+    mesh=False: no face mesh on detector boxes (faces carry boxes only: image models need no more);
+    in video mode the detector then runs on every `box_every`-th frame (default 2) and the frames
+    between keep the last boxes and ids: at 30 fps a face moves a few pixels from one frame to the
+    next, and detection is most of an image model's frame (reset, a new frame size or a timestamp
+    going backwards detects at once).
     keep_unmeshed=False: drop faces face mesh cannot read (the dataset cache keeps landmarks only).
     Faces whose detector score is below `min_face_score` are dropped; the whole-image stage (score
     0.0) runs only when min_face_score is 0. Small images (< SMALL_SIDE px) go straight to the
@@ -69,19 +73,21 @@ class LandmarkExtractor:
 
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
                  min_face_score: float = 0.0, use_detector: bool = True, tracking: bool = True,
-                 redetect_every: int = 30, keypoint_model=None, mesh: bool = True, keep_unmeshed: bool = True):
+                 redetect_every: int = 30, keypoint_model=None, mesh: bool = True, keep_unmeshed: bool = True,
+                 box_every: int = 2):
         if max_faces < 1:
             raise InputError(f"max_faces must be >= 1, got {max_faces}")
         if not 0.0 <= min_detection_confidence <= 1.0 or not 0.0 <= min_face_score <= 1.0:
             raise InputError("min_detection_confidence and min_face_score must lie in [0, 1]")
-        if int(redetect_every) != redetect_every or redetect_every < 1:
-            raise InputError(f"redetect_every must be an integer >= 1, got {redetect_every!r}")
+        for name, value in (("redetect_every", redetect_every), ("box_every", box_every)):
+            if int(value) != value or value < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         self._realign: KeypointRealigner | None = None
         self.keypoint_model: str | None = None
         self.set_keypoint_model(keypoint_model)
         self.max_faces, self.min_face_score, self.use_detector = max_faces, min_face_score, use_detector
         self.keep_unmeshed = bool(keep_unmeshed)
-        self.redetect_every = int(redetect_every)
+        self.redetect_every, self.box_every = int(redetect_every), int(box_every)
         self._min_conf = min_detection_confidence
         self._want_tracking = bool(tracking)
         self._mode, self._mesh_on = "video", bool(mesh)
@@ -141,6 +147,8 @@ class LandmarkExtractor:
             self._last_ts = float(timestamp_ms)
         if self.tracking and max(h, w) >= SMALL_SIDE:
             faces = self._process_tracked(bgr)
+        elif self._boxes_only_video and max(h, w) >= SMALL_SIDE:
+            faces = self._process_boxes(bgr)
         else:
             faces = self._process_detected(bgr)
         for f in faces:
@@ -164,6 +172,7 @@ class LandmarkExtractor:
         self._meshed = 0  # faces with landmarks the last detector pass kept (the tracking mesh follows them)
         self._unmeshed = 0  # faces without landmarks it kept (they need the detector on every frame)
         self._shape: tuple[int, int] | None = None
+        self._last_boxes: list[Face] = []
         mesher = getattr(self, "_mesher", None)  # None before __init__ has made it
         if mesher is not None:
             mesher.reset_tracking()
@@ -173,6 +182,21 @@ class LandmarkExtractor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def _boxes_only_video(self) -> bool:
+        return self._mode == "video" and not self._mesh_on and self.use_detector and self.box_every > 1
+
+    def _process_boxes(self, bgr) -> list[Face]:
+        """mesh=False video frames: the detector path on every `box_every`-th frame, else the last
+        faces' boxes, scores and ids again."""
+        shape = bgr.shape[:2]
+        if self._since_detect is None or self._since_detect + 1 >= self.box_every or shape != self._shape:
+            faces = self._process_detected(bgr)
+            self._since_detect, self._shape, self._last_boxes = 0, shape, faces
+            return faces
+        self._since_detect += 1
+        return [Face(landmarks=None, box=f.box, score=f.score, face_id=f.face_id) for f in self._last_boxes]
 
     # -- the detector path -------------------------------------------------------------------------
     def _mesh(self) -> FaceMesher:

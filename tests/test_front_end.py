@@ -139,6 +139,40 @@ def test_image_model_runs_no_face_mesh(frames):
 
 
 @pytest.mark.skipif(shipped_fallback_model() is None, reason="the shipped fallback image model is absent")
+def test_image_model_video_detects_every_other_frame(fixture_clip):
+    """mesh=False in video mode: the detector runs on every box_every-th frame; the frames between
+    keep the last boxes and ids; a reset or a new frame size detects at once; stills detect always."""
+    frames = {i: bgr for i, _, bgr in iter_video(fixture_clip, max_frames=110) if i >= 100}
+    ex = LandmarkExtractor(mode="video", mesh=False)
+    calls = []
+    detect = ex._detector.detect
+    ex._detector.detect = lambda img: calls.append(img.shape) or detect(img)
+    out = [ex.process(frames[i], 40.0 * k) for k, i in enumerate(range(100, 106))]
+    assert len(calls) == 3 and all(len(fs) == 1 for fs in out)
+    assert out[1][0].box == out[0][0].box and out[1][0].face_id == out[0][0].face_id
+    assert out[2][0].box != out[0][0].box  # detected again: the face moved
+    ex.process(cv2.resize(frames[106], (480, 270)), 400.0)  # a new frame size
+    assert len(calls) == 4
+    ex.reset()
+    ex.process(frames[107], 0.0)
+    assert len(calls) == 5
+    ex.mode = "static"
+    for i in (108, 109):
+        ex.process(frames[i])
+    assert len(calls) == 7
+    ex.close()
+    every = LandmarkExtractor(mode="video", mesh=False, box_every=1)
+    calls.clear()
+    detect1 = every._detector.detect
+    every._detector.detect = lambda img: calls.append(img.shape) or detect1(img)
+    for k, i in enumerate(range(100, 104)):
+        every.process(frames[i], 40.0 * k)
+    assert len(calls) == 4
+    every.close()
+    with pytest.raises(InputError, match="box_every"):
+        LandmarkExtractor(box_every=0)
+
+
 def test_landmark_model_falls_back_to_the_image_model(frames, boxes):
     img = covered(frames[240], boxes[240])
     with Pipeline(LANDMARK_MODEL, mode="static") as pipe:
