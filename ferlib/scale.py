@@ -87,7 +87,9 @@ def start_ray(address: str | None, workers: int | None):
     Returns (ray, started_here)."""
     check_workers(workers)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage statistics, whoever starts the cluster
-    if not address:  # Ray's single-machine mode: its node address is 127.0.0.1, every server binds there
+    if address:  # a cluster of machines (the Linux default), whatever an earlier local run set
+        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    else:  # Ray's single-machine mode: its node address is 127.0.0.1, every server binds there
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
@@ -100,14 +102,17 @@ def start_ray(address: str | None, workers: int | None):
         return ray, False
     common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                   configure_logging=True)
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):  # also when ray was imported before
+        constants.ENABLE_RAY_CLUSTER = bool(address)
     if address:
         env = {k: v for k, v in os.environ.items() if k.startswith("FERLIB_")}
         env["RAY_USAGE_STATS_ENABLED"] = "0"
-        ray.init(address=address, runtime_env={"env_vars": env}, **common)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise InputError(f"--address {address}: could not join the Ray cluster ({e})") from None
         return ray, True
-    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
-    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):  # ray imported before the variable
-        constants.ENABLE_RAY_CLUSTER = False
     n = workers or min(2, os.cpu_count() or 1)
     ray.init(num_cpus=n, _node_ip_address="127.0.0.1", **common)
     bound = {node.get("NodeManagerAddress") for node in ray.nodes()}
