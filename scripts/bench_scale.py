@@ -52,6 +52,33 @@ def images(shared: Path, n: int, out: Path) -> list[Path]:
     return paths
 
 
+def _spin(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x = (x * 31 + i) % 1000003
+    return x
+
+
+def parallelism(n: int = 2_000_000, rounds: int = 3) -> dict:
+    """The machine's free parallelism now: a pure-Python loop in 1 process vs the same loop in 2
+    processes at once (spawn). 2.0 = two free cores, 1.0 = one."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ratios = []
+    with ctx.Pool(2) as pool:
+        pool.map(_spin, [1000, 1000])  # started
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            pool.map(_spin, [n])
+            one = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pool.map(_spin, [n, n], chunksize=1)
+            two = time.perf_counter() - t0
+            ratios.append(round(2 * one / two, 2))
+    return {"two_processes_vs_one": ratios, "median": statistics.median(ratios)}
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
@@ -84,7 +111,9 @@ def main(argv=None) -> int:
         os.kill(args.pause_pid, signal.SIGSTOP)
         paused = True
     try:
+        free_before = parallelism()
         report = measure(args, paths, settings, df, work, kp)
+        report["free_parallelism"] = {"before": free_before, "after": parallelism()}
     finally:
         if paused:
             os.kill(args.pause_pid, signal.SIGCONT)
@@ -197,6 +226,11 @@ def write(r: dict, out: Path) -> None:
         sh = r["actor_cpu_share"]
         lines += ["", "CPU an actor got while running its predict tasks (its CPU seconds / the tasks' wall seconds; "
                   f"1.0 = a core of its own), per round: 1 worker {sh['ray1']}; 2 workers {sh['ray2']}."]
+    if "free_parallelism" in r:
+        fp = r["free_parallelism"]
+        lines += ["", "The machine's free parallelism (a pure-Python loop in 2 processes at once vs 1: 2.0 = two free "
+                  f"cores, 1.0 = one): before {fp['before']['two_processes_vs_one']}, after "
+                  f"{fp['after']['two_processes_vs_one']}."]
     lines += ["", "Start-up, apart from the figures above: local Pipeline "
               f"{s['local_pipeline']:.1f} s; Ray cluster (2 CPUs) {s['ray_cluster_2cpus']:.1f} s; predict actors "
               f"(process, imports, Pipeline) 1: {s['ray_actors']['1']} s, 2: {s['ray_actors']['2']} s; extract "
