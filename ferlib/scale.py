@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -100,8 +101,8 @@ def start_ray(address: str | None, workers: int | None):
         _check_address(address)
     if ray.is_initialized():  # the caller's cluster (a notebook, the tests): used as it is
         return ray, False
-    common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                  configure_logging=True)
+    common: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                                  configure_logging=True)
     constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
     if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):  # also when ray was imported before
         constants.ENABLE_RAY_CLUSTER = bool(address)
@@ -172,10 +173,10 @@ def _checkpoint_sha(ref) -> str:
         ref = default_model_path()
     p = Path(str(ref))
     if p.is_file() and p.suffix not in (".json", ".safetensors"):
-        return _file_sha(p)
+        return sha256_file(p)
     try:
         weights, _ = checkpoint_paths(resolve_checkpoint(ref))
-        return _file_sha(weights)
+        return sha256_file(weights)
     except FerError:
         return f"ref:{ref}"
 
@@ -453,7 +454,10 @@ class RayExtractRunner:
     def __init__(self, address: str | None = None, workers: int | None = None, batch: int = 32):
         check_workers(workers)
         self.address, self.workers, self.batch = address, workers, batch
-        self._ray, self._started, self._actors, self._key = None, False, [], None
+        self._ray: Any = None  # the ray module once the pool starts
+        self._started = False
+        self._actors: list[Any] = []
+        self._key: str | None = None
 
     def _pool(self, kwargs: dict, resize_to: int | None) -> list:
         if self._ray is None:
