@@ -23,6 +23,7 @@ from ferlib.inputs import InputSpec
 from ferlib.models import create_model, list_models
 from ferlib.models.keypoints import KEYPOINT_INDICES
 from ferlib.models.registry import FerModel
+from ferlib.normalize import canonical_face_sha256
 
 FORMAT = "ferlib-checkpoint"
 VERSION = 1
@@ -72,8 +73,6 @@ def make_card(model: FerModel, classes, spec: InputSpec, training: dict | None =
     card = {"classes": list(classes), "input": spec.to_dict(), "training": training or {},
             "data": data or {}, "metrics": metrics or {}}
     if spec.needs_landmarks and spec.method in ("proposed", "similarity"):
-        from ferlib.normalize import canonical_face_sha256
-
         card["canonical_face_sha256"] = canonical_face_sha256()
     if model.task == "keypoints":
         card["keypoints"] = list(keypoints or KEYPOINT_INDICES)
@@ -199,8 +198,6 @@ def check_canonical_face(card: dict, name: str = "model") -> None:
     want = card.get("canonical_face_sha256")
     if want is None:
         return
-    from ferlib.normalize import canonical_face_sha256
-
     have = canonical_face_sha256()
     if want != have:
         raise ModelFileError(f"{name}: trained with canonical face {str(want)[:12]}..., but "

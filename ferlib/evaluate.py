@@ -13,6 +13,7 @@ from ferlib.device import autocast, model_device, to_device
 from ferlib.errors import InputError
 from ferlib.fsutil import atomic_write_bytes
 from ferlib.inputs import REGIONS, InputSpec, Mirror, TensorSet, spec_for_model
+from ferlib.normalize import SUBSETS
 from ferlib.pose import PITCH_EDGES, YAW_EDGES, bin_labels
 from ferlib.runtime import Runner
 
@@ -209,8 +210,6 @@ def occlude(batch: dict[str, torch.Tensor], spec: InputSpec, region: str) -> dic
             v[..., round(y0 * s):round(y1 * s), round(x0 * s):round(x1 * s)] = 0.0
             out[k] = v
     if "landmarks" in out:
-        from ferlib.normalize import SUBSETS
-
         region_idx = set().union(*(SUBSETS[name] for name in OCCLUSION_SUBSETS[region]))
         cols = [i for i, v in enumerate(SUBSETS[spec.subset]) if v in region_idx]
         v = out["landmarks"].clone()

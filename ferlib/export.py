@@ -24,6 +24,7 @@ from ferlib.errors import InputError, ModelFileError
 from ferlib.fsutil import atomic_write_bytes, json_default
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
+from ferlib.normalize import canonical_face
 from ferlib.runners import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
 
 OPSET = 17
@@ -130,8 +131,6 @@ def example_batch(model: FerModel, n: int = 2, seed: int = 0, spec: InputSpec | 
     """A realistic input batch of `n` faces for `model`, built by `build_batch` from jittered canonical
     faces (landmarks in pixels; the first is the neutral baseline if the spec subtracts one) and grey
     crops alternating between noise and a smooth gradient (so clarity strata differ)."""
-    from ferlib.normalize import canonical_face
-
     spec = spec or spec_for_model(model)
     rng = np.random.default_rng(seed)
     lm = canonical_face()[None] * 60.0 + np.array([160.0, 120.0, 0.0]) + rng.normal(0, 1.5, (n, 478, 3))

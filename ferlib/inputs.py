@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ferlib.errors import InputError
+from ferlib.features import DISTANCE_POINTS, pairwise_distances
 from ferlib.models.keypoints import KEYPOINT_INDICES
+from ferlib.normalize import SUBSETS, mirror_permutation, normalize
 
 KINDS = ("landmarks", "image", "hybrid", "distances")
 KEYS = ("landmarks", "image", "heatmaps", "patches", "distances", "stratum")
@@ -108,8 +110,6 @@ def spec_for_model(model, **overrides) -> InputSpec:
     if "subset" in hp:
         kw["subset"] = hp["subset"]
     if hp.get("heatmap_channels", 1) > 1:
-        from ferlib.normalize import SUBSETS
-
         kw["heatmap_per_point"] = True
         subset = overrides.get("heatmap_subset", "default")
         if len(SUBSETS[subset]) != hp["heatmap_channels"]:
@@ -211,8 +211,6 @@ def build_batch(spec: InputSpec, landmarks_px=None, crops=None, stratum=None, ba
     out: dict[str, torch.Tensor] = {}
     n = None
     if spec.needs_landmarks:
-        from ferlib.normalize import SUBSETS, normalize
-
         lm = _check_landmarks(landmarks_px)
         n = lm.shape[0]
         norm = normalize(lm, spec.method).astype(np.float32)
@@ -229,8 +227,6 @@ def build_batch(spec: InputSpec, landmarks_px=None, crops=None, stratum=None, ba
             out["heatmaps"] = torch.from_numpy(render_heatmaps(pts, spec.heatmap_size, spec.heatmap_sigma,
                                                                spec.heatmap_per_point))
         if "distances" in spec.keys:
-            from ferlib.features import DISTANCE_POINTS, pairwise_distances
-
             idx = spec.distance_indices or DISTANCE_POINTS
             out["distances"] = torch.from_numpy(np.asarray(pairwise_distances(norm, idx), dtype=np.float32))
     if spec.needs_crops:
@@ -306,12 +302,11 @@ class TensorSet:
 
 def _local_mirror(indices) -> np.ndarray:
     """Permutation within `indices` that MIRROR_PERMUTATION induces; the set must be mirror-closed."""
-    from ferlib.normalize import MIRROR_PERMUTATION
-
     idx = list(indices)
     pos = {v: i for i, v in enumerate(idx)}
+    perm = mirror_permutation()
     try:
-        return np.array([pos[int(MIRROR_PERMUTATION[v])] for v in idx], dtype=np.int64)
+        return np.array([pos[int(perm[v])] for v in idx], dtype=np.int64)
     except KeyError:
         raise InputError("landmark subset is not closed under left/right mirroring") from None
 
@@ -344,9 +339,6 @@ class Mirror:
         self.dist_perm: torch.Tensor | None = None
         if not {"landmarks", "heatmaps", "distances"} & set(spec.keys):
             return  # images only: no landmark tables needed
-        from ferlib.features import DISTANCE_POINTS
-        from ferlib.normalize import SUBSETS
-
         if "landmarks" in spec.keys:
             self.lm_perm = torch.from_numpy(_local_mirror(SUBSETS[spec.subset]))
         if "heatmaps" in spec.keys and spec.heatmap_per_point:

@@ -19,7 +19,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh_connections as _fmc
 from scipy.spatial.transform import Rotation
 
 from ferlib.errors import FerError, InputError
@@ -44,20 +43,26 @@ KEY_POINTS: tuple[int, ...] = (
 METHODS = ("proposed", "minmax", "similarity")
 
 
-def _indices(*conn_sets) -> tuple[int, ...]:
-    return tuple(sorted({i for conns in conn_sets for edge in conns for i in edge}))
-
-
-_IRIS_CENTRES = (468, 473)  # the iris centres are in no connection set
+# Named landmark index sets (sorted tuples): the points of MediaPipe's FACEMESH_LIPS, _LEFT_EYE +
+# _RIGHT_EYE, _IRISES (+ the iris centres 468 and 473, in no connection set) and _LEFT_EYEBROW +
+# _RIGHT_EYEBROW connection sets, written out so that importing ferlib.normalize does not import
+# mediapipe (seconds at start-up); tests/test_normalize.py checks them against mediapipe's sets.
 SUBSETS: dict[str, tuple[int, ...]] = {
-    "lips": _indices(_fmc.FACEMESH_LIPS),                                             # 40
-    "eyes": _indices(_fmc.FACEMESH_LEFT_EYE, _fmc.FACEMESH_RIGHT_EYE),                # 32
-    "irises": tuple(sorted(set(_indices(_fmc.FACEMESH_IRISES)) | set(_IRIS_CENTRES))),  # 10
-    "eyebrows": _indices(_fmc.FACEMESH_LEFT_EYEBROW, _fmc.FACEMESH_RIGHT_EYEBROW),    # 20
+    "lips": (  # 40
+        0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,
+        267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415,
+    ),
+    "eyes": (  # 32
+        7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246, 249, 263, 362,
+        373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466,
+    ),
+    "irises": (468, 469, 470, 471, 472, 473, 474, 475, 476, 477),  # 10
+    "eyebrows": (  # 20
+        46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336,
+    ),
 }
 SUBSETS["default"] = tuple(sorted(set().union(*SUBSETS.values())))                   # 102
 SUBSETS["full"] = tuple(range(NUM_LANDMARKS))                                        # 478
-"""Named landmark index sets (sorted tuples), derived from MediaPipe's FACEMESH_* connection sets."""
 
 
 @lru_cache(maxsize=1)

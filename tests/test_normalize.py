@@ -112,3 +112,15 @@ def test_closed_form_angles_equal_scipys_euler_angles():
         assert N._angles(R) == pytest.approx((-nyaw, -npitch, roll), abs=1e-9)
     yaw, pitch, roll = N._angles(N.rotation_matrix(90, 0, 5))  # gimbal lock: pitch folds into roll
     assert yaw == pytest.approx(90, abs=1e-6) and pitch == 0.0
+
+
+def test_subsets_are_mediapipes_connection_sets():
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    def points(*sets):
+        return tuple(sorted({i for conns in sets for edge in conns for i in edge}))
+
+    assert N.SUBSETS["lips"] == points(fmc.FACEMESH_LIPS)
+    assert N.SUBSETS["eyes"] == points(fmc.FACEMESH_LEFT_EYE, fmc.FACEMESH_RIGHT_EYE)
+    assert N.SUBSETS["irises"] == tuple(sorted(set(points(fmc.FACEMESH_IRISES)) | {468, 473}))
+    assert N.SUBSETS["eyebrows"] == points(fmc.FACEMESH_LEFT_EYEBROW, fmc.FACEMESH_RIGHT_EYEBROW)

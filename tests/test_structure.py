@@ -126,20 +126,8 @@ def test_no_new_circle_through_deferred_imports():
 
 # Imports of ferlib/webapp modules inside a function body: only the CLI defers them (each command
 # imports its modules when it runs). Any other one is listed here with the reason it stays deferred.
-_MEDIAPIPE = ("ferlib.normalize (and ferlib.features, ferlib.landmarks above it) import mediapipe, seconds "
-              "at start-up, for the landmark subsets; loading and running models, exports and training "
-              "processes do without it until landmarks are normalised (issue 14: move the subsets down a layer)")
 _TORCH = "loads torch and a keypoint model, which extraction (and its worker processes) needs only when one is set"
 DEFERRED_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
-    ("ferlib.checkpoint", "ferlib.normalize"): _MEDIAPIPE,
-    ("ferlib.inputs", "ferlib.normalize"): _MEDIAPIPE,
-    ("ferlib.inputs", "ferlib.features"): _MEDIAPIPE,
-    ("ferlib.models.blocks", "ferlib.normalize"): _MEDIAPIPE,
-    ("ferlib.models.distance", "ferlib.features"): _MEDIAPIPE,
-    ("ferlib.export", "ferlib.normalize"): _MEDIAPIPE,
-    ("ferlib.evaluate", "ferlib.normalize"): _MEDIAPIPE,
-    ("ferlib.data.tensors", "ferlib.normalize"): _MEDIAPIPE,
-    ("ferlib.data.cache", "ferlib.landmarks"): _MEDIAPIPE,
     ("ferlib.landmarks", "ferlib.realign"): _TORCH,
     ("ferlib.data.cache", "ferlib.realign"): _TORCH,
     ("ferlib.data.cache", "ferlib.checkpoint"): _TORCH,

@@ -28,12 +28,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ferlib import landmarks as lm
 from ferlib import locations
 from ferlib.crops import face_crop
 from ferlib.detection import SMALL_SIDE
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from ferlib.io import ensure_bgr, image_size, load_image
+from ferlib.landmarks import LandmarkExtractor
 from ferlib.types import Face, largest_face
 
 from .importers import read_bytes, resize_square
@@ -116,8 +118,6 @@ def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | No
     """Everything that changes extracted landmarks: the cache's settings key."""
     import mediapipe
 
-    from ferlib import landmarks as lm
-
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
     if kwargs.get("keypoint_model") is not None:  # the regressor's weights, not where they lie
         from ferlib import realign
@@ -178,8 +178,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(extractor_kwargs: dict, resize_to: int | None) -> None:
-    from ferlib.landmarks import LandmarkExtractor
-
     _WORKER["extractor"] = LandmarkExtractor(**extractor_kwargs)
     _WORKER["resize_to"] = resize_to
 

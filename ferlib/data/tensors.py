@@ -40,6 +40,7 @@ from ferlib.data.splits import chunked_split, subject_split
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import sha256_file, sha256_files
 from ferlib.inputs import InputSpec, TensorSet
+from ferlib.normalize import head_pose, normalize
 from ferlib.store import Store
 from ferlib.types import face_landmarks
 
@@ -193,8 +194,6 @@ def _crops(df: pd.DataFrame, ex, size: int, resize_to, extract_kw: dict) -> np.n
 
 
 def _poses(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray) -> np.ndarray:
-    from ferlib.normalize import head_pose  # imports mediapipe (seconds): only when poses are computed
-
     poses = np.full((len(df), 3), np.nan)
     if {"yaw", "pitch", "roll"} <= set(df.columns):
         poses[:] = df[["yaw", "pitch", "roll"]].to_numpy(dtype=np.float64)
@@ -209,8 +208,6 @@ def _poses(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray) -> np.ndarray:
 
 def _neutral_baselines(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray, spec: InputSpec) -> dict[str, np.ndarray]:
     """Per group (session): mean normalised landmarks of its neutral samples."""
-    from ferlib.normalize import normalize  # imports mediapipe (seconds): only for subject conditioning
-
     groups = df["group"].astype(str).to_numpy()
     neutral = (df["label"].astype(str) == "neutral").to_numpy() & found
     out = {}

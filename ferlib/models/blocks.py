@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ferlib.normalize import SUBSETS
+
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
@@ -33,6 +35,4 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 def default_num_points(subset: str = "default") -> int:
     """Number of landmarks in a named subset of ferlib.normalize.SUBSETS."""
-    from ferlib.normalize import SUBSETS
-
     return len(SUBSETS[subset])

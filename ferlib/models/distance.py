@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ferlib.features import num_distances
+
 from .blocks import mlp
 from .registry import FerModel, register_model
 
@@ -21,8 +23,6 @@ class DistanceMLP(FerModel):
                  n_strata: int = 1, dropout: float = 0.3):
         super().__init__()
         if not num_features:
-            from ferlib.features import num_distances
-
             num_features = num_distances()
         hidden_sizes = [int(h) for h in hidden]
         self.hparams = dict(num_classes=num_classes, num_features=num_features, hidden=hidden_sizes,
