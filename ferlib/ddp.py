@@ -119,7 +119,8 @@ def train_ddp(model: FerModel, train_data: TensorSet, val_data: TensorSet, confi
                 if p.is_alive():
                     p.terminate()
         drain()
-        out = torch.load(Path(folder) / "result.pt", weights_only=True)
+        result_file = Path(folder) / "result.pt"
+        out = torch.load(result_file, weights_only=True)
     model.load_state_dict(out["state"])
     model.eval()
     return TrainResult(**out["result"])

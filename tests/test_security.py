@@ -130,6 +130,12 @@ def test_ferlib_never_imports_streamlit():
 NETWORK_MODULES = {"socket", "ssl", "urllib.request", "http.client", "requests", "httpx", "aiohttp", "urllib3",
                    "websocket", "websockets", "smtplib", "ftplib", "telnetlib", "xmlrpc.client"}
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "[::1]"}
+# Network modules a source may import, each for what a user asks for by name (one module per file).
+NETWORK_ALLOWED = {
+    "ferlib/scale.py": ("socket", "`--engine ray --address HOST:PORT`: a 5 s reachability check of the cluster the "
+                                  "user names (ray.init would retry for minutes), and a worker's host name in its "
+                                  "shard; the default local cluster binds 127.0.0.1 (tests/test_scale.py)"),
+}
 EXAMPLE_ICE = {"host", "stun.example.org", "turn.example.org"}  # documented placeholders only
 
 
@@ -146,7 +152,9 @@ def test_sources_contact_no_remote_host():
         if re.search(r"analytics|telemetry|sentry|mixpanel|segment\.io|posthog", text, re.I):
             found.append(f"{p.relative_to(ROOT)}: telemetry reference")
         if p.suffix == ".py":
-            found += [f"{p.relative_to(ROOT)}: imports {m}" for m in _imports(p) if m in NETWORK_MODULES]
+            allowed = NETWORK_ALLOWED.get(str(p.relative_to(ROOT)), ("", ""))[0]
+            found += [f"{p.relative_to(ROOT)}: imports {m}" for m in _imports(p) if m in NETWORK_MODULES
+                      and m != allowed]
     assert not found, found
 
 
