@@ -163,10 +163,6 @@ def plan_tasks(paths: Iterable[Path], image_batch: int = DEFAULT_IMAGE_BATCH) ->
     return tasks
 
 
-def _file_sha(path: Path | None) -> str | None:
-    return None if path is None else sha256_file(path)
-
-
 def _checkpoint_sha(ref) -> str:
     """sha256 of a model's weights (checkpoint or exported file); the reference itself when absent."""
     if ref is None:

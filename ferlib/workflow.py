@@ -244,15 +244,22 @@ def _validation(sets: dict[str, Prepared], progress: Progress) -> Prepared:
     return sets["train"]
 
 
-def _finish(model, card: dict, sets, result: TrainResult, data: TrainingData, tta: bool, progress: Progress,
-            run_dir: Path | None) -> Outcome:
-    metrics = score_splits(model, sets, tta, device=result.device)
+def _scored(model, sets: dict[str, Prepared], tta: bool, progress: Progress, run_dir, splits=("val", "test"),
+            device: str | None = None) -> dict[str, dict]:
+    """`score_splits`, each split's metrics written to the run folder (when there is one) and logged."""
+    metrics = score_splits(model, sets, tta, splits=splits, device=device)
     for name, m in metrics.items():
         if run_dir is not None:
             save_metrics(m, Path(run_dir) / f"{name}_metrics.json")
-        progress.log(f"{name}: accuracy {m['accuracy_all']:.4f} (misses counted as wrong; detection rate "
-                     f"{m['detection_rate']:.4f}), on detected faces {m['accuracy']:.4f}, macro F1 "
-                     f"{m['macro_f1_all']:.4f}")
+        progress.log(f"{name}: accuracy {m['accuracy_all']:.4f} over {m['n']} samples (misses counted as wrong; "
+                     f"detection rate {m['detection_rate']:.4f}), on detected faces {m['accuracy']:.4f}, "
+                     f"macro F1 {m['macro_f1_all']:.4f}")
+    return metrics
+
+
+def _finish(model, card: dict, sets, result: TrainResult, data: TrainingData, tta: bool, progress: Progress,
+            run_dir: Path | None) -> Outcome:
+    metrics = _scored(model, sets, tta, progress, run_dir, device=result.device)
     card["data"] = data_card(data, sets)
     if "val" not in sets:
         card["data"]["splits"] = {**card["data"]["splits"], "val": "none (too few samples): early stopping "
@@ -345,11 +352,7 @@ def adapt_personal(base, data: TrainingData, config: AdaptConfig, *, run_dir=Non
                  + (f"; no samples of {report['classes_without_samples']} (those keep the base model's behaviour)"
                     if report["classes_without_samples"] else ""))
     tta = bool(card["training"]["config"]["tta_flip"])
-    metrics = score_splits(model, sets, tta, splits=("test",))
-    for name, m in metrics.items():
-        if run_dir is not None:
-            save_metrics(m, Path(run_dir) / f"{name}_metrics.json")
-        progress.log(f"{name}: accuracy {m['accuracy_all']:.4f} on {m['n']} samples (misses counted as wrong)")
+    metrics = _scored(model, sets, tta, progress, run_dir, splits=("test",))
     card["data"] = {**data_card(data, sets), "adaptation": "every train and val row"}
     card["metrics"] = {**metrics, "note": METRICS_NOTE}
     card["training"] = {**card["training"], "elapsed_s": report["seconds"], "device": "cpu"}
