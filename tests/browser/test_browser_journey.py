@@ -123,15 +123,16 @@ def _chart_titles(page) -> list[str]:
     return [t.strip() for t in page.locator(".js-plotly-plot .gtitle").all_text_contents()]
 
 
-def _wait_for_titles(page, prefix: str, n: int, timeout: float, shot: str) -> list[str]:
-    """Poll until `n` chart titles start with `prefix`; returns every chart title."""
+def _wait_for_titles(page, prefixes: tuple[str, ...], n: int, timeout: float, shot: str) -> list[str]:
+    """Poll until `n` chart titles start with each of `prefixes` (the page draws its charts one by
+    one); returns every chart title."""
     for _ in range(int(timeout * 4)):
         titles = _chart_titles(page)
-        if sum(t.startswith(prefix) for t in titles) >= n:
+        if all(sum(t.startswith(p) for t in titles) >= n for p in prefixes):
             return titles
         page.wait_for_timeout(250)
     screenshot(page, f"{shot}-timeout")
-    pytest.fail(f"fewer than {n} charts titled {prefix!r}: {_chart_titles(page)}; page text:\n"
+    pytest.fail(f"fewer than {n} charts titled each of {prefixes!r}: {_chart_titles(page)}; page text:\n"
                 f"{body_text(page)[:3000]}", pytrace=False)
 
 
@@ -182,7 +183,7 @@ def test_the_whole_journey_in_a_browser(app, clips):
         # Evaluate: the new (live) model beside the shipped default, on the test split
         _go(page, "Evaluate")
         page.get_by_role("button", name="Evaluate", exact=True).click()
-        titles = _wait_for_titles(page, "Counts", 2, timeout=120, shot="journey-evaluate")
+        titles = _wait_for_titles(page, ("Counts", "Row-normalised"), 2, timeout=120, shot="journey-evaluate")
         assert sum(t.startswith("Counts") for t in titles) == 2, titles
         assert sum(t.startswith("Row-normalised") for t in titles) == 2, titles
         assert "shipped: " in body_text(page)
