@@ -16,6 +16,8 @@ gives exactly the weights it gave before they existed.
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import json
 import math
 import threading
@@ -31,7 +33,7 @@ from ferlib.device import DEVICES, autocast, resolve_device, to_device
 from ferlib.errors import InputError
 from ferlib.evaluate import keypoint_nme, macro_f1, predict_outputs
 from ferlib.checkpoint import card_spec, load_checkpoint
-from ferlib.inputs import Augmenter, PoseAugmenter, TensorSet, spec_for_model
+from ferlib.inputs import Augmenter, InputSpec, PoseAugmenter, TensorSet, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.fsutil import atomic_write_bytes
 
@@ -116,7 +118,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """Outcome of a run; the model passed to train() holds the best validation weights. device: the
-    device the run used ("cpu" or "cuda")."""
+    device the run used ("cpu" or "cuda"); resumed_after_epoch: the epoch a resumed run went on from."""
 
     best_epoch: int = 0
     best: dict = field(default_factory=dict)
@@ -126,6 +128,7 @@ class TrainResult:
     cancelled: bool = False
     elapsed_s: float = 0.0
     device: str = ""
+    resumed_after_epoch: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,10 +194,10 @@ def _validate(model, data, config, spec, criterion_eval) -> dict:
 def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
           callback: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
           run_dir=None, teacher_probs: torch.Tensor | None = None,
-          raw_landmarks=None, shard: Shard | None = None) -> TrainResult:
+          raw_landmarks=None, shard: Shard | None = None, resume: bool = False) -> TrainResult:
     """Train `model` in place; it ends holding the best-validation weights (in eval mode).
 
-    callback gets dicts {event: "step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
+    callback gets dicts {event: "resumed"|"step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
     val_loss, val_acc, val_f1, lr, elapsed_s}. cancel: set it to stop after the current step.
     run_dir: config.json (at start), curves.json (every epoch), metrics.json (at the end).
     config.device (resolved; run_dir's config.json and result.device name it): on CUDA the model,
@@ -205,11 +208,15 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     raw_landmarks: (N, 478, 3) pixel landmarks of each training sample (row order), for
     config.pose_augment > 0.
     shard: this process's rank of a data-parallel run (`Shard`; ferlib.ddp.train_ddp makes them).
+    With a run_dir (single process), `resume.pt` there holds the state after each finished epoch
+    (weights, optimizer, best so far, random generators); `resume=True` goes on from it (a fresh
+    start when there is none), giving the weights an uninterrupted run gives. The settings, model
+    and data must be the ones it was made with (RESUME_MAY_CHANGE excepted), else InputError.
     """
     config = config.resolved()
     try:
         return _train(model, train_data, val_data, config, callback, cancel, run_dir, teacher_probs, raw_landmarks,
-                      shard)
+                      shard, resume)
     finally:
         model.to("cpu")  # checkpoints are saved from CPU tensors; a no-op for CPU runs
 
@@ -246,30 +253,62 @@ def teacher_probabilities(teacher, data: TensorSet, tta_flip: bool = False, batc
     return predict_outputs(teacher, data, batch_size=batch_size, tta_flip=tta_flip).float()
 
 
-def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
-           callback, cancel, run_dir, teacher_probs=None, raw_landmarks=None, shard=None) -> TrainResult:
-    """train()'s run on the resolved config.device."""
+@dataclass
+class _Loop:
+    """What every step of one run needs, built once by `_setup`."""
+
+    model: FerModel
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    criterion: nn.Module
+    train_set: TensorSet
+    val_set: TensorSet
+    spec: InputSpec
+    classify: bool
+    steps: int
+    total: int
+    g: torch.Generator
+    order_g: torch.Generator
+    device: torch.device
+    sample_w: torch.Tensor | None = None
+    augment: Augmenter | None = None
+    pose: PoseAugmenter | None = None
+    raw_landmarks: torch.Tensor | None = None
+    soft: torch.Tensor | None = None
+
+
+@dataclass
+class _Progress:
+    """Where a run stands after its last finished epoch: what `resume.pt` holds besides the weights."""
+
+    t: int = 0
+    best_score: float = -math.inf
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    elapsed_before: float = 0.0
+    result: TrainResult = field(default_factory=TrainResult)
+
+
+def _check_labels(model: FerModel, train_data: TensorSet, val_data: TensorSet) -> None:
     if len(train_data) < 2:
         raise InputError(f"training set has {len(train_data)} samples; need at least 2")
+    if model.task != "classification":
+        return
+    for name, data in (("training", train_data), ("validation", val_data)):
+        if not 0 <= int(data.labels.min()) <= int(data.labels.max()) < model.num_classes:
+            raise InputError(f"{name} labels span {int(data.labels.min())}..{int(data.labels.max())} but the model has "
+                             f"{model.num_classes} classes: the class list does not match the data")
+
+
+def _setup(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig, spec: InputSpec,
+           teacher_probs, raw_landmarks, shard: Shard | None) -> _Loop:
+    """Seeds, device, optimizer, loss and augmenters of a run (the model's trainable parameters set)."""
     soft = _check_distill(model, train_data, config, teacher_probs)
-    t0 = time.monotonic()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
     rank = shard.rank if shard is not None else 0
     torch.manual_seed(config.seed + rank)
     g = torch.Generator().manual_seed(config.seed + rank)
     order_g = g if shard is None else torch.Generator().manual_seed(config.seed)  # one order for every rank
-    spec = train_data.spec or spec_for_model(model)
     classify = model.task == "classification"
-    for name, data in (("training", train_data), ("validation", val_data)):
-        if classify and not 0 <= int(data.labels.min()) <= int(data.labels.max()) < model.num_classes:
-            raise InputError(f"{name} labels span {int(data.labels.min())}..{int(data.labels.max())} but the model has "
-                             f"{model.num_classes} classes: the class list does not match the data")
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        _write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model.config(),
-                                              "input": spec.to_dict(), "n_train": len(train_data),
-                                              "n_val": len(val_data)})
     if config.dropout is not None:
         for m in model.modules():
             if isinstance(m, nn.Dropout):
@@ -279,115 +318,226 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
             p.requires_grad_(False)
     device = torch.device(config.device)
     model.to(device)
-    train_set, val_set = _on_device(train_data, device), _on_device(val_data, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    net = model if shard is None else shard.wrap(model)
     opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    opt = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
     labels = train_data.labels
     criterion: nn.Module
+    sample_w = None
     if classify:
         weight = class_weights(labels, model.num_classes) if config.class_weights else None
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing).to(device)
         sample_w = class_weights(labels, model.num_classes)[labels.long()] if config.weighted_sampler else None
     else:
         criterion = nn.MSELoss()
-        sample_w = None
-    criterion_eval = nn.NLLLoss()
     turn = config.pose_augment if "image" in model.input_keys else 0.0  # face crops turn as a plane
-    augment = Augmenter(spec, turn=turn) if config.augment and classify else None
-    pose = None
+    pose, raw = None, None
     if config.pose_augment > 0 and "landmarks" in model.input_keys:  # landmarks turn in 3-D
         if raw_landmarks is None or len(raw_landmarks) != len(train_data):
             raise InputError(f"pose_augment needs raw_landmarks, one (478, 3) set per training sample "
                              f"({len(train_data)})")
-        pose = PoseAugmenter(spec, max_yaw=config.pose_augment)
-        raw_landmarks = torch.as_tensor(raw_landmarks).float()
-    if soft is not None:
-        soft = soft.to(device)
-        w_kd, temp = config.distill_weight, config.distill_temperature
+        pose, raw = PoseAugmenter(spec, max_yaw=config.pose_augment), torch.as_tensor(raw_landmarks).float()
     n = len(train_data)
     min_last = 2 * (shard.world if shard is not None else 1)  # >= 2 rows per rank (batch norm)
     steps = n // config.batch_size + (1 if n % config.batch_size >= min_last else 0)
-    total = steps * config.epochs
-    monitor = config.monitor if classify else "val_loss"
+    return _Loop(model=model, net=model if shard is None else shard.wrap(model),
+                 opt=opt_cls(params, lr=config.lr, weight_decay=config.weight_decay), criterion=criterion,
+                 train_set=_on_device(train_data, device), val_set=_on_device(val_data, device), spec=spec,
+                 classify=classify, steps=steps, total=steps * config.epochs, g=g, order_g=order_g, device=device,
+                 sample_w=sample_w, augment=Augmenter(spec, turn=turn) if config.augment and classify else None,
+                 pose=pose, raw_landmarks=raw, soft=None if soft is None else soft.to(device))
+
+
+def _run_epoch(loop: _Loop, config: TrainConfig, epoch: int, progress: _Progress, shard: Shard | None,
+               cancel, emit) -> tuple[float, int]:
+    """One pass over the training rows; (summed loss, rows seen), or stops early when `cancel` is set
+    (progress.result.cancelled)."""
+    model = loop.model
+    model.train()
+    if config.freeze_backbone:
+        for m in model.backbone_modules():
+            m.eval()
+    n = len(loop.train_set)
+    order = (torch.multinomial(loop.sample_w, n, replacement=True, generator=loop.order_g)
+             if loop.sample_w is not None else torch.randperm(n, generator=loop.order_g))
+    loss_sum, seen = 0.0, 0
+    for step in range(loop.steps):
+        if cancel is not None and cancel.is_set():
+            progress.result.cancelled = True
+            break
+        idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+        if shard is not None:
+            idx = idx[shard.rank::shard.world]
+        idx_on = idx.to(loop.device, non_blocking=True)
+        batch = loop.train_set.batch(idx_on)
+        if loop.pose is not None and loop.raw_landmarks is not None:  # first: it rebuilds normalised landmarks
+            batch = loop.pose(batch, loop.raw_landmarks[idx], loop.g)
+        if loop.augment is not None:
+            batch = loop.augment(batch, loop.g)
+        for pg in loop.opt.param_groups:
+            pg["lr"] = config.lr * _lr_factor(config.schedule, progress.t, loop.total)
+        labels = loop.train_set.labels[idx_on]
+        target = labels.long() if loop.classify else labels.float()
+        with autocast(loop.device):
+            out = loop.net(batch)
+            loss = loop.criterion(out, target)
+            if loop.soft is not None:
+                w_kd = config.distill_weight
+                loss = (1 - w_kd) * loss + w_kd * distill_loss(out, loop.soft[idx_on], config.distill_temperature)
+        loop.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.opt.step()
+        progress.t += 1
+        loss_sum += loss.item() * len(idx)
+        seen += len(idx)
+        emit("step", epoch=epoch, step=step + 1, train_loss=loss_sum / seen)
+    return loss_sum, seen
+
+
+# ----------------------------------------------------------------------------- resume
+RESUME_FILE = "resume.pt"
+# TrainConfig fields a resumed run may change: they do not change what is computed.
+RESUME_MAY_CHANGE = ("num_threads", "eval_batch_size", "device")
+
+
+def _data_fingerprint(data: TensorSet) -> str:
+    """Cheap identity of a TensorSet: sizes, labels and each input's shape and sum."""
+    h = hashlib.sha256()
+    h.update(data.labels.detach().cpu().numpy().tobytes())
+    for key in sorted(data.tensors):
+        x = data.tensors[key]
+        h.update(f"{key}{tuple(x.shape)}{float(x.detach().double().sum()):.6e}".encode())
+    return h.hexdigest()
+
+
+def _resume_key(model: FerModel, config: TrainConfig, train_data: TensorSet, val_data: TensorSet) -> dict:
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE}
+    return {"config": json.dumps(settings, sort_keys=True), "model": json.dumps(model.config(), sort_keys=True),
+            "train": _data_fingerprint(train_data), "val": _data_fingerprint(val_data)}
+
+
+def _cpu_state(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def _save_resume(path: Path, key: dict, epoch: int, loop: _Loop, progress: _Progress, elapsed: float) -> None:
+    """Everything needed to go on after `epoch` as if never stopped, written atomically."""
+    rng = {"g": loop.g.get_state(), "order_g": loop.order_g.get_state(), "torch": torch.get_rng_state()}
+    if loop.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(loop.device)
+    state = {"format": 1, "key": key, "epoch": epoch, "t": progress.t, "model": _cpu_state(loop.model.state_dict()),
+             "optimizer": loop.opt.state_dict(), "best_score": progress.best_score,
+             "best_state": None if progress.best_state is None else _cpu_state(progress.best_state),
+             "bad_epochs": progress.bad_epochs, "elapsed_s": elapsed, "result": progress.result.to_dict(), "rng": rng}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_resume(path: Path, key: dict, loop: _Loop) -> tuple[int, _Progress]:
+    """(last finished epoch, progress) of a saved run, its weights, optimizer and random state restored
+    into `loop`; InputError when the run was for other settings, another model or other data."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which
+        raise InputError(f"cannot resume from {path}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise InputError(f"cannot resume from {path}: not a ferlib training state")
+    differ = [k for k in key if state["key"].get(k) != key[k]]
+    if differ:
+        raise InputError(f"cannot resume from {path}: the run was made with other {', '.join(differ)} "
+                         f"(only {', '.join(RESUME_MAY_CHANGE)} may change); start a new run folder")
+    loop.model.load_state_dict(state["model"])
+    loop.opt.load_state_dict(state["optimizer"])
+    loop.g.set_state(state["rng"]["g"])
+    loop.order_g.set_state(state["rng"]["order_g"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if loop.device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], loop.device)
+    result = TrainResult(**state["result"])
+    best = state["best_state"]
+    progress = _Progress(t=int(state["t"]), best_score=float(state["best_score"]),
+                         best_state=None if best is None else to_device(best, loop.device),
+                         bad_epochs=int(state["bad_epochs"]), elapsed_before=float(state["elapsed_s"]), result=result)
+    return int(state["epoch"]), progress
+
+
+# ----------------------------------------------------------------------------- the run
+def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
+           callback, cancel, run_dir, teacher_probs=None, raw_landmarks=None, shard=None,
+           resume: bool = False) -> TrainResult:
+    """train()'s run on the resolved config.device."""
+    _check_labels(model, train_data, val_data)
+    t0 = time.monotonic()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    spec = train_data.spec or spec_for_model(model)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and (run_dir is None or shard is not None):
+        raise InputError("resume needs a run folder and a single-process run")
+    loop = _setup(model, train_data, val_data, config, spec, teacher_probs, raw_landmarks, shard)
+    key = _resume_key(model, config, train_data, val_data)
+    resume_path = run_dir / RESUME_FILE if run_dir is not None and shard is None else None
+    done, progress = 0, _Progress(result=TrainResult(device=config.device))
+    if resume and resume_path is not None and resume_path.is_file():
+        done, progress = _load_resume(resume_path, key, loop)
+        progress.result.device = config.device
+    result = progress.result
+    if run_dir is not None:
+        _write_json(run_dir / "config.json", {"train": config.to_dict(), "model": model.config(),
+                                              "input": spec.to_dict(), "n_train": len(train_data),
+                                              "n_val": len(val_data), "resumed_after_epoch": done})
+    monitor = config.monitor if loop.classify else "val_loss"
     sign = -1.0 if monitor == "val_loss" else 1.0
-    best_score, best_state, bad_epochs = -math.inf, None, 0
-    result = TrainResult(device=config.device)
+    criterion_eval = nn.NLLLoss()
+
+    def elapsed() -> float:
+        return progress.elapsed_before + time.monotonic() - t0
 
     def emit(event: str, **kw) -> None:
         if callback is not None:
-            ev = {"event": event, "epoch": None, "step": None, "steps": steps, "train_loss": None,
-                  "val_loss": None, "val_acc": None, "val_f1": None, "lr": opt.param_groups[0]["lr"],
-                  "elapsed_s": time.monotonic() - t0}
+            ev = {"event": event, "epoch": None, "step": None, "steps": loop.steps, "train_loss": None,
+                  "val_loss": None, "val_acc": None, "val_f1": None, "lr": loop.opt.param_groups[0]["lr"],
+                  "elapsed_s": elapsed()}
             ev.update(kw)
             callback(ev)
 
-    t = 0
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        if config.freeze_backbone:
-            for m in model.backbone_modules():
-                m.eval()
-        order = (torch.multinomial(sample_w, n, replacement=True, generator=order_g) if sample_w is not None
-                 else torch.randperm(n, generator=order_g))
-        loss_sum, seen = 0.0, 0
-        for step in range(steps):
-            if cancel is not None and cancel.is_set():
-                result.cancelled = True
-                break
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            if shard is not None:
-                idx = idx[shard.rank::shard.world]
-            idx_on = idx.to(device, non_blocking=True)
-            batch = train_set.batch(idx_on)
-            if pose is not None:  # before the mirror and jitter: it rebuilds the normalised landmarks
-                batch = pose(batch, raw_landmarks[idx], g)
-            if augment is not None:
-                batch = augment(batch, g)
-            for pg in opt.param_groups:
-                pg["lr"] = config.lr * _lr_factor(config.schedule, t, total)
-            target = train_set.labels[idx_on].long() if classify else train_set.labels[idx_on].float()
-            with autocast(device):
-                out = net(batch)
-                loss = criterion(out, target)
-                if soft is not None:
-                    loss = (1 - w_kd) * loss + w_kd * distill_loss(out, soft[idx_on], temp)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            t += 1
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
-            emit("step", epoch=epoch, step=step + 1, train_loss=loss_sum / seen)
+    if done:
+        result.resumed_after_epoch = done
+        emit("resumed", epoch=done)
+    finished = result.stopped_early or done >= config.epochs
+    for epoch in range(done + 1, config.epochs + 1):
+        if finished:
+            break
+        loss_sum, seen = _run_epoch(loop, config, epoch, progress, shard, cancel, emit)
         if result.cancelled:
             break
         if shard is not None:  # the epoch's loss over every rank's rows
             loss_sum, seen = shard.reduce([loss_sum, float(seen)])
-        val = _validate(model, val_set, config, spec, criterion_eval)
+        val = _validate(model, loop.val_set, config, spec, criterion_eval)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), **val,
-               "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0}
+               "lr": loop.opt.param_groups[0]["lr"], "elapsed_s": elapsed()}
         result.history.append(row)
         result.epochs_run = epoch
         score = sign * row[monitor]
-        if score > best_score:
-            best_score, best_state, bad_epochs = score, copy.deepcopy(model.state_dict()), 0
+        if score > progress.best_score:
+            progress.best_score, progress.best_state, progress.bad_epochs = score, copy.deepcopy(model.state_dict()), 0
             result.best_epoch, result.best = epoch, dict(row)
         else:
-            bad_epochs += 1
+            progress.bad_epochs += 1
+        result.stopped_early = bool(config.patience and progress.bad_epochs >= config.patience)
         if run_dir is not None:
             _write_json(run_dir / "curves.json", result.history)
+        if resume_path is not None:
+            _save_resume(resume_path, key, epoch, loop, progress, elapsed())
         emit("epoch", **{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_f1")},
-             step=steps)
-        if config.patience and bad_epochs >= config.patience:
-            result.stopped_early = True
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+             step=loop.steps)
+        finished = result.stopped_early
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    result.elapsed_s = time.monotonic() - t0
+    result.elapsed_s = elapsed()
     if run_dir is not None:
         _write_json(run_dir / "metrics.json", {"status": "cancelled" if result.cancelled else "done",
                                                **result.to_dict()})
@@ -399,10 +549,10 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
 
 def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
              classes=None, callback=None, cancel=None, run_dir=None,
-             raw_landmarks=None) -> tuple[FerModel, dict, TrainResult]:
+             raw_landmarks=None, resume: bool = False) -> tuple[FerModel, dict, TrainResult]:
     """Fine-tune a checkpoint: a new head when `classes` differ from the card's, the backbone frozen
-    when config.freeze_backbone; raw_landmarks as in `train` (config.pose_augment of landmark
-    models). Returns (model, updated card, result); save with save_checkpoint."""
+    when config.freeze_backbone; raw_landmarks and resume as in `train` (config.pose_augment of
+    landmark models). Returns (model, updated card, result); save with save_checkpoint."""
     config = config.resolved()  # the card names the device used
     model, card = load_checkpoint(checkpoint_path)
     classes = list(classes) if classes is not None else list(card["classes"])
@@ -411,7 +561,7 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
     if train_data.spec is None:
         train_data.spec = card_spec(card)
     result = train(model, train_data, val_data, config, callback=callback, cancel=cancel, run_dir=run_dir,
-                   raw_landmarks=raw_landmarks)
+                   raw_landmarks=raw_landmarks, resume=resume)
     card = {**card, "classes": classes,
             "training": {"config": config.to_dict(), "finetuned_from": {
                 "model": card["model"], "classes": card["classes"], "weights_sha256": card["weights_sha256"],
