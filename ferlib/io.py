@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import os
+import queue
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +207,50 @@ def iter_video(path, max_frames: int | None = None) -> Iterator[tuple[int, float
             raise InputError(f"video {p}: contains no decodable frame")
     finally:
         container.close()
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator, depth: int = 4) -> Iterator:
+    """`items` produced by a background thread up to `depth` ahead (video decoding overlaps the
+    consumer's work on another core); the producer's exception is raised where it happened in the
+    sequence, and closing the generator stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not put((x, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((_DONE, e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # e.g. iter_video's container, closed in this thread
+                close()
+
+    worker = threading.Thread(target=produce, name="ferlib-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is _DONE:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
+        worker.join(timeout=5)

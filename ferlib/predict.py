@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ferlib.errors import FerError, InputError
-from ferlib.io import is_image, is_video, iter_video, load_image
+from ferlib.io import is_image, is_video, iter_video, load_image, prefetch
 from ferlib.pipeline import Pipeline
 from ferlib.types import FrameResult
 
@@ -58,8 +58,16 @@ def expand_inputs(inputs: Iterable) -> Iterator[Path]:
 
 @dataclass
 class PredictReport:
-    frame: pd.DataFrame
+    """What `predict` found: `table`, one row per face per image or video frame (`columns_for`), and
+    the inputs it could not read (`errors`, one message each)."""
+
+    table: pd.DataFrame
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The old name of `table` (0.2.0), kept for callers written against it."""
+        return self.table
 
 
 def predict(inputs: Iterable, pipeline: Pipeline, max_frames: int | None = None,
@@ -73,7 +81,7 @@ def predict(inputs: Iterable, pipeline: Pipeline, max_frames: int | None = None,
         try:
             if is_video(path):
                 pipeline.extractor.mode = "video"
-                for idx, ts, bgr in iter_video(path, max_frames=max_frames):
+                for idx, ts, bgr in prefetch(iter_video(path, max_frames=max_frames)):  # decoding overlaps
                     rows += result_rows(src, idx, pipeline.process(bgr, ts, idx), pipeline.classes)
                     if on_progress:
                         on_progress(src, idx)

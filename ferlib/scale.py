@@ -246,8 +246,8 @@ class _PredictWorker:
         t0, c0 = time.perf_counter(), time.process_time()
         report = predict(list(task.paths), self.pipe, max_frames=self.settings.max_frames)
         return {"format": SHARD_FORMAT, "index": task.index, "kind": task.kind, "paths": list(task.paths),
-                "classes": list(self.pipe.classes), "rows": report.frame.to_dict("records"),
-                "errors": report.errors, "frames": int(len(report.frame.drop_duplicates(["source", "frame"]))),
+                "classes": list(self.pipe.classes), "rows": report.table.to_dict("records"),
+                "errors": report.errors, "frames": int(len(report.table.drop_duplicates(["source", "frame"]))),
                 "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "host": socket.gethostname(),
                 "pid": os.getpid()}
 
@@ -410,8 +410,8 @@ def predict_command(args) -> int:
         fb = f"; faces without landmarks: {i['fallback']}" if i.get("fallback") else ""
         print(f"model: {i['name']} ({i['model_path']}, {i['backend']}, {args.threads} thread(s){fb}), classes: "
               f"{', '.join(i['classes'])}; video smoothing: {i['smoothing']}", file=sys.stderr)
-    write_csv(run.report.frame, out)
-    df = run.report.frame
+    write_csv(run.report.table, out)
+    df = run.report.table
     print(f"wrote {len(df)} rows ({int(df['detected'].sum())} faces, {int((df['detected'] == 0).sum())} frames "
           f"without a face) to {args.out}", file=sys.stderr)
     print(f"ray: {run.tasks} tasks ({run.skipped} done before, from {run.shard_dir}), {run.workers} worker(s); "

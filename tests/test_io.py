@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 
 import av
@@ -11,7 +12,9 @@ import pytest
 from PIL import Image
 
 from ferlib.errors import InputError
-from ferlib.io import ensure_bgr, is_video, iter_images, iter_video, load_image
+from ferlib.io import ensure_bgr, is_video, iter_images, iter_video, load_image, prefetch
+from ferlib.pipeline import Pipeline
+from ferlib.predict import predict, result_rows
 
 
 def _png_bytes(im: Image.Image, **kw) -> bytes:
@@ -126,3 +129,48 @@ def test_iter_images_recursive_sorted(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in iter_images(tmp_path)] == ["a.jpg", "b/1.tif", "b/2.png"]
     with pytest.raises(InputError):
         list(iter_images(tmp_path / "nope"))
+
+
+def test_prefetch_keeps_order_raises_where_the_producer_failed_and_stops_when_closed():
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise InputError("video x: decoding failed after 2 frames")
+
+    got = []
+    with pytest.raises(InputError, match="after 2 frames"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1, 2]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    it = prefetch(endless(), depth=2)
+    assert next(it) == 0
+    it.close()
+    assert closed.wait(5), "closing the consumer closes the producer's iterator"
+    assert not [t for t in threading.enumerate() if t.name == "ferlib-prefetch"]
+
+
+def test_predict_on_a_video_matches_frame_by_frame_processing(fixture_clip):
+    """predict's prefetched decoding gives the rows of decoding in the consumer's thread."""
+    pipe = Pipeline("landmark_cnn1d_fer2013_affectnet")
+    report = predict([fixture_clip], pipe, max_frames=40)
+    pipe.reset()
+    pipe.extractor.mode = "video"
+    rows = []
+    for idx, ts, bgr in iter_video(fixture_clip, max_frames=40):
+        rows += result_rows(str(fixture_clip), idx, pipe.process(bgr, ts, idx), pipe.classes)
+    assert len(report.frame) == len(rows) == 40
+    assert [r["label"] for r in rows] == list(report.frame["label"])
