@@ -80,7 +80,7 @@ def _model_for_live(data_dir: Path) -> str:
     model = create_model("landmark_cnn1d")
     wpath, cpath = save_checkpoint(model, store.model_dir("untrained") / "model",
                                    make_card(model, list(FER7), spec_for_model(model)))
-    store.register_model("untrained", wpath, json.loads(cpath.read_text()))
+    store.add_model("untrained", wpath, json.loads(cpath.read_text()))
     store.close()
     return "untrained landmark_cnn1d (models/ has no shipped checkpoint; timing does not depend on weights)"
 

@@ -100,7 +100,7 @@ def _ensure_model(data: Path) -> str:
     model = create_model("landmark_cnn1d", num_classes=len(FER7))
     wpath, _ = save_checkpoint(model, store.model_dir("untrained") / "model",
                                make_card(model, FER7, spec_for_model(model)))
-    store.register_model("untrained", wpath, json.loads(wpath.with_suffix(".json").read_text()))
+    store.add_model("untrained", wpath, json.loads(wpath.with_suffix(".json").read_text()))
     return "untrained landmark_cnn1d (models/ has no shipped checkpoint; same pipeline cost)"
 
 

@@ -130,7 +130,7 @@ def _make_model(store, name="tiny", classes=("angry", "disgust", "fear", "happy"
     model = create_model("landmark_cnn1d", num_classes=len(classes))
     wpath, _ = save_checkpoint(model, store.model_dir(name) / "model",
                                make_card(model, list(classes), spec_for_model(model)))
-    return store.register_model(name, wpath, json.loads(wpath.with_suffix(".json").read_text()))
+    return store.add_model(name, wpath, json.loads(wpath.with_suffix(".json").read_text()))
 
 
 # ------------------------------------------------------------------------------------- Home

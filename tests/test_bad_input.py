@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib import store as store_mod
+from ferlib import fsutil
 from ferlib.checkpoint import checkpoint_paths, load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.data import import_fer2013_csv, import_image_folder, open_zip
@@ -208,12 +208,12 @@ def _record_until_disk_full(ctx: Ctx) -> list[str]:
         def no_space(fd):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        real = store_mod.os.fsync
-        store_mod.os.fsync = no_space  # fails after the sample's bytes went into a temp file
+        real = fsutil.os.fsync
+        fsutil.os.fsync = no_space  # fails after the sample's bytes went into a temp file
         try:
             rec.recv(av.VideoFrame.from_ndarray(ctx.face, format="bgr24"))
         finally:
-            store_mod.os.fsync = real
+            fsutil.os.fsync = real
         assert not rec.recording, "recording must stop on a full disk"
         assert rec.saved == 3 and ctx.store.count_samples() == 4
         assert _files(ctx.store) == saved, "earlier samples intact, no partial file"

@@ -29,18 +29,19 @@ pytestmark = pytest.mark.slow
 # Each fsync announces itself and is slow, so that the test can kill the child while a sample is written.
 RECORDER = r"""
 import sys, time, av
-from ferlib import store as store_mod
+from ferlib import fsutil
 from ferlib.io import iter_video
+from ferlib.store import Store
 from webapp.resources import make_extractor
 from webapp.video import StudioRecorder
 
-real_fsync = store_mod.os.fsync
+real_fsync = fsutil.os.fsync
 def slow_fsync(fd):
     print("fsync", flush=True)
     time.sleep(0.15)
     real_fsync(fd)
-store_mod.os.fsync = slow_fsync
-store = store_mod.Store()
+fsutil.os.fsync = slow_fsync
+store = Store()
 sid = store.session_by_name("kill me") or store.create_session("kill me")
 rec = StudioRecorder(store, make_extractor, sid, sys.argv[2], "indoor", rate_hz=1e6)
 rec.recording = True
@@ -158,7 +159,7 @@ def test_kill_9_while_training(tmp_path, monkeypatch):
     torch.manual_seed(0)
     base = create_model("landmark_cnn1d", num_classes=7)
     wpath, cpath = save_checkpoint(base, st.model_dir("base") / "model", make_card(base, FER7, spec_for_model(base)))
-    base_id = st.register_model("base", wpath, load_checkpoint(wpath)[1])
+    base_id = st.add_model("base", wpath, load_checkpoint(wpath)[1])
     st.set_live_model(base_id)
     before = {p: _sha(p) for p in (wpath, cpath)}
 

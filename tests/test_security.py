@@ -275,7 +275,7 @@ def test_names_with_separators_or_control_characters_are_refused(tmp_path, name)
     tree = sorted(tmp_path.rglob("*"))
     f = tmp_path / "data" / "x.safetensors"
     for call in (lambda: st.create_session(name), lambda: st.model_dir(name), lambda: st.start_run(name, {}),
-                 lambda: st.register_model(name, f, {}),
+                 lambda: st.add_model(name, f, {}),
                  lambda: jobs.start(st, jobs.TrainSpec(name=name, session_ids=[]))):
         with pytest.raises(InputError, match="separator|control|letters, digits"):
             call()

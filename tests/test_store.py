@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferlib import fsutil
 from ferlib import store as store_mod
 from ferlib.errors import InputError, StorageError
 from ferlib.store import Store, pose_bin, validate_name
+from ferlib.store import check as check_mod
+from ferlib.store import sessions as sessions_mod
 from tests.helpers import ROOT
 
 
@@ -116,7 +119,7 @@ def test_full_disk_during_write_loses_nothing(st, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_mod.os, "fsync", no_space)
+    monkeypatch.setattr(fsutil.os, "fsync", no_space)
     with pytest.raises(StorageError, match="No space left"):
         st.add_sample(sid, "sad", _pts(2), crop=_crop())
     monkeypatch.undo()
@@ -132,14 +135,14 @@ def test_full_disk_during_write_loses_nothing(st, monkeypatch):
 
 def test_png_write_failure_removes_the_landmarks_file(st, monkeypatch):
     sid = st.create_session("s")
-    real = store_mod.atomic_write_bytes
+    real = sessions_mod.atomic_write_bytes
 
     def fail_png(path, data):
         if Path(path).suffix == ".png":
             raise StorageError("disk full")
         real(path, data)
 
-    monkeypatch.setattr(store_mod, "atomic_write_bytes", fail_png)
+    monkeypatch.setattr(sessions_mod, "atomic_write_bytes", fail_png)
     with pytest.raises(StorageError):
         st.add_sample(sid, "happy", _pts(), crop=_crop())
     assert _files(st) == [] and st.count_samples() == 0
@@ -147,7 +150,7 @@ def test_png_write_failure_removes_the_landmarks_file(st, monkeypatch):
 
 def test_catalogue_failure_removes_files(st, monkeypatch):
     sid = st.create_session("s")
-    monkeypatch.setattr(store_mod, "pose_bin", lambda y, p: (_ for _ in ()).throw(RuntimeError("crash")))
+    monkeypatch.setattr(sessions_mod, "pose_bin", lambda y, p: (_ for _ in ()).throw(RuntimeError("crash")))
     with pytest.raises(RuntimeError):
         st.add_sample(sid, "happy", _pts(), crop=_crop())
     assert _files(st) == [] and st.count_samples() == 0
@@ -278,8 +281,8 @@ def test_export_zip(st, tmp_path):
 def test_models_live_is_exclusive(st, tmp_path):
     f = tmp_path / "m.safetensors"
     f.write_bytes(b"x")
-    a = st.register_model("mine", f, {"classes": ["happy"]})
-    b = st.register_model("mine", f, {"classes": ["happy"]})
+    a = st.add_model("mine", f, {"classes": ["happy"]})
+    b = st.add_model("mine", f, {"classes": ["happy"]})
     assert [st.get_model(i)["version"] for i in (a, b)] == [1, 2]
     assert st.live_model() is None
     st.set_live_model(a)
@@ -289,7 +292,7 @@ def test_models_live_is_exclusive(st, tmp_path):
         st.set_live_model(99)
     assert st.live_model()["id"] == b
     with pytest.raises(InputError):
-        st.register_model("../x", f, {})
+        st.add_model("../x", f, {})
     d = st.model_dir("My Model")
     assert d.parent == st.root / "models" and d.name.startswith("my-model-")
 
@@ -313,5 +316,5 @@ def test_unwritable_data_folder_is_storage_error(tmp_path):
 
 
 def test_pid_alive():
-    assert store_mod._pid_alive(os.getpid())
-    assert not store_mod._pid_alive(999_999_9)
+    assert check_mod._pid_alive(os.getpid())
+    assert not check_mod._pid_alive(999_999_9)

@@ -109,7 +109,7 @@ def circles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def test_the_graph_is_read():
     g = import_graph()
-    assert "ferlib.fsutil" in g["ferlib.store"]
+    assert "ferlib.fsutil" in g["ferlib.store.sessions"]
     assert "ferlib.data.importers" in g["ferlib.data.cache"]  # relative import resolved
     assert "webapp.datasets" in g["webapp.jobs"]
 

@@ -168,7 +168,7 @@ def _work(store: Store, job: TrainJob) -> None:
         job.counts = dict(out.card["data"]["n"])
         job.test_metrics = out.metrics.get("test")
         wpath, _ = save_outcome(out, store.model_dir(s.name) / "model")
-        job.model_id = store.register_model(s.name, wpath, out.card)
+        job.model_id = store.add_model(s.name, wpath, out.card)
         job.progress, job.status = 1.0, "done"
         job.message = "done" + (" (stopped early)" if out.result.stopped_early else "")
         store.finish_run(job.run_id, "done", {"history": job.history, "model_id": job.model_id,

@@ -46,7 +46,7 @@ def _ensure_a_model(data_dir) -> None:
     model = create_model("landmark_cnn1d", num_classes=len(CLASSES))
     wpath, _ = save_checkpoint(model, store.model_dir("untrained") / "model",
                                make_card(model, list(CLASSES), spec_for_model(model)))
-    store.register_model("untrained", wpath, json.loads(wpath.with_suffix(".json").read_text()))
+    store.add_model("untrained", wpath, json.loads(wpath.with_suffix(".json").read_text()))
 
 
 @pytest.fixture(scope="module")
