@@ -92,7 +92,7 @@ def _classes(arg: str | None, datasets) -> list[str]:
         if len(names) < 2 or len(set(names)) != len(names):
             raise InputError(f"--classes needs at least two distinct classes, got {names}")
         return names
-    present = set().union(*(set(df["label"]) for df in datasets))
+    present = set().union(*(set(df.table["label"]) for df in datasets))
     return [c for c in CLASSES if c in present]
 
 
@@ -177,15 +177,15 @@ def cmd_extract(args) -> int:
             df = import_dataset(path, args.dataset_kind)
             lm, found, ex = landmarks_of(df, workers=args.workers, cache_dir=args.cache_dir, progress=True,
                                          extractor_kwargs=_extractor_kwargs(args), runner=runner)
-            summary = detection_summary(df, found)
-            print(f"{path} ({df.attrs['kind']}): {len(df)} images, detection rate {found.mean():.4f}"
+            summary = detection_summary(df.table, found)
+            print(f"{path} ({df.kind}): {len(df)} images, detection rate {found.mean():.4f}"
                   + (f"; {ex.n_extracted} extracted, {ex.n_cached} cached, {ex.seconds:.1f} s" if ex else
                      "; landmarks stored with the recordings"))
             print(summary.to_string())
             errors = ex.errors if ex else {}
             for p, why in list(errors.items())[:10]:
                 print(f"unreadable: {p}: {why}", file=sys.stderr)
-            report[str(path)] = {"kind": df.attrs["kind"], "images": len(df), "detection_rate": float(found.mean()),
+            report[str(path)] = {"kind": df.kind, "images": len(df), "detection_rate": float(found.mean()),
                                  "errors": errors,
                                  "summary": [{"split": s, "label": lab, **{k: (float(v) if k == "rate" else int(v))
                                                                           for k, v in row.items()}}
@@ -237,7 +237,7 @@ def _adapt_method(args, base: dict, datasets, extra) -> str:
     FEW_SHOT_MAX adaptation rows (a dataset, not a person); else ferlib.personal.DEFAULT_METHOD."""
     if args.adapt != "auto":
         return args.adapt
-    n = sum(int((df["split"].astype(str) != "test").sum()) if "split" in df else len(df) for df in datasets) \
+    n = sum(int((df.table["split"].astype(str) != "test").sum()) if "split" in df.table else len(df) for df in datasets) \
         + sum(len(df) for df in extra)
     new_classes = bool(args.classes) and _classes(args.classes, []) != list(base["classes"])
     method = "train" if new_classes or args.freeze_backbone or n > FEW_SHOT_MAX else DEFAULT_METHOD
@@ -297,13 +297,11 @@ def cmd_evaluate(args) -> int:
         raise InputError(f"--occlusion regions {bad} are not among eyes, mouth")
     (df,) = _datasets(args)
     if args.split != "all":
-        present = sorted(set(df["split"]))
+        present = sorted(set(df.table["split"]))
         if args.split not in present:
             raise InputError(f"dataset {args.data[0]} has no {args.split!r} rows (splits: {present}); "
                              "choose another --split or --split all")
-        attrs = df.attrs
-        df = df[df["split"] == args.split].reset_index(drop=True)
-        df.attrs = attrs
+        df = df.with_table(df.table[df.table["split"] == args.split].reset_index(drop=True))
     prep = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
                    cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args))
     inputs = prep.eval_inputs()
@@ -311,7 +309,7 @@ def cmd_evaluate(args) -> int:
     if regions:
         metrics["occlusion"] = {r: occlusion_test(model, spec, inputs["data"], region=r) for r in regions}
     metrics.update({"checkpoint": str(args.checkpoint), "backend": model.backend,
-                    "dataset": df.attrs["root"], "kind": df.attrs["kind"],
+                    "dataset": df.root, "kind": df.kind,
                     "split": args.split, "tta_flip": bool(args.tta), "dropped_labels": prep.info["dropped_labels"]})
     print(_report(metrics))
     if args.out:

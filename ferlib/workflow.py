@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from ferlib.checkpoint import card_spec, load_checkpoint, make_card, resolve_checkpoint, save_checkpoint
+from ferlib.data.dataset import Dataset
 from ferlib.data.tensors import Prepared, concat_prepared, dataset_sha256, prepare, split_prepared
 from ferlib.ddp import train_ddp
 from ferlib.errors import InputError
@@ -57,16 +58,18 @@ def _quiet(_message: str) -> None:
 @dataclass
 class TrainingData:
     """The datasets of one run: `datasets` keep their own train/val/test splits; every row of
-    `train_only` trains (e.g. AffectNet added to FER2013). Each is an imported dataset DataFrame
-    (`ferlib.data.tensors.import_dataset`, or Studio rows) with attrs root and kind.
-    studio_sessions: the Studio session ids the rows came from, recorded in the card."""
+    `train_only` trains (e.g. AffectNet added to FER2013). Each is a `Dataset`
+    (`ferlib.data.tensors.import_dataset`, its root and kind named in the card) or a bare DataFrame
+    of rows (Studio rows: no root or kind). studio_sessions: the Studio session ids the rows came
+    from, recorded in the card."""
 
-    datasets: Sequence[pd.DataFrame]
-    train_only: Sequence[pd.DataFrame] = ()
+    datasets: Sequence[Dataset | pd.DataFrame]
+    train_only: Sequence[Dataset | pd.DataFrame] = ()
     studio_sessions: Sequence[int] | None = None
 
     def __post_init__(self):
-        self.datasets, self.train_only = list(self.datasets), list(self.train_only)
+        self.datasets = [Dataset.of(d) for d in self.datasets]
+        self.train_only = [Dataset.of(d) for d in self.train_only]
         if not self.datasets and not self.train_only:
             raise InputError("no training data: give at least one dataset")
 
@@ -112,19 +115,18 @@ def prepare_data(data: TrainingData, spec: InputSpec, classes: Sequence[str],
     """One Prepared over every dataset, the train-only ones forced into the train split."""
     options, progress = options or PrepareOptions(), progress or Progress()
     parts = []
-    for df, only in [*((d, False) for d in data.datasets), *((d, True) for d in data.train_only)]:
+    for ds, only in [*((d, False) for d in data.datasets), *((d, True) for d in data.train_only)]:
+        ds = Dataset.of(ds)
         if only:
-            attrs = dict(df.attrs)
-            df = df.assign(split="train")
-            df.attrs = attrs
-        progress.log(f"data {df.attrs.get('root', '')} ({df.attrs.get('kind', '?')}): {len(df)} samples, "
-                     f"splits {df['split'].value_counts().to_dict()}")
+            ds = ds.with_table(ds.table.assign(split="train"))
+        progress.log(f"data {ds.root} ({ds.kind or '?'}): {len(ds)} samples, "
+                     f"splits {ds.table['split'].value_counts().to_dict()}")
         try:
-            p = prepare(df, spec, classes, drop_unknown=options.drop_unknown, workers=options.workers,
+            p = prepare(ds, spec, classes, drop_unknown=options.drop_unknown, workers=options.workers,
                         cache_dir=options.cache_dir, progress=progress.bars, callback=progress.on_extract,
                         extractor_kwargs=options.extractor_kwargs)
         except InputError as e:
-            raise InputError(f"{'extra training data' if only else 'dataset'} {df.attrs.get('root', '')}: {e}") \
+            raise InputError(f"{'extra training data' if only else 'dataset'} {ds.root}: {e}") \
                 from None
         if p.info["dropped_labels"]:
             progress.log(f"  left out labels not among {list(classes)}: {p.info['dropped_labels']}")
@@ -146,10 +148,11 @@ def training_splits(prep: Prepared, require: Sequence[str] = ("train", "val")) -
 
 def data_card(data: TrainingData, sets: dict[str, Prepared]) -> dict:
     """card["data"] of a run (the module docstring lists the fields)."""
-    entries = [(df, "splits") for df in data.datasets] + [(df, "train only") for df in data.train_only]
-    card = {"names": [Path(df.attrs.get("root", "")).name for df, _ in entries],
-            "datasets": [{"name": Path(df.attrs.get("root", "")).name, "kind": df.attrs.get("kind"),
-                          "sha256": dataset_sha256(df), "images": len(df), "use": use} for df, use in entries],
+    entries = [(Dataset.of(d), "splits") for d in data.datasets] + \
+        [(Dataset.of(d), "train only") for d in data.train_only]
+    card = {"names": [Path(ds.root).name for ds, _ in entries],
+            "datasets": [{"name": Path(ds.root).name, "kind": ds.kind,
+                          "sha256": dataset_sha256(ds), "images": len(ds), "use": use} for ds, use in entries],
             "splits": dict(SPLIT_TEXT), "split_rules": dict(SPLIT_RULES),
             "n": {k: len(v) for k, v in sets.items()},
             "detection_rate": {k: v.detection_rate for k, v in sets.items()}}

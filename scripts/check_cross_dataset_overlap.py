@@ -23,9 +23,10 @@ from ferlib.data.importers import read_image  # noqa: E402
 from ferlib.data.tensors import import_dataset  # noqa: E402
 
 
-def vectors(df, size: int = 48) -> np.ndarray:
-    """(N, size*size) float32 unit vectors of the centred grey images."""
-    resize_to = df.attrs.get("resize_to") or size
+def vectors(df, resize_to: int | None = None, size: int = 48) -> np.ndarray:
+    """(N, size*size) float32 unit vectors of the centred grey images (read at `resize_to`, the
+    dataset's, else `size`)."""
+    resize_to = resize_to or size
     out = np.empty((len(df), size * size), np.float32)
     for i, p in enumerate(df["path"]):
         img = read_image(str(p), resize_to)
@@ -48,15 +49,17 @@ def main(argv=None) -> int:
     report = []
     ref = {}
     for path in args.against:
-        df = import_dataset(path)
-        v = vectors(df)
+        ds = import_dataset(path)
+        df = ds.table
+        v = vectors(df, ds.resize_to)
         for s in sorted(set(df["split"])):
             m = (df["split"] == s).to_numpy()
             ref[(Path(path).name, s)] = (v[m], df[m].reset_index(drop=True))
         print(f"read {path}: {len(df)} images", file=sys.stderr)
     for path in args.datasets:
-        df = import_dataset(path)
-        v = vectors(df)
+        ds = import_dataset(path)
+        df = ds.table
+        v = vectors(df, ds.resize_to)
         print(f"read {path}: {len(df)} images", file=sys.stderr)
         for (rname, rsplit), (rv, rdf) in ref.items():
             best = np.full(len(v), -1.0, np.float32)

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "eval_realign.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    df = import_fer2013(args.data)
+    df = import_fer2013(args.data).table
     ext = extract_landmarks(df, progress=False)
     model, card = load_checkpoint(args.model)
     spec, classes = card_spec(card), [canonical(c) for c in card["classes"]]

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     importer, filename = DATASETS[args.dataset]
     path = args.path or SHARED / filename
     t0 = time.perf_counter()
-    df = importer(path)
-    print(f"{args.dataset}: {len(df)} images from {path} (import {time.perf_counter() - t0:.1f} s)", flush=True)
-    res = extract_landmarks(df, cache_dir=args.cache_dir, workers=args.workers)
+    ds = importer(path)
+    print(f"{args.dataset}: {len(ds)} images from {path} (import {time.perf_counter() - t0:.1f} s)", flush=True)
+    res = extract_landmarks(ds.table, cache_dir=args.cache_dir, workers=args.workers, resize_to=ds.resize_to)
     rate = res.n_extracted / res.seconds if res.n_extracted else float("nan")
     print(f"extracted {res.n_extracted}, from cache {res.n_cached}, unreadable {len(res.errors)}, "
           f"{res.seconds:.1f} s ({rate:.1f} new images/s)")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unreadable: {path_}: {err}")
     if args.json:
         args.json.write_text(json.dumps({
-            "dataset": args.dataset, "images": len(df), "extracted": res.n_extracted, "cached": res.n_cached,
+            "dataset": args.dataset, "images": len(ds), "extracted": res.n_extracted, "cached": res.n_cached,
             "seconds": round(res.seconds, 2), "detection_rate": res.detection_rate, "errors": res.errors,
             "summary": res.summary.reset_index().to_dict("records")}, indent=1))
     return 0

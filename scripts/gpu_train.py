@@ -63,7 +63,7 @@ def pack(zip_path, out, max_train: int | None = 10000, seed: int = 0) -> dict:
     from ferlib.data.importers import import_fer2013
     from ferlib.fsutil import sha256_file
 
-    df = import_fer2013(zip_path)
+    df = import_fer2013(zip_path).table
     arrays: dict[str, np.ndarray] = {"classes": np.array(FER7), "source_sha256": np.array(sha256_file(zip_path))}
     counts = {}
     for split in SPLITS:

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if not out.name.lower().startswith("ckplus"):
         ap.error("the output name must start with 'ckplus' (so --kind auto reads it as CK+)")
-    df = subject_split(import_ckplus(args.source), seed=args.seed)
+    df = subject_split(import_ckplus(args.source).table, seed=args.seed)
     keep = df[df["split"] == args.split]
     members = [split_zip_path(p)[1] for p in keep["path"]]
     out.parent.mkdir(parents=True, exist_ok=True)

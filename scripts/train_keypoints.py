@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--name", default="keypoint_regressor_fer2013")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    df = import_fer2013(args.data)
+    df = import_fer2013(args.data).table
     ext = extract_landmarks(df, progress=False)
     spec = InputSpec(kind="image", image_size=args.size)
     sets = {}

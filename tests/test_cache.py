@@ -57,7 +57,7 @@ def count_calls(monkeypatch) -> list[int]:
 
 
 def test_extraction_is_cached_and_misses_accounted(tmp_path, dataset, count_calls):
-    df = import_image_folder(dataset)
+    df = import_image_folder(dataset).table
     assert len(df) == 7
     seen = []
     first = extract_landmarks(df, cache_dir=tmp_path / "cache", workers=1, progress=False,
@@ -93,14 +93,14 @@ def test_extraction_is_cached_and_misses_accounted(tmp_path, dataset, count_call
     extract_landmarks(df.iloc[:2], cache_dir=tmp_path / "cache", workers=1, progress=False, resize_to=320)
     assert count_calls[0] == 2
     cv2.imwrite(str(dataset / "sad" / "new.jpg"), cv2.flip(cv2.imread(str(dataset / "sad" / "f0.jpg")), 1))
-    third = extract_landmarks(import_image_folder(dataset), cache_dir=tmp_path / "cache", workers=1,
+    third = extract_landmarks(import_image_folder(dataset).table, cache_dir=tmp_path / "cache", workers=1,
                               progress=False)
     assert count_calls[0] == 3 and third.n_extracted == 1 and third.n_cached == 7
 
 
 def test_unreadable_image_is_a_miss_and_not_cached(tmp_path, dataset, count_calls):
     (dataset / "sad" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    df = import_image_folder(dataset)
+    df = import_image_folder(dataset).table
     res = extract_landmarks(df, cache_dir=tmp_path / "c", workers=1, progress=False)
     broken = [p for p in res.errors if p.endswith("broken.jpg")]
     assert broken and "broken.jpg" in broken[0] and "broken.jpg" in res.errors[broken[0]]
@@ -110,7 +110,7 @@ def test_unreadable_image_is_a_miss_and_not_cached(tmp_path, dataset, count_call
 
 
 def test_shards_survive_a_corrupt_shard(tmp_path, dataset):
-    df = import_image_folder(dataset).iloc[:3]
+    df = import_image_folder(dataset).table.iloc[:3]
     extract_landmarks(df, cache_dir=tmp_path / "c", workers=1, progress=False, shard_size=1)
     shards = sorted((tmp_path / "c").rglob("*.npz"))
     assert len(shards) == 3
@@ -121,7 +121,7 @@ def test_shards_survive_a_corrupt_shard(tmp_path, dataset):
 
 
 def test_cancel_from_callback_keeps_finished_work(tmp_path, dataset):
-    df = import_image_folder(dataset)
+    df = import_image_folder(dataset).table
 
     def cancel(done, total):  # f300.jpg (2 rows: dup.jpg has its bytes), then f400.jpg
         if done >= 3:
@@ -134,7 +134,7 @@ def test_cancel_from_callback_keeps_finished_work(tmp_path, dataset):
 
 
 def test_cache_dir_from_environment(tmp_path, dataset):
-    df = import_image_folder(dataset).iloc[:1]
+    df = import_image_folder(dataset).table.iloc[:1]
     extract_landmarks(df, workers=1, progress=False)
     assert list((tmp_path / "default-cache" / "landmarks").rglob("*.npz"))
 
@@ -144,7 +144,7 @@ def test_two_worker_processes_match_one(tmp_path, dataset):
     frame = cv2.imread(str(dataset / "sad" / "f0.jpg"))
     for i in range(2):  # 8 distinct images: enough for the process pool
         cv2.imwrite(str(dataset / "sad" / f"extra{i}.jpg"), cv2.resize(frame, (480 + 40 * i, 270 + 22 * i)))
-    df = import_image_folder(dataset)
+    df = import_image_folder(dataset).table
     two = extract_landmarks(df, cache_dir=tmp_path / "a", workers=2, progress=False)
     one = extract_landmarks(df, cache_dir=tmp_path / "b", workers=1, progress=False)
     assert two.n_extracted == 8 and two.detected.sum() == 8
@@ -153,7 +153,7 @@ def test_two_worker_processes_match_one(tmp_path, dataset):
 
 
 def test_crops_whole_small_images_face_crops_of_large(tmp_path, dataset, count_calls):
-    df = import_image_folder(dataset)
+    df = import_image_folder(dataset).table
     crops = extract_crops(df, size=48, cache_dir=tmp_path / "crops", progress=False, workers=1)
     assert crops.images.shape == (7, 48, 48) and crops.images.dtype == np.uint8
     name = df["path"].map(lambda p: Path(p).name)
@@ -172,7 +172,7 @@ def test_crops_whole_small_images_face_crops_of_large(tmp_path, dataset, count_c
 
 @pytest.mark.data
 def test_real_fer2013_sample_detection(tmp_path):
-    df = import_fer2013(shared_file("fer2013.zip")).sample(24, random_state=0).reset_index(drop=True)
+    df = import_fer2013(shared_file("fer2013.zip")).table.sample(24, random_state=0).reset_index(drop=True)
     res = extract_landmarks(df, cache_dir=tmp_path / "c", workers=1, progress=False)
     assert res.detection_rate >= 0.7  # ~87% over the whole set (docs/data.md)
     assert np.nanmax(res.landmarks[res.detected][:, :, :2]) < 80  # 48x48 pixel coordinates

@@ -11,6 +11,7 @@ import pytest
 
 from ferlib.data import (
     COLUMNS,
+    Dataset,
     import_affectnet,
     import_ckplus,
     import_fer2013,
@@ -55,7 +56,7 @@ FILES = {
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_image_folder_maps_class_names(tmp_path, as_zip):
     root = _zip(tmp_path / "set.zip", FILES) if as_zip else _tree(tmp_path, FILES) / "set"
-    df = import_image_folder(root, source="mine")
+    df = import_image_folder(root, source="mine").table
     assert list(df.columns) == list(COLUMNS)
     assert sorted(df["label"]) == ["fear", "happy", "happy", "sad"]
     assert set(df["source"]) == {"mine"} and set(df["split"]) == {""}
@@ -79,7 +80,18 @@ def test_image_folder_unknown_classes_error_or_skip(tmp_path, as_zip):
     df = import_image_folder(root, on_unknown="skip")
     assert len(df) == 4
     # loose.png sits in no class folder: "<root>" of a folder tree, "set" inside the zip
-    assert df.attrs["skipped"] == {"misc": 2, "set" if as_zip else "<root>": 1}
+    assert df.skipped == {"misc": 2, "set" if as_zip else "<root>": 1}
+
+
+def test_dataset_keeps_its_metadata_across_a_new_table(tmp_path):
+    root = _zip(tmp_path / "aff.zip", {"happy/a.png": _png(1), "sad/b.png": _png(2), "misc/c.png": _png(3)})
+    ds = import_affectnet(root, resize_to=64, on_unknown="skip")
+    assert len(ds) == 2 and ds.resize_to == 64 and ds.skipped == {"misc": 1} and ds.kind is None
+    sub = ds.with_table(ds.table[ds.table["label"] == "sad"].reset_index(drop=True))
+    assert len(sub) == 1 and (sub.resize_to, sub.skipped) == (64, {"misc": 1}) and len(ds) == 2
+    assert Dataset.of(ds) is ds
+    bare = Dataset.of(ds.table)
+    assert bare.table is ds.table and (bare.kind, bare.root, bare.resize_to, bare.skipped) == (None, "", None, {})
 
 
 def test_image_folder_bad_inputs(tmp_path):
@@ -94,7 +106,7 @@ def test_image_folder_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="on_unknown"):
         import_image_folder(tmp_path / "empty", on_unknown="ignore")
     z = _zip(tmp_path / "corrupt.zip", {"happy/a.png": b"\x89PNG garbage"})
-    df = import_image_folder(z)
+    df = import_image_folder(z).table
     with pytest.raises(InputError, match=r"corrupt.zip!happy/a.png"):
         read_image(df["path"][0])
 
@@ -102,7 +114,7 @@ def test_image_folder_bad_inputs(tmp_path):
 def test_split_from_ancestor_folders(tmp_path):
     root = _tree(tmp_path, {"d/train/happy/a.png": _png(1), "d/Validation/sad/b.png": _png(2),
                             "d/test/angry/c.png": _png(3)})
-    df = import_image_folder(root / "d")
+    df = import_image_folder(root / "d").table
     assert dict(zip(df["label"], df["split"])) == {"happy": "train", "sad": "val", "angry": "test"}
 
 
@@ -123,13 +135,13 @@ def test_fer2013_layout_official_split_and_near_blank(tmp_path, as_zip):
     files = _fer_files()
     root = _zip(tmp_path / "fer2013.zip", files) if as_zip else _tree(tmp_path / "x", files)
     df = import_fer2013(root)
-    assert len(df) == 18 and set(df["source"]) == {"fer2013"}
-    assert df.groupby("split").size().to_dict() == {"train": 6, "val": 6, "test": 6}
-    assert len(df.attrs["near_blank"]) == 2 and df.attrs["excluded"] == []
-    assert all(p in set(df["path"]) for p in df.attrs["near_blank"])
+    assert len(df) == 18 and set(df.table["source"]) == {"fer2013"}
+    assert df.table.groupby("split").size().to_dict() == {"train": 6, "val": 6, "test": 6}
+    assert len(df.near_blank) == 2 and df.excluded == []
+    assert all(p in set(df.table["path"]) for p in df.near_blank)
     kept = import_fer2013(root, exclude_near_blank=True)
-    assert len(kept) == 16 and sorted(kept.attrs["excluded"]) == sorted(df.attrs["near_blank"])
-    assert not set(kept["path"]) & set(kept.attrs["excluded"])
+    assert len(kept) == 16 and sorted(kept.excluded) == sorted(df.near_blank)
+    assert not set(kept.table["path"]) & set(kept.excluded)
 
 
 def test_fer2013_layout_rejects_other_trees(tmp_path):
@@ -150,7 +162,7 @@ def _px(seed: int) -> str:
 def test_fer2013_csv_decodes_images(tmp_path):
     p = _fer_csv(tmp_path / "fer.csv", [f"0,{_px(0)},Training", f"3,{_px(1)},PublicTest",
                                          f'6,"{_px(2)}",PrivateTest'])
-    df = import_fer2013_csv(p)
+    df = import_fer2013_csv(p).table
     assert list(df["label"]) == ["angry", "happy", "neutral"]
     assert list(df["split"]) == ["train", "val", "test"]
     assert df["path"][1].endswith("fer.csv#line=3")
@@ -188,15 +200,15 @@ def test_affectnet_numeric_folders_and_resize(tmp_path):
     root = _tree(tmp_path, {"aff/0/a.png": _png(1, 96, True), "aff/7/b.png": _png(2, 48, True),
                             "aff/surprise/c.png": _png(3, 96, True)})
     df = import_affectnet(root / "aff")
-    assert sorted(df["label"]) == ["contempt", "neutral", "surprise"]
-    assert df.attrs["resize_to"] == 48
-    assert {read_sample(r, resize_to=df.attrs["resize_to"]).shape for _, r in df.iterrows()} == {(48, 48, 3)}
+    assert sorted(df.table["label"]) == ["contempt", "neutral", "surprise"]
+    assert df.resize_to == 48
+    assert {read_sample(r, resize_to=df.resize_to).shape for _, r in df.table.iterrows()} == {(48, 48, 3)}
 
 
 def test_ckplus_subjects_and_sequences(tmp_path):
     root = _tree(tmp_path, {"ck/anger/S010_004_00000017.png": _png(1), "ck/sadness/S011_002_00000005.png": _png(2),
                             "ck/anger/S010_004_00000018.png": _png(3)})
-    df = import_ckplus(root / "ck")
+    df = import_ckplus(root / "ck").table
     assert sorted(zip(df["label"], df["subject"], df["group"])) == [
         ("angry", "S010", "S010_004"), ("angry", "S010", "S010_004"), ("sad", "S011", "S011_002")]
     _tree(tmp_path, {"ck/happy/photo.png": _png(4)})
@@ -209,7 +221,7 @@ def test_recordings_from_rows_and_store(tmp_path):
              "landmarks_path": "/x/5.npy", "condition": "indoor", "pose_bin": "yaw -10..10|pitch -8..8"},
             {"session": "s1", "emotion": "happy", "frame_index": 2, "crop_path": "/x/2.png"},
             {"session": "s2", "emotion": "sad", "timestamp": 3.0, "landmarks_path": "/y/1.npy"}]
-    df = import_recordings(rows)
+    df = import_recordings(rows).table
     assert list(df["frame"]) == [1, 0, 0] and list(df["group"]) == ["s1", "s1", "s2"]
     assert list(df["label"]) == ["happy", "happy", "sad"] and df["pose"][0].startswith("yaw")
     assert df["path"][2] == "" and df["landmarks_path"][2] == "/y/1.npy"
@@ -225,7 +237,7 @@ def test_recordings_from_rows_and_store(tmp_path):
     pts = np.random.default_rng(0).random((478, 3)).astype(np.float32) * 100
     for i, emo in enumerate(["happy", "happy", "surprise"]):
         store.add_sample(sid, emo, pts, crop=np.zeros((48, 48), np.uint8), pose=(0, 0, 0), frame_index=10 - i)
-    df = import_recordings(store)
+    df = import_recordings(store).table
     assert list(df["frame"]) == [2, 1, 0] and set(df["group"]) == {"me"}
     assert all(Path(p).is_file() for p in df["path"]) and all(Path(p).is_file() for p in df["landmarks_path"])
     assert read_image(df["path"][0]).shape == (48, 48, 3)
@@ -274,25 +286,25 @@ FER_COUNTS = {  # shared/README.md: Training / PublicTest / PrivateTest
 @pytest.mark.data
 def test_real_fer2013_layout_and_counts():
     df = import_fer2013(shared_file("fer2013.zip"))
-    assert df.groupby("split").size().to_dict() == {"train": 28709, "val": 3589, "test": 3589}
-    got = df.groupby(["label", "split"]).size()
+    assert df.table.groupby("split").size().to_dict() == {"train": 28709, "val": 3589, "test": 3589}
+    got = df.table.groupby(["label", "split"]).size()
     for label, (tr, va, te) in FER_COUNTS.items():
         assert (got[label, "train"], got[label, "val"], got[label, "test"]) == (tr, va, te), label
-    assert len(df.attrs["near_blank"]) == 12
+    assert len(df.near_blank) == 12
     assert len(import_fer2013(shared_file("fer2013.zip"), exclude_near_blank=True)) == 35887 - 12
-    img = read_image(df["path"][0])
+    img = read_image(df.table["path"][0])
     assert img.shape == (48, 48, 3) and (img[:, :, 0] == img[:, :, 2]).all()
 
 
 @pytest.mark.data
 def test_real_affectnet_and_ckplus():
     aff = import_affectnet(shared_file("affectnet_subset.zip"))
-    assert len(aff) == 6378 and "contempt" not in set(aff["label"])
-    sizes = {read_image(p).shape[0] for p in aff.groupby("label")["path"].first()}
+    assert len(aff) == 6378 and "contempt" not in set(aff.table["label"])
+    sizes = {read_image(p).shape[0] for p in aff.table.groupby("label")["path"].first()}
     assert sizes == {48, 96}  # the mixed resolution the importer's resize_to removes
-    assert {read_sample(r, aff.attrs["resize_to"]).shape for _, r in aff.groupby("label").head(1).iterrows()} \
+    assert {read_sample(r, aff.resize_to).shape for _, r in aff.table.groupby("label").head(1).iterrows()} \
         == {(48, 48, 3)}
-    ck = import_ckplus(shared_file("ckplus48.zip"))
+    ck = import_ckplus(shared_file("ckplus48.zip")).table
     assert len(ck) == 981 and ck["subject"].nunique() == 118 and ck["group"].nunique() == 327
     assert set(ck["label"]) == {"angry", "contempt", "disgust", "fear", "happy", "sad", "surprise"}
     assert pd.api.types.is_string_dtype(ck["subject"])

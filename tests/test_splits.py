@@ -77,7 +77,7 @@ def test_subject_split_needs_subjects():
 
 @pytest.mark.data
 def test_real_ckplus_subject_split():
-    ck = subject_split(import_ckplus(shared_file("ckplus48.zip")), 0.15, 0.15, seed=0)
+    ck = subject_split(import_ckplus(shared_file("ckplus48.zip")).table, 0.15, 0.15, seed=0)
     per_subject = ck.groupby("subject")["split"].nunique()
     assert per_subject.max() == 1, "a subject appears in two splits"
     sets = {s: set(ck.loc[ck["split"] == s, "subject"]) for s in ("train", "val", "test")}

@@ -46,14 +46,14 @@ def lm_prep(df, cache) -> Prepared:
 
 
 def test_import_dataset_folder_gets_a_stratified_val_split(df, clip_dataset):
-    assert df.attrs["kind"] == "folder" and df.attrs["root"] == str(clip_dataset.resolve())
-    assert len(df) == 32 and set(df["split"]) == {"train", "val"}
-    val = df[df["split"] == "val"]
+    assert df.kind == "folder" and df.root == str(clip_dataset.resolve())
+    assert len(df) == 32 and set(df.table["split"]) == {"train", "val"}
+    val = df.table[df.table["split"] == "val"]
     assert sorted(val["label"]) == ["happy", "happy", "sad", "sad"]  # round(0.1 * 16) = 2 per class
     again = import_dataset(clip_dataset)
-    assert (again["split"] == df["split"]).all(), "the split is seeded"
+    assert (again.table["split"] == df.table["split"]).all(), "the split is seeded"
     other = import_dataset(clip_dataset, seed=1)
-    assert not (other["split"] == df["split"]).all()
+    assert not (other.table["split"] == df.table["split"]).all()
 
 
 def test_prepare_landmark_inputs(lm_prep):
@@ -171,7 +171,7 @@ def studio(tmp_path_factory, clip_dataset, lm_prep):
 
 def test_studio_recordings(studio, cache):
     df = import_dataset(studio.root)
-    assert df.attrs["kind"] == "studio" and set(df["split"]) == {"train", "val", "test"}
+    assert df.kind == "studio" and set(df.table["split"]) == {"train", "val", "test"}
     classes = ("happy", "neutral")
     p = prepare(df, LM, classes, cache_dir=cache)
     assert p.face_found.all() and p.detected.all() and np.isfinite(p.poses).all()
@@ -182,7 +182,7 @@ def test_studio_recordings(studio, cache):
     assert set(sets) == {"train", "val", "test"}
     for name, part in sets.items():
         for (g, lab), rows in part.df.groupby(["group", "label"]):
-            whole = df[(df["group"] == g) & (df["label"] == lab)].sort_values("frame")
+            whole = df.table[(df.table["group"] == g) & (df.table["label"] == lab)].sort_values("frame")
             assert set(rows["frame"]) == set(whole[whole["split"] == name]["frame"]), "chunked split"
 
 
@@ -198,8 +198,8 @@ def test_subject_conditioning_subtracts_each_sessions_neutral_mean(studio, cache
         base = normalize(p.baselines[g], "proposed")  # build_batch normalises the baseline it is given
         expect = plain.tensors["landmarks"][i] - torch.from_numpy(base[list(SUBSETS["default"])].T)
         assert torch.allclose(ts.tensors["landmarks"][i], expect, atol=1e-5)
-    happy_only = df[df["label"] == "happy"]
-    happy_only.attrs = df.attrs
+    happy_only = df.table[df.table["label"] == "happy"]
+    happy_only = df.with_table(happy_only)
     with pytest.raises(InputError, match="no neutral samples"):
         prepare(happy_only, spec, ("happy", "neutral"), cache_dir=cache)
     one = prepare(happy_only, spec, ("happy", "neutral"), cache_dir=cache, baseline=p.landmarks[0])
@@ -219,11 +219,11 @@ def test_shared_datasets_import_with_their_splits():
     from tests.helpers import shared_file
 
     fer = import_dataset(shared_file("fer2013.zip"))
-    assert fer.attrs["kind"] == "fer2013"
-    assert fer["split"].value_counts().to_dict() == {"train": 28709, "val": 3589, "test": 3589}
+    assert fer.kind == "fer2013"
+    assert fer.table["split"].value_counts().to_dict() == {"train": 28709, "val": 3589, "test": 3589}
     ck = import_dataset(shared_file("ckplus48.zip"))
-    assert ck.attrs["kind"] == "ckplus" and set(ck["split"]) == {"train", "val", "test"}
-    subjects = [set(ck.loc[ck["split"] == s, "subject"]) for s in ("train", "val", "test")]
+    assert ck.kind == "ckplus" and set(ck.table["split"]) == {"train", "val", "test"}
+    subjects = [set(ck.table.loc[ck.table["split"] == s, "subject"]) for s in ("train", "val", "test")]
     assert not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2])
     classes = ("angry", "contempt", "disgust", "fear", "happy", "sad", "surprise")
     p = prepare(ck, LM, classes)

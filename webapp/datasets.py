@@ -1,7 +1,8 @@
 """Studio sessions and imported datasets -> model inputs for the Train and Evaluate pages.
 
 Thin callers of `ferlib.data.tensors` (`prepare`, `split_prepared`, `import_dataset`), the one
-conversion from a dataset DataFrame to model inputs.
+conversion from a dataset to model inputs. The pages hold plain DataFrames of rows (Studio sessions,
+folder samples); an imported dataset stays a `ferlib.data.Dataset` (its root, kind, resize_to).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ferlib.data.dataset import Dataset
 from ferlib.data.importers import import_image_folder, import_recordings
 from ferlib.data.splits import chunked_split
 from ferlib.data.tensors import import_dataset, prepare, split_prepared
@@ -27,7 +29,7 @@ def studio_frame(store: Store, session_ids: Sequence[int]) -> pd.DataFrame:
     for r in rows:
         r["landmarks_path"] = str(store.path_of(r["landmarks_path"]))
         r["crop_path"] = str(store.path_of(r["crop_path"])) if isinstance(r["crop_path"], str) else None
-    return chunked_split(import_recordings(rows))
+    return chunked_split(import_recordings(rows).table)
 
 
 def dataset_path(path: str) -> Path:
@@ -43,7 +45,7 @@ def dataset_path(path: str) -> Path:
     return p
 
 
-def import_extra(path: str) -> pd.DataFrame:
+def import_extra(path: str) -> Dataset:
     """A typed dataset path (`dataset_path`) imported (`import_dataset`, kind auto): the Train page's
     extra training data (ferlib.workflow.TrainingData.train_only: every row trains)."""
     return import_dataset(dataset_path(path))
@@ -64,7 +66,7 @@ def split_sets(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> dic
 
 def folder_frame(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
     """Up to `limit` images (a seeded sample, all splits) of a class-per-folder dataset or zip."""
-    df = import_image_folder(dataset_path(path), on_unknown="skip")
+    df = import_image_folder(dataset_path(path), on_unknown="skip").table
     if len(df) > limit:
         df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
     return df

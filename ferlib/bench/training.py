@@ -24,7 +24,7 @@ def bench_dataset_import(cfg: BenchConfig, fer2013_zip: Path) -> tuple[list[dict
     zp = Path(fer2013_zip)
     if not zp.is_file():
         return [], f"dataset import skipped: {zp} is absent (../shared/data is only on developer/CI machines)"
-    df = import_fer2013(zp)
+    df = import_fer2013(zp).table
     sub = df[df["split"] == "train"].sample(n=min(cfg.dataset_images, int((df["split"] == "train").sum())),
                                             random_state=0)
     rows = []

@@ -7,6 +7,9 @@ format, so a changed setting never reuses stale results. Within it, an entry's k
 of the image's bytes (file or zip member, or the decoded pixels of csv rows). Shards are written
 atomically every `shard_size` new results, so an interrupted run keeps what it had done and a
 re-run only hashes the images.
+
+Both take the rows as a DataFrame (a Dataset's ``table``) and its ``resize_to`` as an argument: the
+rule in `ferlib.data.dataset`.
 """
 from __future__ import annotations
 
@@ -200,12 +203,12 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
                       workers: int | None = None, resize_to: int | None = None,
                       extractor_kwargs: dict | None = None, progress: bool = True,
                       callback: ProgressCallback | None = None, shard_size: int = 2000,
-                      runner: Callable[..., Iterator[tuple]] | None = None,
-                      _misses_only: bool = False) -> Extraction:
+                      runner: Callable[..., Iterator[tuple]] | None = None) -> Extraction:
     """Landmarks of every row of a dataset DataFrame (largest face per image), cached by content.
 
     `workers` processes (default: all cores, at most 2) each own one static-mode LandmarkExtractor;
-    ``workers=1`` runs in this process. `resize_to` defaults to ``df.attrs["resize_to"]``.
+    ``workers=1`` runs in this process. `resize_to`: the side every image is brought to first (a
+    Dataset's ``resize_to``), None to read them as they are.
     `callback(done, total)` is called as images finish (cached ones count as done at once); an
     exception it raises cancels the run, and the images finished so far stay cached.
     `extractor_kwargs={"keypoint_model": PATH}` (ferlib.realign): the images are extracted (or
@@ -217,28 +220,38 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
     t0 = time.perf_counter()
     if "path" not in df.columns:
         raise InputError("extract_landmarks: the DataFrame has no 'path' column")
-    resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
-    if kwargs.get("keypoint_model") is not None and not _misses_only:
-        opts: dict[str, Any] = dict(cache_dir=cache_dir, workers=workers, resize_to=resize_to, shard_size=shard_size,
-                                    runner=runner)
-        base = extract_landmarks(df, extractor_kwargs={k: v for k, v in kwargs.items() if k != "keypoint_model"},
-                                 progress=progress, callback=callback, **opts)
-        paths = df["path"].astype(str).to_numpy()
-        miss = np.flatnonzero(~base.detected & ~np.isin(paths, list(base.errors)))
-        if len(miss) == 0:
-            return base
-        sub = extract_landmarks(df.iloc[miss], extractor_kwargs=kwargs, progress=progress, _misses_only=True, **opts)
-        for name in ("landmarks", "detected", "score", "box"):
-            getattr(base, name)[miss] = getattr(sub, name)
-        base.errors.update(sub.errors)
-        base.summary = detection_summary(df, base.detected)
-        base.n_cached += sub.n_cached
-        base.n_extracted += sub.n_extracted
-        base.seconds = time.perf_counter() - t0
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+
+    def extract(rows: pd.DataFrame, settings: dict, on_done: ProgressCallback | None) -> Extraction:
+        return _extract_rows(rows, root, settings, resize_to=resize_to, workers=workers, progress=progress,
+                             callback=on_done, shard_size=shard_size, runner=runner, t0=t0)
+
+    if kwargs.get("keypoint_model") is None:
+        return extract(df, kwargs, callback)
+    # face mesh first (the plain extraction's cache), then the keypoint retry of its misses only
+    base = extract(df, {k: v for k, v in kwargs.items() if k != "keypoint_model"}, callback)
+    paths = df["path"].astype(str).to_numpy()
+    miss = np.flatnonzero(~base.detected & ~np.isin(paths, list(base.errors)))
+    if len(miss) == 0:
         return base
-    store = ShardStore(_settings_dir(Path(cache_dir) if cache_dir else default_cache_dir(),
-                                     extractor_settings(kwargs, resize_to)))
+    retry = extract(df.iloc[miss], kwargs, None)
+    for name in ("landmarks", "detected", "score", "box"):
+        getattr(base, name)[miss] = getattr(retry, name)
+    base.errors.update(retry.errors)
+    base.summary = detection_summary(df, base.detected)
+    base.n_cached += retry.n_cached
+    base.n_extracted += retry.n_extracted
+    base.seconds = time.perf_counter() - t0
+    return base
+
+
+def _extract_rows(df: pd.DataFrame, root: Path, kwargs: dict, *, resize_to: int | None, workers: int | None,
+                  progress: bool, callback: ProgressCallback | None, shard_size: int,
+                  runner: Callable[..., Iterator[tuple]] | None, t0: float) -> Extraction:
+    """`extract_landmarks` of the rows of `df` with one set of LandmarkExtractor arguments (`kwargs`,
+    the defaults merged in), in the cache folder of these settings under `root`."""
+    store = ShardStore(_settings_dir(root, extractor_settings(kwargs, resize_to)))
     index, arrays = store.load()
     rows = df.to_dict("records")
     keys = [content_key(_payload(r)) for r in rows]
@@ -369,13 +382,12 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     mode "image": the whole image resized (FER2013-like tight crops); "face": ferlib.landmarks
     .face_crop around the landmarks (from `landmarks`, else `extract_landmarks(df, **extract_kw)`),
     the whole image where no face was found; "auto": "image" for images whose longer side is below
-    ferlib.landmarks.SMALL_SIDE, else "face".
+    ferlib.landmarks.SMALL_SIDE, else "face". `resize_to`: as in `extract_landmarks`.
     """
     if mode not in ("auto", "image", "face"):
         raise InputError(f"crop mode {mode!r}: expected 'auto', 'image' or 'face'")
     if size < 1:
         raise InputError(f"crop size must be >= 1, got {size}")
-    resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
     root = Path(cache_dir) if cache_dir else default_cache_dir("crops")
     lm_settings = extractor_settings(extract_kw.get("extractor_kwargs"), resize_to) if mode != "image" else None
     store = ShardStore(_settings_dir(root, {"format": CACHE_FORMAT, "size": size, "mode": mode,

@@ -1,10 +1,10 @@
-"""Dataset importers: every source becomes one DataFrame of samples.
+"""Dataset importers: every source becomes one `Dataset`, a DataFrame of samples and its metadata.
 
 Columns (all str, "" when unknown): ``path`` (a file, ``zip://<zip>!<member>``, or
 ``<csv>#line=<n>`` for FER2013 csv rows), ``label`` (canonical class), ``split``
 (``train``/``val``/``test`` or ""), ``subject``, ``group`` (session or sequence), ``source``.
 Some importers add columns: ``image`` (decoded uint8 48x48 for csv rows), ``frame`` etc. for
-recordings. ``df.attrs`` carries ``resize_to`` (AffectNet), ``skipped`` and ``near_blank``/``excluded``.
+recordings. The `Dataset` carries ``resize_to`` (AffectNet), ``skipped`` and ``near_blank``/``excluded``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import re
 import threading
 import zipfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from ferlib.classes import UnknownClassError, canonical, from_code
 from ferlib.crops import resize_square  # noqa: F401 (part of ferlib.data's API)
+from ferlib.data.dataset import Dataset
 from ferlib.errors import InputError
 from ferlib.io import IMAGE_EXTENSIONS, ensure_bgr, load_image
 
@@ -187,13 +189,13 @@ def _class_of(folder: str, codes: str | None) -> str:
 
 def import_image_folder(root: str | os.PathLike, *, source: str | None = None,
                         on_unknown: str = "error", codes: str | None = None,
-                        split: str = "") -> pd.DataFrame:
+                        split: str = "") -> Dataset:
     """Class-per-folder tree or zip (``.../<class>/<image>``).
 
     Class = the image's parent folder through `canonical` (or numeric folders through
     ``from_code(codes, n)``). A train/val/test-like ancestor folder (Training, PublicTest, ...)
     sets ``split``; otherwise `split` is used. Unknown class folders raise InputError listing
-    them, or with ``on_unknown="skip"`` are dropped and counted in ``df.attrs["skipped"]``.
+    them, or with ``on_unknown="skip"`` are dropped and counted in ``Dataset.skipped``.
     """
     if on_unknown not in ("error", "skip"):
         raise InputError(f"on_unknown={on_unknown!r}: expected 'error' or 'skip'")
@@ -217,31 +219,28 @@ def import_image_folder(root: str | os.PathLike, *, source: str | None = None,
                          "rename them or pass on_unknown='skip'")
     if not rows:
         raise InputError(f"dataset {root}: no images in class folders")
-    df = _frame(rows)
-    df.attrs["skipped"] = dict(unknown)
-    return df
+    return Dataset(_frame(rows), skipped=dict(unknown))
 
 
 # ----------------------------------------------------------------------------- FER2013
-def import_fer2013(root: str | os.PathLike, *, exclude_near_blank: bool = False) -> pd.DataFrame:
+def import_fer2013(root: str | os.PathLike, *, exclude_near_blank: bool = False) -> Dataset:
     """FER2013 folder/zip layout ``fer2013/{Training,PublicTest,PrivateTest}/<class>/*.jpg``.
 
-    Split is the official one (train/val/test). ``df.attrs["near_blank"]`` lists the near-blank
+    Split is the official one (train/val/test). ``Dataset.near_blank`` lists the near-blank
     images named by the archive's ``near_blank_images.txt`` (if present); with
-    `exclude_near_blank` they are dropped and also listed in ``df.attrs["excluded"]``.
+    `exclude_near_blank` they are dropped and also listed in ``Dataset.excluded``.
     """
-    df = import_image_folder(root, source="fer2013")
+    ds = import_image_folder(root, source="fer2013")
+    df = ds.table
     if (df["split"] == "").any():
         bad = df.loc[df["split"] == "", "path"].iloc[0]
         raise InputError(f"dataset {root}: not the FER2013 layout, {bad} is not under "
                          "Training/, PublicTest/ or PrivateTest/")
     near = _near_blank(root, df)
-    df.attrs["near_blank"] = near
-    df.attrs["excluded"] = []
     if exclude_near_blank and near:
-        df = df[~df["path"].isin(set(near))].reset_index(drop=True)
-        df.attrs["excluded"] = near
-    return df
+        return replace(ds, table=df[~df["path"].isin(set(near))].reset_index(drop=True),
+                       near_blank=near, excluded=near)
+    return replace(ds, near_blank=near, excluded=[])
 
 
 def _near_blank(root: str | os.PathLike, df: pd.DataFrame) -> list[str]:
@@ -272,7 +271,7 @@ def _csv_lines(reader, path: Path) -> Iterator[list[str]]:
         raise InputError(f"FER2013 csv {path} line {reader.line_num + 1}: not a UTF-8 text csv ({e})") from None
 
 
-def import_fer2013_csv(path: str | os.PathLike) -> pd.DataFrame:
+def import_fer2013_csv(path: str | os.PathLike) -> Dataset:
     """The FER2013 csv (``emotion,pixels,Usage``); images decoded into the ``image`` column.
 
     InputError names the line for a wrong header, unknown code, bad pixel string or usage.
@@ -317,28 +316,28 @@ def import_fer2013_csv(path: str | os.PathLike) -> pd.DataFrame:
                          "image": values.astype(np.uint8).reshape(FER2013_SIZE, FER2013_SIZE)})
     if not rows:
         raise InputError(f"FER2013 csv {path}: no data rows")
-    return _frame(rows, extra=["image"])
+    return Dataset(_frame(rows, extra=["image"]))
 
 
 # ----------------------------------------------------------------------------- AffectNet, CK+
 def import_affectnet(root: str | os.PathLike, *, resize_to: int = 48,
-                     on_unknown: str = "error") -> pd.DataFrame:
+                     on_unknown: str = "error") -> Dataset:
     """Kaggle AffectNet layout: class-name folders or numeric folders (AFFECTNET_CODES).
 
     Resolution is mixed (48 and 96 px in our subset and it leaks the class), so
-    ``df.attrs["resize_to"]`` tells readers to bring every image to one size.
+    ``Dataset.resize_to`` tells readers to bring every image to one size.
     """
-    df = import_image_folder(root, source="affectnet", codes="affectnet", on_unknown=on_unknown)
-    df.attrs["resize_to"] = int(resize_to)
-    return df
+    ds = import_image_folder(root, source="affectnet", codes="affectnet", on_unknown=on_unknown)
+    return replace(ds, resize_to=int(resize_to))
 
 
 _CK_NAME = re.compile(r"^(S\d+)_(\d+)_")
 
 
-def import_ckplus(root: str | os.PathLike, *, on_unknown: str = "error") -> pd.DataFrame:
+def import_ckplus(root: str | os.PathLike, *, on_unknown: str = "error") -> Dataset:
     """CK+ folders (``<class>/S055_003_00000012.png``): subject S055, group S055_003 (sequence)."""
-    df = import_image_folder(root, source="ckplus", codes="ckplus", on_unknown=on_unknown)
+    ds = import_image_folder(root, source="ckplus", codes="ckplus", on_unknown=on_unknown)
+    df = ds.table
     names = df["path"].map(lambda p: PurePosixPath(str(p).rpartition("!")[2]).name)
     m = names.str.extract(_CK_NAME)
     if m[0].isna().any():
@@ -346,14 +345,14 @@ def import_ckplus(root: str | os.PathLike, *, on_unknown: str = "error") -> pd.D
         raise InputError(f"dataset {root}: CK+ file name {bad!r} does not start with S<subject>_<seq>_")
     df["subject"] = m[0].astype(str)
     df["group"] = (m[0] + "_" + m[1]).astype(str)
-    return df
+    return ds
 
 
 # ----------------------------------------------------------------------------- recordings
 RECORDING_EXTRA = ("frame", "condition", "pose", "yaw", "pitch", "roll", "landmarks_path", "sample_id")
 
 
-def import_recordings(store_or_rows: Any) -> pd.DataFrame:
+def import_recordings(store_or_rows: Any) -> Dataset:
     """Studio recordings as samples, from a `ferlib.store.Store` or plain dict rows.
 
     Row keys (the Store's sample columns): ``session``, ``emotion``, ``landmarks_path`` and/or
@@ -403,7 +402,7 @@ def import_recordings(store_or_rows: Any) -> pd.DataFrame:
             out[i]["frame"] = rank
     for r in out:
         del r["_order"]
-    return _frame(out, extra=RECORDING_EXTRA)
+    return Dataset(_frame(out, extra=RECORDING_EXTRA))
 
 
 def _given(v: Any) -> bool:

@@ -1,8 +1,8 @@
-"""Dataset DataFrame -> model inputs: THE conversion used by the CLI, the training scripts and the app.
+"""Dataset -> model inputs: THE conversion used by the CLI, the training scripts and the app.
 
 ```python
-df = import_dataset("../shared/data/fer2013.zip")          # any importer's DataFrame, splits set
-prep = prepare(df, spec, FER7)                               # labels, landmarks, detected, crops, poses
+ds = import_dataset("../shared/data/fer2013.zip")          # any importer's Dataset, splits set
+prep = prepare(ds, spec, FER7)                               # labels, landmarks, detected, crops, poses
 sets = split_prepared(prep)                                  # {"train": Prepared, "val": ..., "test": ...}
 train(model, sets["train"].tensor_set(), sets["val"].tensor_set(), config)
 metrics = evaluate(model, classes=FER7, **sets["test"].eval_inputs())   # misses counted as wrong
@@ -12,6 +12,9 @@ Landmarks come from the extraction cache (`extract_landmarks`), or, for studio r
 each row's `landmarks_path` .npy (frame pixels). Grey crops come from the crop cache
 (`extract_crops`, the same `face_crop` the live pipeline uses) or, for recordings, from the stored
 crop PNG (`crop_path`) resized whole (read directly, never cached).
+
+Which functions take a `Dataset` and which a plain DataFrame: the rule in `ferlib.data.dataset`
+(rows only: a DataFrame; metadata too: a Dataset, or a bare DataFrame read as one without metadata).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import torch
 
 from ferlib.classes import canonical
 from ferlib.data.cache import detection_summary, extract_crops, extract_landmarks
+from ferlib.data.dataset import Dataset
 from ferlib.data.importers import (
     import_affectnet,
     import_ckplus,
@@ -159,10 +163,14 @@ def _load_npy(path: str) -> np.ndarray:
     return face_landmarks(a, f"landmarks file {path}")
 
 
-def landmarks_of(df: pd.DataFrame, resize_to=None, **extract_kw):
+def landmarks_of(data: Dataset | pd.DataFrame, resize_to=None, **extract_kw):
     """(landmarks (N, 478, 3) NaN for misses, found (N,) bool, Extraction of the extracted rows or None):
     a recording row's stored `landmarks_path` .npy, else `extract_landmarks` (the cache; `extract_kw`:
-    workers, progress, callback, extractor_kwargs, and cache_dir whose `landmarks/` folder holds it)."""
+    workers, progress, callback, extractor_kwargs, and cache_dir whose `landmarks/` folder holds it).
+    `resize_to` defaults to the Dataset's."""
+    ds = Dataset.of(data)
+    df = ds.table
+    resize_to = resize_to if resize_to is not None else ds.resize_to
     n = len(df)
     lm = np.full((n, 478, 3), np.nan, np.float32)
     found = np.zeros(n, bool)
@@ -173,11 +181,9 @@ def landmarks_of(df: pd.DataFrame, resize_to=None, **extract_kw):
     rest = np.flatnonzero(~stored)
     ex = None
     if len(rest):
-        sub = df.iloc[rest]
-        sub.attrs = dict(df.attrs)
         root = extract_kw.get("cache_dir")
-        ex = extract_landmarks(sub, resize_to=resize_to, **{**extract_kw, "cache_dir": None if root is None
-                                                            else Path(root) / "landmarks"})
+        ex = extract_landmarks(df.iloc[rest], resize_to=resize_to,
+                               **{**extract_kw, "cache_dir": None if root is None else Path(root) / "landmarks"})
         lm[rest], found[rest] = ex.landmarks, ex.detected
     return lm, found, ex
 
@@ -220,15 +226,15 @@ def _neutral_baselines(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray, spec
     return out
 
 
-def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize_to: int | None = None,
+def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize_to: int | None = None,
             baseline=None, drop_unknown: bool = False, workers: int | None = None,
             cache_dir=None, progress: bool = False, callback=None, extractor_kwargs: dict | None = None) -> Prepared:
-    """Labels, landmarks, detected mask, crops and poses of every row of a dataset DataFrame.
+    """Labels, landmarks, detected mask, crops and poses of every row of a Dataset (or bare DataFrame).
 
     Rows whose label is not in `classes`: InputError naming them, or dropped with `drop_unknown`
     (counted in `info["dropped_labels"]`). When the spec needs crops, recording rows without a stored
     crop (landmarks-only sessions) are left out (`info["no_crop"]`). `resize_to` defaults to
-    ``df.attrs["resize_to"]`` (AffectNet). baseline: (478, 3) neutral landmarks (pixels) for every
+    the Dataset's ``resize_to`` (AffectNet). baseline: (478, 3) neutral landmarks (pixels) for every
     row when spec.subtract_baseline; default: each group's (session's) mean neutral landmarks.
     workers, progress, callback(done, total): passed to `extract_landmarks` (progress also to
     `extract_crops`; an exception the callback raises cancels); cache_dir: a folder whose
@@ -237,10 +243,11 @@ def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize
     the keypoint-aligned retry of misses, ferlib.realign).
     """
     classes = tuple(canonical(c) for c in classes)
+    ds = Dataset.of(data)
+    df = ds.table
     if not isinstance(df, pd.DataFrame) or not {"path", "label"} <= set(df.columns):
-        raise InputError("prepare: expected an importer's DataFrame with 'path' and 'label' columns")
-    resize_to = resize_to if resize_to is not None else df.attrs.get("resize_to")
-    attrs = dict(df.attrs)
+        raise InputError("prepare: expected an importer's Dataset (or DataFrame) with 'path' and 'label' columns")
+    resize_to = resize_to if resize_to is not None else ds.resize_to
     df, labels, dropped = _labels(df, classes, drop_unknown)
     info: dict = {"dropped_labels": dropped, "no_crop": 0}
     if spec.needs_crops and _is_recording(df):
@@ -250,9 +257,8 @@ def prepare(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize
         if df.empty:
             raise InputError("this model needs face crops, and the recordings have none "
                              "(landmarks-only sessions store landmarks only)")
-    df.attrs = attrs
     extract_kw = {"workers": workers, "cache_dir": cache_dir, "progress": progress, "callback": callback}
-    lm, found, ex = landmarks_of(df, resize_to, extractor_kwargs=extractor_kwargs, **extract_kw)
+    lm, found, ex = landmarks_of(ds.with_table(df), resize_to, extractor_kwargs=extractor_kwargs, **extract_kw)
     info["errors"] = ex.errors if ex is not None else {}
     crops = _crops(df, ex, spec.image_size, resize_to, extract_kw) if spec.needs_crops else None
     detected = found.copy() if spec.needs_landmarks else np.ones(len(df), bool)
@@ -283,7 +289,6 @@ def concat_prepared(parts: Sequence[Prepared]) -> Prepared:
         for p in parts:
             baselines.update(p.baselines or {})  # every part has them: one spec
     df = pd.concat([p.df for p in parts], ignore_index=True)
-    df.attrs = {}
     return Prepared(df=df, spec=first.spec, classes=first.classes, labels=cat("labels"), landmarks=cat("landmarks"),
                     face_found=cat("face_found"), detected=cat("detected"),
                     crops=None if first.crops is None else cat("crops"), poses=cat("poses"),
@@ -304,7 +309,6 @@ def ensure_val_split(df: pd.DataFrame, val_frac: float = 0.1, seed: int = 0) -> 
     """Copy of `df` where rows without a split train and, when no row is "val", a seeded stratified
     `val_frac` of each label's training rows (at least one of any label with 2+) validates."""
     out = df.copy()
-    out.attrs = dict(df.attrs)
     split = out["split"].astype(str).replace("", "train").to_numpy().copy()
     if not (split == "val").any():
         rng = np.random.default_rng(seed)
@@ -335,10 +339,10 @@ def detect_kind(path) -> str:
     return "folder"
 
 
-def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int = 0) -> pd.DataFrame:
+def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int = 0) -> Dataset:
     """Import a dataset with train/val(/test) splits: the source's own split (FER2013), the subject
     split (CK+), the chunked split (studio recordings), else every row trains and a seeded stratified
-    `val_frac` of it validates. `df.attrs["kind"]` and `["root"]` say what was read."""
+    `val_frac` of it validates. The Dataset's `kind` and `root` say what was read."""
     if kind not in DATASET_KINDS:
         raise InputError(f"dataset kind {kind!r} is not one of {list(DATASET_KINDS)}")
     p = Path(path)
@@ -348,25 +352,26 @@ def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int
     if kind == "studio":
         if not (p / "catalogue.sqlite").is_file():
             raise InputError(f"dataset {p}: not a studio data folder (no catalogue.sqlite)")
-        df = chunked_split(import_recordings(Store(p)))
+        ds = import_recordings(Store(p))
+        ds = ds.with_table(chunked_split(ds.table))
     elif kind == "ckplus":
-        df = subject_split(import_ckplus(p), seed=seed)
+        ds = import_ckplus(p)
+        ds = ds.with_table(subject_split(ds.table, seed=seed))
     else:
-        readers: dict[str, Callable[[Path], pd.DataFrame]] = {
+        readers: dict[str, Callable[[Path], Dataset]] = {
             "folder": import_image_folder, "fer2013": import_fer2013, "fer2013-csv": import_fer2013_csv,
             "affectnet": import_affectnet}
         reader = readers[kind]
-        df = reader(p)
-    attrs = dict(df.attrs)
-    df = ensure_val_split(df, val_frac, seed)
-    df.attrs = {**attrs, "kind": kind, "root": str(p.resolve())}
-    return df
+        ds = reader(p)
+    return replace(ds, table=ensure_val_split(ds.table, val_frac, seed), kind=kind, root=str(p.resolve()))
 
 
-def dataset_sha256(df: pd.DataFrame) -> str:
+def dataset_sha256(data: Dataset | pd.DataFrame) -> str:
     """sha256 of a dataset's input: the file itself (zip, csv), or for folders the sorted
     (relative path, sha256) of every file its rows read (images, crops, landmark files)."""
-    root = Path(df.attrs.get("root", ""))
+    ds = Dataset.of(data)
+    df = ds.table
+    root = Path(ds.root)
     if root.is_file():
         return sha256_file(root)
     files: set[str] = set()
