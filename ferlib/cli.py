@@ -50,8 +50,8 @@ def cmd_predict(args) -> int:
         t_ready = time.perf_counter()
         report = predict(args.inputs, pipe, max_frames=args.max_frames)
         t_done = time.perf_counter()
-    _write_csv(report.frame, Path(args.out))
-    df = report.frame
+    _write_csv(report.table, Path(args.out))
+    df = report.table
     n_det = int(df["detected"].sum())
     n_frames = len(df.drop_duplicates(["source", "frame"]))
     print(f"wrote {len(df)} rows ({n_det} faces, {int((df['detected'] == 0).sum())} frames without a face) "
@@ -149,6 +149,8 @@ def _distill_pose_options(args) -> dict:
 
 
 def _log_epoch(ev: dict) -> None:
+    if ev["event"] == "resumed":
+        print(f"resumed after epoch {ev['epoch']} ({ev['elapsed_s']:.0f} s of training so far)", file=sys.stderr)
     if ev["event"] == "epoch":
         f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(f"epoch {ev['epoch']}: train_loss {f(ev['train_loss'])} val_loss {f(ev['val_loss'])} "
@@ -213,7 +215,7 @@ def cmd_train(args) -> int:
     run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
     outcome = train_new(model, training_spec(model, **overrides), classes, data, config, run_dir=run_dir,
                         options=_prepare_options(args), progress=_progress(), teacher=args.teacher,
-                        processes=args.ddp)
+                        processes=args.ddp, resume=args.resume)
     return _save(outcome, args, run_dir)
 
 
@@ -255,7 +257,7 @@ def _finetune_train(args, base: dict, data) -> int:
     classes = _classes(args.classes, []) if args.classes else list(base["classes"])
     run_dir = Path(args.run_dir or runs_dir() / Path(args.out).name)
     outcome = finetune_base(args.checkpoint, data, config, classes=classes, run_dir=run_dir,
-                            options=_prepare_options(args), progress=_progress())
+                            options=_prepare_options(args), progress=_progress(), resume=args.resume)
     return _save(outcome, args, run_dir)
 
 
@@ -265,6 +267,9 @@ def _finetune_personal(args, method: str, base: dict, data) -> int:
     from ferlib.personal import AdaptConfig
     from ferlib.workflow import adapt_personal
 
+    if args.resume:
+        raise InputError(f"--resume is for the epoch-by-epoch runs (train, finetune --adapt train); --adapt {method} "
+                         "takes seconds and starts over")
     if args.classes and _classes(args.classes, []) != list(base["classes"]):
         raise InputError(f"--adapt {method} keeps the base model's classes {base['classes']}; "
                          "new classes need --adapt train")
@@ -435,6 +440,9 @@ def _train_options(p, lr: float | None) -> None:
     p.add_argument("--out", required=True, help="checkpoint stem: writes STEM.safetensors and STEM.json")
     p.add_argument("--run-dir", default=None, help="run folder (config, curves, metrics); default $FERLIB_HOME/runs/<stem name>")
     p.add_argument("--no-save", action="store_true", help="only report and write the run folder (comparison runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the run folder's last finished epoch (resume.pt, written after every epoch): "
+                        "a run killed or stopped at a session's end continues with the same command plus --resume")
 
 
 def cmd_export(args) -> int:

@@ -276,13 +276,16 @@ def _finish(model, card: dict, sets, result: TrainResult, data: TrainingData, tt
 
 def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: TrainingData, config: TrainConfig, *,
               run_dir=None, options: PrepareOptions | None = None, progress: Progress | None = None,
-              teacher=None, require_val: bool = True, processes: int = 1) -> Outcome:
+              teacher=None, require_val: bool = True, processes: int = 1, resume: bool = False) -> Outcome:
     """Train a new model (`create_model`) with `spec` (`training_spec`) on `data`; teacher: a
     classifier to distil from (config.distill_weight); require_val False: data without a val split
     train with early stopping on the training rows (the Train page's few recordings); processes > 1:
-    data-parallel on that many CPU processes (`ferlib.ddp.train_ddp`)."""
+    data-parallel on that many CPU processes (`ferlib.ddp.train_ddp`); resume: go on from run_dir's
+    last finished epoch (`ferlib.train.train`)."""
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
+    if resume and processes > 1:
+        raise InputError("resume is for single-process runs (no --ddp)")
     if config.distill_weight > 0 and teacher is None:
         raise InputError("distillation (distill_weight > 0) needs a teacher checkpoint")
     sets = training_splits(prepare_data(data, spec, classes, options, progress),
@@ -302,7 +305,7 @@ def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: Tr
     raw = _raw_landmarks(train_rows, model, config)
     if processes > 1:
         training["data_parallel"] = {"processes": processes, "backend": "gloo (torch DistributedDataParallel)"}
-    fit = train if processes <= 1 else partial(train_ddp, world=processes)
+    fit = partial(train, resume=resume) if processes <= 1 else partial(train_ddp, world=processes)
     result = fit(model, train_rows.tensor_set(), _validation(sets, progress).tensor_set(), config,
                  callback=progress.on_event, cancel=progress.cancel, run_dir=run_dir, teacher_probs=targets,
                  raw_landmarks=raw)
@@ -314,10 +317,10 @@ def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: Tr
 
 def finetune_base(base, data: TrainingData, config: TrainConfig, *, classes: Sequence[str] | None = None,
                   run_dir=None, options: PrepareOptions | None = None, progress: Progress | None = None,
-                  require_val: bool = True) -> Outcome:
+                  require_val: bool = True, resume: bool = False) -> Outcome:
     """The classic fine-tune of checkpoint `base` (a path or a shipped name): validation split,
-    early stopping, a new head for new `classes`, config.freeze_backbone. For big data; a person's
-    few recordings adapt better with `adapt_personal`."""
+    early stopping, a new head for new `classes`, config.freeze_backbone; resume as in `train_new`.
+    For big data; a person's few recordings adapt better with `adapt_personal`."""
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
     path = resolve_checkpoint(base)
@@ -329,7 +332,8 @@ def finetune_base(base, data: TrainingData, config: TrainConfig, *, classes: Seq
                  f"samples, device {config.device}")
     model, card, result = finetune(path, sets["train"].tensor_set(), _validation(sets, progress).tensor_set(),
                                    config, classes=classes, callback=progress.on_event, cancel=progress.cancel,
-                                   run_dir=run_dir, raw_landmarks=_raw_landmarks(sets["train"], base_model, config))
+                                   run_dir=run_dir, raw_landmarks=_raw_landmarks(sets["train"], base_model, config),
+                                   resume=resume)
     if result.cancelled:
         return Outcome(model, card, sets, result, {})
     return _finish(model, card, sets, result, data, config.tta_flip, progress, run_dir)

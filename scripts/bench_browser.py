@@ -9,7 +9,10 @@ processed" counter (processed frames per second over the timed window), the "FPS
 second, the frames the browser's video element received and rendered from the server
 (`getVideoPlaybackQuality().totalVideoFrames` of the component's output video, over the window),
 and at the end the per-frame processing latencies of the page's performance chart (its last 10 s
-of frames) -> median and p95. Writes <out>/<date>-<name>.json and .md and prints the Markdown.
+of frames) -> median and p95, and the share of the machine's CPU busy over the window. First, the
+ceiling: the same camera through tests/browser/echo_app.py, a page whose callback returns each frame
+untouched (what WebRTC's decode and encode in the server and in Chromium leave on this machine;
+--no-echo skips it). Writes <out>/<date>-<name>.json and .md and prints the Markdown.
 Targets (issue 12): page >= 25 FPS, browser >= 25 fps, processing p95 <= 50 ms.
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ from tests.browser.harness import (  # noqa: E402
 CAMERA_FPS, CAMERA_SIZE = 30, "640x360"
 TARGET_FPS, TARGET_P95_MS = 25.0, 50.0
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
+ECHO_APP = ROOT / "tests" / "browser" / "echo_app.py"
 VIDEO_FRAMES_JS = """() => Array.from(document.querySelectorAll('video'))
   .map(v => v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : null)"""
 LATENCY_JS = """() => {
@@ -96,10 +100,41 @@ def _video_frames(page) -> int | None:
     return max(counts) if counts else None
 
 
-def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE) -> dict:
+def _cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot (/proc/stat); busy excludes idle and iowait."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def _busy_share(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (b[0] - a[0]) / max(b[1] - a[1], 1e-9)
+
+
+def measure_echo(y4m: Path, seconds: float, warmup: float) -> dict:
+    """The transport's ceiling on this machine: the same camera through WebRTC to a server callback
+    that returns each frame untouched (tests/browser/echo_app.py) and back to the browser."""
+    with netns() as ns, streamlit_server(ECHO_APP, ns, name="bench-echo") as srv, \
+            chromium_page(ns, y4m, timeout_ms=60_000) as page:
+        page.goto(srv.url)
+        page.get_by_text("Frames processed").wait_for()
+        with webrtc_stream(page, timeout_ms=60_000):
+            wait_for_number(page, "Frames processed", 10, timeout=120, shot="bench-echo")
+            page.wait_for_timeout(warmup * 1000)
+            v0, c0 = _video_frames(page), _cpu_busy()
+            n0, t0 = read_number(page, "Frames processed"), time.monotonic()
+            page.wait_for_timeout(seconds * 1000)
+            n1, t1 = read_number(page, "Frames processed"), time.monotonic()
+            v1, c1 = _video_frames(page), _cpu_busy()
+    return {"echo_processed_fps": (n1 - n0) / (t1 - t0),
+            "echo_browser_fps": (v1 - v0) / (t1 - t0) if v0 is not None and v1 is not None else None,
+            "echo_cpu_busy": _busy_share(c0, c1)}
+
+
+def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE, echo: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="ferlib-bench-browser-") as tmp:
         tmp = Path(tmp)
         y4m = _make_y4m()(CLIP, tmp / "camera.y4m", size=size, fps=CAMERA_FPS, start=10, seconds=8)
+        ceiling = measure_echo(y4m, seconds, warmup) if echo else {}
         model = _model_for_live(tmp / "data")
         env = {"FERLIB_DATA": str(tmp / "data")}
         with netns() as ns, streamlit_server(ROOT / "app.py", ns, env, name="bench-browser") as srv, \
@@ -110,14 +145,14 @@ def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE) -> dict:
             with webrtc_stream(page, timeout_ms=60_000):
                 wait_for_number(page, "Frames processed", 10, timeout=120, shot="bench-browser")
                 page.wait_for_timeout(warmup * 1000)
-                v0 = _video_frames(page)
+                v0, c0 = _video_frames(page), _cpu_busy()
                 n0, t0 = read_number(page, "Frames processed"), time.monotonic()
                 fps_readout = []
                 while time.monotonic() - t0 < seconds:
                     page.wait_for_timeout(1000)
                     fps_readout.append(read_number(page, "FPS"))
                 n1, t1 = read_number(page, "Frames processed"), time.monotonic()
-                v1 = _video_frames(page)
+                v1, c1 = _video_frames(page), _cpu_busy()
                 latency = page.evaluate(LATENCY_JS)
                 p95_page = read_number(page, "Latency p95")
                 screenshot(page, "bench-browser-live")
@@ -131,7 +166,8 @@ def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE) -> dict:
             "browser_fps": (v1 - v0) / (t1 - t0) if v0 is not None and v1 is not None else None, "page_fps_median": float(np.median(fps)) if fps else None,
             "page_fps_p10": float(np.percentile(fps, 10)) if fps else None,
             "latency_median_ms": float(np.median(lat)), "latency_p95_ms": float(np.percentile(lat, 95)),
-            "latency_samples": int(lat.size), "page_latency_p95_ms": p95_page}
+            "latency_samples": int(lat.size), "page_latency_p95_ms": p95_page, "cpu_busy": _busy_share(c0, c1),
+            **ceiling}
 
 
 def to_markdown(r: dict, command: str) -> str:
@@ -142,7 +178,15 @@ def to_markdown(r: dict, command: str) -> str:
              if r["page_fps_median"] is not None else "n/a"},
             {"metric": f"processing latency median, ms ({r['latency_samples']} frames)", "value": r["latency_median_ms"]},
             {"metric": "processing latency p95, ms", "value": r["latency_p95_ms"]},
-            {"metric": "page 'Latency p95' readout, ms", "value": r["page_latency_p95_ms"]}]
+            {"metric": "page 'Latency p95' readout, ms", "value": r["page_latency_p95_ms"]},
+            {"metric": "CPU busy over the window (all cores)", "value": f"{100 * r['cpu_busy']:.0f} %"}]
+    if "echo_processed_fps" in r:
+        echo_browser = r["echo_browser_fps"]
+        rows += [{"metric": "ceiling, echo page: frames reaching the server callback per second",
+                  "value": r["echo_processed_fps"]},
+                 {"metric": "ceiling, echo page: frames the browser rendered per second",
+                  "value": echo_browser if echo_browser is not None else "n/a"},
+                 {"metric": "ceiling, echo page: CPU busy (all cores)", "value": f"{100 * r['echo_cpu_busy']:.0f} %"}]
     page_fps = r["page_fps_median"] if r["page_fps_median"] is not None else r["processed_fps"]
     browser = r["browser_fps"]
     targets = [{"target": f"page >= {TARGET_FPS:.0f} FPS (readout median)", "measured": page_fps,
@@ -170,11 +214,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for <date>-<name>.json/.md")
     ap.add_argument("--name", default="browser")
     ap.add_argument("--size", default=CAMERA_SIZE, help=f"fake camera WxH (default {CAMERA_SIZE})")
+    ap.add_argument("--no-echo", action="store_true",
+                    help="skip the ceiling run (the same camera through an echo page that does no work)")
     args = ap.parse_args(argv)
     start = datetime.now(timezone.utc)
     load0 = list(os.getloadavg())
     try:
-        res = measure(args.seconds, args.warmup, args.size)
+        res = measure(args.seconds, args.warmup, args.size, echo=not args.no_echo)
     except (pytest.skip.Exception, pytest.fail.Exception) as e:
         print(f"error: browser benchmark could not run: {e}", file=sys.stderr)
         return 2
