@@ -9,6 +9,7 @@ class probabilities (N, C) for a classifier, the raw outputs (e.g. (N, P, 2) poi
 """
 from __future__ import annotations
 
+import gc
 import json
 import warnings
 from pathlib import Path
@@ -63,6 +64,19 @@ def limit_blas_threads(threads: int) -> None:
     from threadpoolctl import threadpool_limits  # importing it sets KMP_DUPLICATE_LIB_OK: not at import time
 
     threadpool_limits(limits=threads, user_api="blas")
+
+
+def freeze_heap() -> None:
+    """Take every object alive now out of the cyclic garbage collector's walks (`gc.freeze`), for a
+    process about to run frames for a while (`ferlib predict`, a Live or Studio stream).
+
+    A process with torch, MediaPipe (and Streamlit) loaded holds millions of long-lived objects; a
+    full collection walks them all. In the app one ran about once a second during a stream, holding
+    the GIL a median 214 ms each time: the video worker stalled and processed 20 of 30 frames per
+    second (scripts/bench_browser.py, 2026-11-28; 28 after this). Call it once, after the models are
+    loaded: what is frozen is never collected, so never per frame."""
+    gc.collect()
+    gc.freeze()
 
 
 def set_torch_threads(threads: int) -> None:

@@ -50,6 +50,7 @@ from ferlib.runners import (
     TorchRunner,
     TorchScriptRunner,
     _threads,
+    freeze_heap,
     limit_blas_threads,
     set_torch_threads,
     softmax,
@@ -137,4 +138,4 @@ def load_runner(checkpoint, backend: str = DEFAULT_BACKEND, threads: int = DEFAU
 
 
 __all__ = ["BACKENDS", "CARD_KEY", "DEFAULT_BACKEND", "DEFAULT_THREADS", "KEYS_KEY", "OnnxRunner", "Runner",
-           "TorchRunner", "TorchScriptRunner", "load_runner", "set_torch_threads", "softmax"]
+           "TorchRunner", "TorchScriptRunner", "freeze_heap", "load_runner", "set_torch_threads", "softmax"]

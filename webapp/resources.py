@@ -15,6 +15,7 @@ from ferlib.errors import InputError
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.models import create_model, list_models
 from ferlib.pipeline import DEFAULT_MODELS, Pipeline, shipped_models
+from ferlib.runtime import freeze_heap
 from ferlib.store import Store, default_root
 from webapp import jobs
 from webapp.video import drain
@@ -139,13 +140,16 @@ def make_pipeline(model_path: str, smoothing: str = "none"):
                                                                             backend="auto"))
     pipe.set_smoothing(smoothing)
     pipe.set_neutral_baseline(None)
+    freeze_heap()
     return pipe
 
 
 def make_extractor():
     """A LandmarkExtractor for one Studio stream, reset."""
     # samples store landmarks: faces face mesh cannot read are not offered
-    return _pooled(("extractor",), lambda: LandmarkExtractor(mode="video", max_faces=1, keep_unmeshed=False))
+    extractor = _pooled(("extractor",), lambda: LandmarkExtractor(mode="video", max_faces=1, keep_unmeshed=False))
+    freeze_heap()
+    return extractor
 
 
 @st.cache_resource(show_spinner=False)
