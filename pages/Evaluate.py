@@ -7,7 +7,7 @@ from ferlib.checkpoint import card_spec
 from ferlib.errors import FerError
 from ferlib.evaluate import confusion_figure, evaluate
 from webapp import figures, ui
-from webapp.datasets import folder_frame, folder_inputs, split_sets, studio_frame, tensor_set
+from webapp.datasets import folder_inputs, folder_table, split_sets, studio_table, tensor_set
 from webapp.resources import get_store, load_model, require_models
 
 st.title("Evaluate")
@@ -43,7 +43,7 @@ with right:
 
 
 def _studio_inputs(spec, classes) -> dict:
-    df = studio_frame(store, session_ids)
+    df = studio_table(store, session_ids)
     if split == "test split":
         sets = split_sets(df, spec, classes)
         if "test" not in sets:
@@ -60,7 +60,7 @@ def _run(choice) -> dict:
     if source == "Studio sessions":
         inp = _studio_inputs(spec, classes)
     else:
-        inp = folder_inputs(folder_frame(folder, int(limit)), spec, classes)
+        inp = folder_inputs(folder_table(folder, int(limit)), spec, classes)
     return evaluate(model, classes=classes, **inp)
 
 

@@ -407,11 +407,11 @@ def test_train_cancel(store, clip_faces, streamer):
 
 def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces, streamer, clip_dataset,
                                                                tmp_path, monkeypatch):
-    from webapp.datasets import studio_frame
+    from webapp.datasets import studio_table
 
     monkeypatch.setenv("FERLIB_CACHE", str(tmp_path / "cache"))
     sid = _seed(store, clip_faces, "me")
-    studio_train = int((studio_frame(store, [sid])["split"] == "train").sum())
+    studio_train = int((studio_table(store, [sid])["split"] == "train").sum())
     at = _app("Train")
     at.text_input(key="train_extra").input(f"  {clip_dataset}  ").run()
     at.button(key="train_start").click().run()

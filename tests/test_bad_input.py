@@ -173,10 +173,10 @@ def _mismatched_labels(ctx: Ctx):
 
 
 def _classes_missing_from_data(ctx: Ctx):
-    from webapp.datasets import studio_frame, tensor_set
+    from webapp.datasets import studio_table, tensor_set
 
     spec = spec_for_model(create_model("landmark_cnn1d", num_classes=1))
-    return tensor_set(studio_frame(ctx.store, [ctx.sid]), spec, ["contempt"])
+    return tensor_set(studio_table(ctx.store, [ctx.sid]), spec, ["contempt"])
 
 
 def _bad_model_name(ctx: Ctx):

@@ -20,7 +20,7 @@ from ferlib.inputs import InputSpec, TensorSet
 from ferlib.store import Store
 
 
-def studio_frame(store: Store, session_ids: Sequence[int]) -> pd.DataFrame:
+def studio_table(store: Store, session_ids: Sequence[int]) -> pd.DataFrame:
     """The selected sessions' samples as ferlib.data rows (absolute paths) with the chunked split
     per emotion and session (first 70 % of each chunk train, next 15 % val, last 15 % test)."""
     rows = store.samples(session_ids).to_dict("records")
@@ -64,7 +64,7 @@ def split_sets(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> dic
     return {k: (v.tensor_set(), v.df) for k, v in split_prepared(p).items()}
 
 
-def folder_frame(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
+def folder_table(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
     """Up to `limit` images (a seeded sample, all splits) of a class-per-folder dataset or zip."""
     df = import_image_folder(dataset_path(path), on_unknown="skip").table
     if len(df) > limit:

@@ -31,7 +31,7 @@ from ferlib.workflow import (
     train_new,
     training_spec,
 )
-from webapp.datasets import dataset_path, import_extra, studio_frame
+from webapp.datasets import dataset_path, import_extra, studio_table
 from webapp.ui import error_text
 
 # Everything the worker needs is imported here, in the importing (script) thread: compiling modules
@@ -123,7 +123,7 @@ def _work(store: Store, job: TrainJob) -> None:
     try:
         torch.set_num_threads(1)
         job.message = "loading data"
-        data = TrainingData([studio_frame(store, s.session_ids)],
+        data = TrainingData([studio_table(store, s.session_ids)],
                             [import_extra(s.extra_data)] if s.extra_data else [], studio_sessions=s.session_ids)
 
         def on_extract(done: int, total: int) -> None:
