@@ -177,7 +177,7 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def _frame(rows: list[dict[str, Any]], extra: Iterable[str] = ()) -> pd.DataFrame:
+def _table(rows: list[dict[str, Any]], extra: Iterable[str] = ()) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in extra if c not in COLUMNS])
 
 
@@ -219,7 +219,7 @@ def import_image_folder(root: str | os.PathLike, *, source: str | None = None,
                          "rename them or pass on_unknown='skip'")
     if not rows:
         raise InputError(f"dataset {root}: no images in class folders")
-    return Dataset(_frame(rows), skipped=dict(unknown))
+    return Dataset(_table(rows), skipped=dict(unknown))
 
 
 # ----------------------------------------------------------------------------- FER2013
@@ -316,7 +316,7 @@ def import_fer2013_csv(path: str | os.PathLike) -> Dataset:
                          "image": values.astype(np.uint8).reshape(FER2013_SIZE, FER2013_SIZE)})
     if not rows:
         raise InputError(f"FER2013 csv {path}: no data rows")
-    return Dataset(_frame(rows, extra=["image"]))
+    return Dataset(_table(rows, extra=["image"]))
 
 
 # ----------------------------------------------------------------------------- AffectNet, CK+
@@ -402,7 +402,7 @@ def import_recordings(store_or_rows: Any) -> Dataset:
             out[i]["frame"] = rank
     for r in out:
         del r["_order"]
-    return Dataset(_frame(out, extra=RECORDING_EXTRA))
+    return Dataset(_table(out, extra=RECORDING_EXTRA))
 
 
 def _given(v: Any) -> bool:
