@@ -475,8 +475,8 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     if resume and (run_dir is None or shard is not None):
         raise InputError("resume needs a run folder and a single-process run")
     loop = _setup(model, train_data, val_data, config, spec, teacher_probs, raw_landmarks, shard)
-    key = _resume_key(model, config, train_data, val_data)
     resume_path = run_dir / RESUME_FILE if run_dir is not None and shard is None else None
+    key = _resume_key(model, config, train_data, val_data) if resume_path is not None else {}
     done, progress = 0, _Progress(result=TrainResult(device=config.device))
     if resume and resume_path is not None and resume_path.is_file():
         done, progress = _load_resume(resume_path, key, loop)
