@@ -54,6 +54,11 @@ def json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+TEMP_PATTERN = ".*.tmp"
+"""The glob of the temp files atomic writes make beside their target (`.NAME.<8 hex>.tmp`): one
+left behind was being written when its process was killed (`Store.check` removes them)."""
+
+
 @contextmanager
 def atomic_file(path: Path, what: str = "") -> Iterator:
     """A binary file that replaces `path` atomically when the block ends (temp file in the same

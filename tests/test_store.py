@@ -199,6 +199,25 @@ def test_check_removes_tmp_files_and_rows_without_files(st):
     assert len(_files(st)) == 2
 
 
+def test_check_removes_temp_files_a_killed_run_left_but_not_an_active_runs(st):
+    """A process killed while it wrote a run's resume.pt (or curves, or a model) leaves the atomic
+    write's temp file; the start-up check removes it, except in the folder of a run still going."""
+    mine = st.start_run("m", {})
+    dead = st.start_run("m", {}, pid=999_999_9)
+    left = [st.root / "runs" / str(dead) / ".resume.pt.0badf00d.tmp",
+            st.root / "models" / "x" / ".model.json.1234abcd.tmp"]
+    kept = st.root / "runs" / str(mine) / ".resume.pt.feedbeef.tmp"
+    for f in [*left, kept]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"half")
+    (st.root / "runs" / str(dead) / "curves.json").write_text("[]")
+    rep = st.check(active_run_ids=[mine])
+    assert sorted(rep.temp_files_removed) == sorted(st._rel(f) for f in left) and not rep.clean
+    assert not any(f.exists() for f in left) and kept.exists()
+    assert (st.root / "runs" / str(dead) / "curves.json").exists()
+    assert st.check(active_run_ids=[mine]).clean
+
+
 def test_check_keeps_own_active_runs(st):
     mine = st.start_run("m", {})
     other = st.start_run("m", {})

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ferlib.fsutil import TEMP_PATTERN
+
 from .db import Catalogue
 
 
@@ -17,19 +19,23 @@ class CheckReport:
     orphan_files_removed: list[str] = field(default_factory=list)
     rows_without_files_removed: list[int] = field(default_factory=list)
     runs_interrupted: list[int] = field(default_factory=list)
+    temp_files_removed: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.orphan_files_removed or self.rows_without_files_removed or self.runs_interrupted)
+        return not (self.orphan_files_removed or self.rows_without_files_removed or self.runs_interrupted
+                    or self.temp_files_removed)
 
 
 class CheckMixin(Catalogue):
     """The Store's integrity check."""
 
     def check(self, active_run_ids: Sequence[int] = ()) -> CheckReport:
-        """Repair the catalogue after a crash: remove temp files and sample files without a row,
-        rows whose landmarks file is gone, and mark 'running' runs whose process is dead (or is
-        this process but not in `active_run_ids`) as 'interrupted'."""
+        """Repair the catalogue after a crash: remove sample files without a row, rows whose
+        landmarks file is gone, and the temp files of atomic writes a killed process left anywhere
+        in the data folder (a run's resume.pt, curves, models; not in the folders of
+        `active_run_ids`); mark 'running' runs whose process is dead (or is this process but not in
+        `active_run_ids`) as 'interrupted'."""
         rep = CheckReport()
         rows = self._query("SELECT id, crop_path, landmarks_path FROM samples")
         missing = [r["id"] for r in rows if not self.path_of(r["landmarks_path"]).exists()]
@@ -44,6 +50,12 @@ class CheckMixin(Catalogue):
             if f.is_file() and f not in inflight and self._rel(f) not in known:
                 f.unlink(missing_ok=True)
                 rep.orphan_files_removed.append(self._rel(f))
+        sessions = self.root / "sessions"  # its files, temp ones too, were checked above
+        active = [self.root / "runs" / str(i) for i in active_run_ids]
+        for f in sorted(self.root.rglob(TEMP_PATTERN)):
+            if f.is_file() and sessions not in f.parents and not any(a in f.parents for a in active):
+                f.unlink(missing_ok=True)
+                rep.temp_files_removed.append(self._rel(f))
         for r in self._query("SELECT id, pid FROM runs WHERE status = 'running'"):
             pid = r["pid"]
             alive = pid is not None and _pid_alive(pid) and (pid != os.getpid() or r["id"] in active_run_ids)
