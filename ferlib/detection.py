@@ -130,9 +130,8 @@ class FaceDetector:
 
     def _run(self, graph, bgr, stage: str) -> list[Detection]:
         h, w = bgr.shape[:2]
-        res = graph.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         dets = []
-        for d in res.detections or []:
+        for d in graphs.protos(graphs.run(graph, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), "detections"):
             score = float(d.score[0])
             if score < self.min_face_score:
                 continue

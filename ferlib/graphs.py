@@ -69,6 +69,44 @@ def face_mesh(static: bool, max_faces: int, min_confidence: float):
         min_detection_confidence=min_confidence))
 
 
+def run(graph, rgb: np.ndarray) -> dict:
+    """Run a solution graph on one RGB image: its output packets by stream name (a stream with no
+    output this time is absent). This is the solution's own `process` without its per-call Python
+    (it builds a namedtuple class and parses every output into Python protos on each call, about
+    0.25 ms of a face mesh frame held under the GIL): the same packets, read by `landmark_lists` /
+    `protos`. Uses the solution's internals of mediapipe 0.10.21, pinned in pyproject.toml
+    (tests/test_mesh.py compares both on the fixtures)."""
+    kind = graph._input_stream_type_info[_INPUT_STREAM]
+    graph._graph_outputs.clear()
+    graph._simulated_timestamp += 33333  # as `process` does: 30 fps
+    graph._graph.add_packet_to_input_stream(stream=_INPUT_STREAM,
+                                            packet=graph._make_packet(kind, rgb).at(graph._simulated_timestamp))
+    graph._graph.wait_until_idle()
+    return graph._graph_outputs
+
+
+_INPUT_STREAM = "image"  # the face detection and face mesh solutions' one input
+
+
+def landmark_lists(packets: dict, stream: str = "multi_face_landmarks") -> list[bytes]:
+    """The serialised NormalizedLandmarkLists of a `run`'s output stream (none: [])."""
+    packet = packets.get(stream)
+    return [] if packet is None or packet.is_empty() else list(_packet_getter()._get_serialized_proto_list(packet))
+
+
+def protos(packets: dict, stream: str) -> list:
+    """The proto messages of a `run`'s output stream (none: [])."""
+    packet = packets.get(stream)
+    return [] if packet is None or packet.is_empty() else _mediapipe().packet_getter.get_proto_list(packet)
+
+
+def _packet_getter():
+    _mediapipe()
+    from mediapipe.python._framework_bindings import _packet_getter as getter
+
+    return getter
+
+
 def restart(graph) -> None:
     """Reset a tracking graph (forget its faces) with fd 2 muted."""
     with _STDERR_LOCK, _native_stderr_silenced():

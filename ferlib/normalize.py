@@ -15,6 +15,8 @@ to canonical points as column vectors: detected ~ s * R @ canonical + t.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -128,11 +130,40 @@ def affine_to_canonical(points) -> np.ndarray:
     Returns (3, 4) for one face or (N, 3, 4).
     """
     p, single = _check(points)
-    c = canonical_face()[list(KEY_POINTS)]
-    k = p[:, KEY_POINTS]
-    X = np.concatenate([k, np.ones(k.shape[:2] + (1,))], axis=2)          # (N, 13, 4)
-    A = np.stack([np.linalg.lstsq(x, c, rcond=None)[0].T for x in X])      # (N, 3, 4)
+    A = _affines(p)
     return A[0] if single else A
+
+
+_FITS: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_FITS_LOCK = threading.Lock()
+_FITS_MAX = 64
+"""The last faces' fits by their key points' bytes: a frame's faces are fitted for their head pose
+(the extractor) and again for the model's input (normalize); the second is a lookup (0.1 ms)."""
+_FITS_CANON: list[np.ndarray] = []  # the canonical face the fits are for (another one clears them)
+
+
+def _affines(p: np.ndarray) -> np.ndarray:
+    """`affine_to_canonical` of checked (N, 478, 3) float64 points, (N, 3, 4)."""
+    out = np.empty((len(p), 3, 4))
+    canon = canonical_face()
+    c = canon[list(KEY_POINTS)]
+    with _FITS_LOCK:
+        if not _FITS_CANON or _FITS_CANON[0] is not canon:  # another canonical face (a test, a new asset)
+            _FITS.clear()
+            _FITS_CANON[:] = [canon]
+    for i, k in enumerate(p[:, KEY_POINTS]):
+        key = k.tobytes()
+        with _FITS_LOCK:
+            fit = _FITS.get(key)
+        if fit is None:
+            fit = np.linalg.lstsq(np.concatenate([k, np.ones((len(k), 1))], axis=1), c, rcond=None)[0].T
+            fit.flags.writeable = False
+            with _FITS_LOCK:
+                _FITS[key] = fit
+                while len(_FITS) > _FITS_MAX:
+                    _FITS.popitem(last=False)
+        out[i] = fit
+    return out
 
 
 def _umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -167,7 +198,7 @@ def normalize(points, method: str = "proposed") -> np.ndarray:
     """
     p, single = _check(points)
     if method == "proposed":
-        A = affine_to_canonical(p)
+        A = _affines(p)
         p = np.einsum("nij,nkj->nki", A[:, :, :3], p) + A[:, None, :, 3]
     elif method == "similarity":
         p = similarity_align(p)
@@ -202,7 +233,7 @@ def head_pose(points) -> tuple[float, float, float] | np.ndarray:
     rotation (polar decomposition).
     """
     p, single = _check(points)
-    A = affine_to_canonical(p)
+    A = _affines(p)
     out = []
     for a in A:
         U, _, Vt = np.linalg.svd(np.linalg.inv(a[:, :3]))

@@ -10,8 +10,9 @@ import json
 import os
 import time
 from collections import deque
+from contextlib import closing
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Iterable, Iterator, Sequence, cast
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from ferlib.checkpoint import MODELS_DIR, card_spec, existing_checkpoint
 from ferlib.crops import model_crop
 from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, Mirror, build_batch
-from ferlib.io import ensure_bgr
+from ferlib.io import ensure_bgr, prefetch
 from ferlib.landmarks import LandmarkExtractor
 from ferlib.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.types import Face, FrameResult, Prediction, face_landmarks
@@ -35,6 +36,9 @@ DEFAULT_SMOOTHING = "ema"
 """Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
 scripts/eval_smoothing.py (README, "Recognising real faces")."""
 
+
+STREAM_AHEAD = 4
+"""`Pipeline.stream`: frames whose faces may be found ahead of the one being classified."""
 
 KEYPOINT_MODEL = "keypoint_regressor_fer2013"  # the shipped keypoint regressor (ferlib.realign)
 
@@ -287,13 +291,42 @@ class Pipeline:
 
     def process(self, bgr: np.ndarray, timestamp_ms: float | None = None, frame_index: int = 0) -> FrameResult:
         """Detect every face in a BGR frame and classify it; an empty result means no face."""
+        bgr, faces, landmarks_ms = self._extract(bgr, timestamp_ms)
+        return self._result(bgr, faces, landmarks_ms, frame_index)
+
+    def stream(self, frames: Iterable[tuple[int, float | None, np.ndarray]]) -> Iterator[FrameResult]:
+        """`process` of every (frame_index, timestamp_ms, bgr) of a video, in order, with the faces of
+        the next frames found in a background thread (up to STREAM_AHEAD ahead) while this one's are
+        classified: the extractor and the model run on both cores, so a video goes through faster
+        than frame by frame (same results). The extractor is used only by that thread until the
+        returned generator ends or is closed; close it (or run it out) before `reset`."""
+        def faces_of() -> Iterator[tuple[int, np.ndarray, list[Face], float]]:
+            try:
+                for idx, ts, bgr in frames:
+                    bgr, faces, ms = self._extract(bgr, ts)
+                    yield idx, bgr, faces, ms
+            finally:
+                close = getattr(frames, "close", None)
+                if close is not None:  # e.g. a decoding thread (ferlib.io.prefetch)
+                    close()
+
+        with closing(prefetch(faces_of(), depth=STREAM_AHEAD)) as ahead:
+            for idx, bgr, faces, ms in ahead:
+                yield self._result(bgr, faces, ms, idx)
+
+    def _extract(self, bgr: np.ndarray, timestamp_ms: float | None) -> tuple[np.ndarray, list[Face], float]:
         bgr = ensure_bgr(bgr, name="frame")
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         faces = self.extractor.process(bgr, timestamp_ms)
-        timings["landmarks"] = (time.perf_counter() - t0) * 1e3
+        return bgr, faces, (time.perf_counter() - t0) * 1e3
+
+    def _result(self, bgr: np.ndarray, faces: list[Face], landmarks_ms: float, frame_index: int) -> FrameResult:
+        """The frame's FrameResult: its faces classified; timings (ms) of the faces, the model inputs,
+        the model call and their total."""
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {"landmarks": landmarks_ms}
         preds = self.predict_faces(bgr, faces, timings)
-        timings["total"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = landmarks_ms + (time.perf_counter() - t0) * 1e3
         return FrameResult(predictions=preds, timings_ms=timings, frame_index=frame_index)
 
     def close(self) -> None:

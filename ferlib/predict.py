@@ -9,6 +9,7 @@ that cannot be read are reported, not fatal.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,12 @@ def predict(inputs: Iterable, pipeline: Pipeline, max_frames: int | None = None,
         try:
             if is_video(path):
                 pipeline.extractor.mode = "video"
-                for idx, ts, bgr in prefetch(iter_video(path, max_frames=max_frames)):  # decoding overlaps
-                    rows += result_rows(src, idx, pipeline.process(bgr, ts, idx), pipeline.classes)
-                    if on_progress:
-                        on_progress(src, idx)
+                # decoding, finding faces and classifying them overlap, one thread each (Pipeline.stream)
+                with closing(pipeline.stream(prefetch(iter_video(path, max_frames=max_frames)))) as results:
+                    for result in results:
+                        rows += result_rows(src, result.frame_index, result, pipeline.classes)
+                        if on_progress:
+                            on_progress(src, result.frame_index)
             else:
                 pipeline.extractor.mode = "static"
                 rows += result_rows(src, 0, pipeline.process(load_image(path)), pipeline.classes)

@@ -8,6 +8,7 @@ import zlib
 
 import av
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -164,7 +165,8 @@ def test_prefetch_keeps_order_raises_where_the_producer_failed_and_stops_when_cl
 
 
 def test_predict_on_a_video_matches_frame_by_frame_processing(fixture_clip):
-    """predict's prefetched decoding gives the rows of decoding in the consumer's thread."""
+    """predict's pipelined video path (decoding and finding faces in threads ahead of classifying,
+    Pipeline.stream) gives the rows of processing frame by frame in one thread."""
     pipe = Pipeline("landmark_cnn1d_fer2013_affectnet")
     report = predict([fixture_clip], pipe, max_frames=40)
     pipe.reset()
@@ -172,5 +174,41 @@ def test_predict_on_a_video_matches_frame_by_frame_processing(fixture_clip):
     rows = []
     for idx, ts, bgr in iter_video(fixture_clip, max_frames=40):
         rows += result_rows(str(fixture_clip), idx, pipe.process(bgr, ts, idx), pipe.classes)
-    assert len(report.frame) == len(rows) == 40
-    assert [r["label"] for r in rows] == list(report.frame["label"])
+    assert len(report.table) == len(rows) == 40
+    expected = pd.DataFrame(rows, columns=report.table.columns).astype(report.table.dtypes.to_dict())
+    pd.testing.assert_frame_equal(report.table, expected, check_exact=False, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["landmark_cnn1d_fer2013_affectnet", "resnet18_attention_fer2013_long"])
+def test_pipeline_stream_equals_process_and_stops_when_closed(fixture_clip, model):
+    frames = list(iter_video(fixture_clip, max_frames=24))
+    with Pipeline(model) as pipe:
+        one_by_one = [pipe.process(bgr, ts, idx) for idx, ts, bgr in frames]
+        pipe.reset()
+        streamed = list(pipe.stream(iter(frames)))
+        assert [r.frame_index for r in streamed] == list(range(24))
+        for a, b in zip(one_by_one, streamed):
+            assert [p.face.face_id for p in a.predictions] == [p.face.face_id for p in b.predictions]
+            assert [p.face.box for p in a.predictions] == [p.face.box for p in b.predictions]
+            for pa, pb in zip(a.predictions, b.predictions):
+                np.testing.assert_allclose(pa.probs, pb.probs, atol=1e-6)
+            assert set(b.timings_ms) >= {"landmarks", "prepare", "model", "total"}
+
+        pipe.reset()  # closing a stream part-way stops its thread; the pipeline goes on
+        it = pipe.stream(iter(frames))
+        assert next(it).frame_index == 0
+        it.close()
+        assert not [t for t in threading.enumerate() if t.name == "ferlib-prefetch"]
+        pipe.reset()
+        assert [r.frame_index for r in pipe.stream(iter(frames[:3]))] == [0, 1, 2]
+
+
+def test_pipeline_stream_raises_a_bad_frame_in_order(fixture_clip):
+    frames = list(iter_video(fixture_clip, max_frames=3))
+    bad = [*frames[:2], (2, 66.0, np.zeros((4, 4, 5), np.uint8))]
+    got = []
+    with Pipeline("landmark_cnn1d_fer2013_affectnet") as pipe:
+        with pytest.raises(InputError, match="frame"):
+            for r in pipe.stream(iter(bad)):
+                got.append(r.frame_index)
+    assert got == [0, 1]

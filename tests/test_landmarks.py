@@ -9,9 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from ferlib import graphs
 from ferlib.errors import InputError
 from ferlib.io import iter_video, load_image
 from ferlib.landmarks import LandmarkExtractor, face_crop
+from ferlib.mesh import pixel_points
 from tests.helpers import FIXTURES, shared_file
 
 FRAMES = tuple(range(0, 480, 40))  # the frames of tests/fixtures/clip_landmarks.npy
@@ -45,6 +47,32 @@ def test_one_face_with_478_points_on_every_fixture_frame(frames, clip_faces):
         assert 0.5 <= f.score <= 1 and f.face_id == 0 and len(f.pose) == 3
         # the committed landmark fixture is what the extractor gives today (same MediaPipe build)
         assert np.abs(f.landmarks[:, :2] - expected[k, :, :2]).mean() < 1.0, f"frame {i}"
+
+
+def test_graph_run_gives_what_the_solution_process_gives(frames):
+    """ferlib.graphs.run (the solutions' process without its per-call Python) reads the same
+    outputs: face mesh points (tracking and static) and BlazeFace detections, faces and no faces."""
+    rgbs = [cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB) for i in (0, 240, 241, 242)]
+    rgbs.append(np.zeros((360, 640, 3), np.uint8))
+    for make in (lambda: graphs.face_mesh(False, 1, 0.5), lambda: graphs.face_mesh(True, 1, 0.5)):
+        ours, theirs = make(), make()
+        try:
+            for rgb in rgbs:
+                a = [pixel_points(raw, 640, 360) for raw in graphs.landmark_lists(graphs.run(ours, rgb))]
+                b = [pixel_points(fl, 640, 360) for fl in theirs.process(rgb).multi_face_landmarks or []]
+                assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+        finally:
+            ours.close()
+            theirs.close()
+    for full_range in (True, False):
+        ours, theirs = graphs.face_detection(full_range, 0.5), graphs.face_detection(full_range, 0.5)
+        try:
+            found = [graphs.protos(graphs.run(ours, rgb), "detections") for rgb in rgbs]
+            assert found == [list(theirs.process(rgb).detections or []) for rgb in rgbs]
+            assert [len(f) for f in found] == [1, 1, 1, 1, 0] or not full_range
+        finally:
+            ours.close()
+            theirs.close()
 
 
 def test_no_face_on_face_free_images(static):
