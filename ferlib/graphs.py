@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 
@@ -97,9 +98,15 @@ def landmark_lists(packets: dict, stream: str = "multi_face_landmarks") -> list[
 def protos(packets: dict, stream: str) -> list:
     """The proto messages of a `run`'s output stream (none: [])."""
     packet = packets.get(stream)
-    return [] if packet is None or packet.is_empty() else _mediapipe().packet_getter.get_proto_list(packet)
+    return [] if packet is None or packet.is_empty() else _proto_reader().get_proto_list(packet)
 
 
+@lru_cache(maxsize=1)
+def _proto_reader():
+    return _mediapipe().packet_getter
+
+
+@lru_cache(maxsize=1)
 def _packet_getter():
     _mediapipe()
     from mediapipe.python._framework_bindings import _packet_getter as getter

@@ -80,6 +80,8 @@ class FaceMesher:
 _landmark_record = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"),
                              ("y", "<f4"), ("tz", "u1"), ("z", "<f4")])
 _landmark_tags = {"tag": 0x0A, "len": 15, "tx": 0x0D, "ty": 0x15, "tz": 0x1D}
+_TAG_COLUMNS = np.array([_landmark_record.fields[k][1] for k in _landmark_tags])  # byte offsets in a record
+_TAG_VALUES = np.array(list(_landmark_tags.values()), np.uint8)
 
 
 def pixel_points(landmark_list, w: int, h: int) -> np.ndarray:
@@ -89,8 +91,9 @@ def pixel_points(landmark_list, w: int, h: int) -> np.ndarray:
     if isinstance(landmark_list, bytes):
         raw = landmark_list
         if raw and len(raw) % _landmark_record.itemsize == 0:
-            a = np.frombuffer(raw, _landmark_record)
-            if all((a[k] == v).all() for k, v in _landmark_tags.items()):
+            tags = np.frombuffer(raw, np.uint8).reshape(-1, _landmark_record.itemsize)[:, _TAG_COLUMNS]
+            if (tags == _TAG_VALUES).all():
+                a = np.frombuffer(raw, _landmark_record)
                 return np.stack([a["x"], a["y"], a["z"]], axis=1).astype(np.float64) * (w, h, w)
         landmark_list = _landmark_list_type().FromString(raw)
     else:
