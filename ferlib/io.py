@@ -6,7 +6,7 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,7 @@ def iter_video(path, max_frames: int | None = None) -> Iterator[tuple[int, float
 _DONE = object()
 
 
-def prefetch(items: Iterator, depth: int = 4) -> Iterator:
+def prefetch(items: Iterator, depth: int = 4) -> Generator:
     """`items` produced by a background thread up to `depth` ahead (video decoding overlaps the
     consumer's work on another core); the producer's exception is raised where it happened in the
     sequence, and closing the generator stops the producer."""

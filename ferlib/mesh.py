@@ -80,7 +80,7 @@ class FaceMesher:
 _landmark_record = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"),
                              ("y", "<f4"), ("tz", "u1"), ("z", "<f4")])
 _landmark_tags = {"tag": 0x0A, "len": 15, "tx": 0x0D, "ty": 0x15, "tz": 0x1D}
-_TAG_COLUMNS = np.array([_landmark_record.fields[k][1] for k in _landmark_tags])  # byte offsets in a record
+_TAG_COLUMNS = np.array([_landmark_record.fields[k][1] for k in _landmark_tags])  # type: ignore[index]  # byte offsets
 _TAG_VALUES = np.array(list(_landmark_tags.values()), np.uint8)
 
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from contextlib import closing
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, cast
+from typing import Generator, Iterable, Iterator, Sequence, cast
 
 import numpy as np
 import torch
@@ -294,7 +294,7 @@ class Pipeline:
         bgr, faces, landmarks_ms = self._extract(bgr, timestamp_ms)
         return self._result(bgr, faces, landmarks_ms, frame_index)
 
-    def stream(self, frames: Iterable[tuple[int, float | None, np.ndarray]]) -> Iterator[FrameResult]:
+    def stream(self, frames: Iterable[tuple[int, float | None, np.ndarray]]) -> Generator[FrameResult, None, None]:
         """`process` of every (frame_index, timestamp_ms, bgr) of a video, in order, with the faces of
         the next frames found in a background thread (up to STREAM_AHEAD ahead) while this one's are
         classified: the extractor and the model run on both cores, so a video goes through faster
