@@ -135,8 +135,10 @@ class LandmarkExtractor:
             self._realign, self.keypoint_model = KeypointRealigner(path), str(path)
 
     # -- public --------------------------------------------------------------------------------
-    def process(self, bgr: np.ndarray, timestamp_ms: float | None = None) -> list[Face]:
-        """Faces in one BGR uint8 frame (an empty list means no face), ordered by face_id."""
+    def process(self, bgr: np.ndarray, timestamp_ms: float | None = None, pose: bool = True) -> list[Face]:
+        """Faces in one BGR uint8 frame (an empty list means no face), ordered by face_id.
+        pose=False leaves `Face.pose` None, for the caller to fill in later with `face_pose`
+        (Pipeline.stream does that in its classifying thread, off the face-finding one)."""
         if self._closed:
             raise InputError("LandmarkExtractor is closed")
         bgr = ensure_bgr(bgr, name="frame")
@@ -151,8 +153,9 @@ class LandmarkExtractor:
             faces = self._process_boxes(bgr)
         else:
             faces = self._process_detected(bgr)
-        for f in faces:
-            f.pose = _pose(f.landmarks)
+        if pose:
+            for f in faces:
+                f.pose = face_pose(f.landmarks)
         return faces
 
     def close(self) -> None:
@@ -308,7 +311,9 @@ class LandmarkExtractor:
         return out
 
 
-def _pose(pts: np.ndarray | None) -> tuple[float, float, float] | None:
+def face_pose(pts: np.ndarray | None) -> tuple[float, float, float] | None:
+    """`Face.pose` of a face's landmarks: (yaw, pitch, roll) in degrees, None without landmarks (or
+    without a canonical face)."""
     if pts is None:
         return None
     try:

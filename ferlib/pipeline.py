@@ -22,7 +22,7 @@ from ferlib.crops import model_crop
 from ferlib.errors import InputError, ModelFileError
 from ferlib.inputs import InputSpec, Mirror, build_batch
 from ferlib.io import ensure_bgr, prefetch
-from ferlib.landmarks import LandmarkExtractor
+from ferlib.landmarks import LandmarkExtractor, face_pose
 from ferlib.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.types import Face, FrameResult, Prediction, face_landmarks
 
@@ -303,7 +303,7 @@ class Pipeline:
         def faces_of() -> Iterator[tuple[int, np.ndarray, list[Face], float]]:
             try:
                 for idx, ts, bgr in frames:
-                    bgr, faces, ms = self._extract(bgr, ts)
+                    bgr, faces, ms = self._extract(bgr, ts, pose=False)  # head pose: below, in this thread
                     yield idx, bgr, faces, ms
             finally:
                 close = getattr(frames, "close", None)
@@ -312,12 +312,19 @@ class Pipeline:
 
         with closing(prefetch(faces_of(), depth=STREAM_AHEAD)) as ahead:
             for idx, bgr, faces, ms in ahead:
-                yield self._result(bgr, faces, ms, idx)
+                result = self._result(bgr, faces, ms, idx)
+                t0 = time.perf_counter()
+                for f in faces:  # after the model's input: its 13-point fit is the pose's (ferlib.normalize)
+                    f.pose = face_pose(f.landmarks)
+                result.timings_ms["landmarks"] += (t := (time.perf_counter() - t0) * 1e3)
+                result.timings_ms["total"] += t
+                yield result
 
-    def _extract(self, bgr: np.ndarray, timestamp_ms: float | None) -> tuple[np.ndarray, list[Face], float]:
+    def _extract(self, bgr: np.ndarray, timestamp_ms: float | None,
+                 pose: bool = True) -> tuple[np.ndarray, list[Face], float]:
         bgr = ensure_bgr(bgr, name="frame")
         t0 = time.perf_counter()
-        faces = self.extractor.process(bgr, timestamp_ms)
+        faces = self.extractor.process(bgr, timestamp_ms, pose=pose)
         return bgr, faces, (time.perf_counter() - t0) * 1e3
 
     def _result(self, bgr: np.ndarray, faces: list[Face], landmarks_ms: float, frame_index: int) -> FrameResult:

@@ -190,6 +190,8 @@ def test_pipeline_stream_equals_process_and_stops_when_closed(fixture_clip, mode
         for a, b in zip(one_by_one, streamed):
             assert [p.face.face_id for p in a.predictions] == [p.face.face_id for p in b.predictions]
             assert [p.face.box for p in a.predictions] == [p.face.box for p in b.predictions]
+            assert [p.face.pose for p in a.predictions] == [p.face.pose for p in b.predictions]
+            assert all(p.face.pose is not None for p in b.predictions if p.face.landmarks is not None)
             for pa, pb in zip(a.predictions, b.predictions):
                 np.testing.assert_allclose(pa.probs, pb.probs, atol=1e-6)
             assert set(b.timings_ms) >= {"landmarks", "prepare", "model", "total"}
