@@ -373,6 +373,8 @@ def test_train_runs_in_background_registers_and_goes_live(store, clip_faces, str
     assert any("Registered as mine v1" in s.value for s in at.success)
     run = store.get_run(job.run_id)
     assert run["status"] == "done" and len(run["metrics"]["history"]) == len(job.history) >= 1
+    run_dir = store.root / "runs" / str(job.run_id)  # the page cannot resume: no training state is kept
+    assert (run_dir / "curves.json").is_file() and not (run_dir / "resume.pt").exists()
     curves = _plotly(at)[0]
     assert {t["name"] for t in curves["data"]} >= {"train_loss", "val_acc"}
     at.button(key="train_make_live").click().run()
@@ -403,6 +405,7 @@ def test_train_cancel(store, clip_faces, streamer):
     job = _wait_job(job.run_id)
     assert job.status == "cancelled"
     assert store.get_run(job.run_id)["status"] == "cancelled" and store.models().empty
+    assert not (store.root / "runs" / str(job.run_id) / "resume.pt").exists()
 
 
 def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces, streamer, clip_dataset,

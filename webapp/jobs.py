@@ -20,7 +20,7 @@ from ferlib.errors import InputError
 from ferlib.models import create_model
 from ferlib.personal import DEFAULT_METHOD, AdaptConfig
 from ferlib.store import Store, validate_name
-from ferlib.train import TrainConfig
+from ferlib.train import RESUME_FILE, TrainConfig
 from ferlib.workflow import (
     PrepareOptions,
     Progress,
@@ -182,4 +182,9 @@ def _work(store: Store, job: TrainJob) -> None:
             store.finish_run(job.run_id, "failed", {"history": job.history, "error": job.message,
                                                    "traceback": traceback.format_exc(limit=5)})
         except Exception:
+            pass
+    finally:  # the page offers no resume: its runs keep their curves and metrics, not the 10+ MB state
+        try:
+            (store.root / "runs" / str(job.run_id) / RESUME_FILE).unlink(missing_ok=True)
+        except OSError:
             pass
