@@ -76,7 +76,7 @@ def run(graph, rgb: np.ndarray) -> dict:
     (it builds a namedtuple class and parses every output into Python protos on each call, about
     0.25 ms of a face mesh frame held under the GIL): the same packets, read by `landmark_lists` /
     `protos`. Uses the solution's internals of mediapipe 0.10.21, pinned in pyproject.toml
-    (tests/test_mesh.py compares both on the fixtures)."""
+    (tests/test_landmarks.py compares both on the clip)."""
     kind = graph._input_stream_type_info[_INPUT_STREAM]
     graph._graph_outputs.clear()
     graph._simulated_timestamp += 33333  # as `process` does: 30 fps
