@@ -149,7 +149,7 @@ def _work(store: Store, job: TrainJob) -> None:
         config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, patience=s.patience, lr=s.lr,
                              freeze_backbone=s.freeze_backbone, num_threads=1, device="auto").resolved()
         job.device = config.device  # the GPU when torch sees one
-        run_dir = store.root / "runs" / str(job.run_id)
+        run_dir = store.run_dir(job.run_id)
         job.message = "training"
         if s.base_path and s.adapt != "train":
             job.device = "cpu"
@@ -185,6 +185,6 @@ def _work(store: Store, job: TrainJob) -> None:
             pass
     finally:  # the page offers no resume: its runs keep their curves and metrics, not the 10+ MB state
         try:
-            (store.root / "runs" / str(job.run_id) / RESUME_FILE).unlink(missing_ok=True)
+            (store.run_dir(job.run_id) / RESUME_FILE).unlink(missing_ok=True)
         except OSError:
             pass

@@ -51,7 +51,7 @@ class CheckMixin(Catalogue):
                 f.unlink(missing_ok=True)
                 rep.orphan_files_removed.append(self._rel(f))
         sessions = self.root / "sessions"  # its files, temp ones too, were checked above
-        active = [self.root / "runs" / str(i) for i in active_run_ids]
+        active = [self.run_dir(i) for i in active_run_ids]
         for f in sorted(self.root.rglob(TEMP_PATTERN)):
             if f.is_file() and sessions not in f.parents and not any(a in f.parents for a in active):
                 f.unlink(missing_ok=True)

@@ -124,6 +124,10 @@ class Catalogue:
         """Absolute path of a catalogue-relative file path."""
         return self.root / rel
 
+    def run_dir(self, run_id: int) -> Path:
+        """The folder of run `run_id`'s files (config, curves, metrics; the training makes it)."""
+        return self.root / "runs" / str(int(run_id))
+
 
 def row_id(rowid: int | None) -> int:
     """The id of the row an INSERT just wrote (sqlite3 types ``lastrowid`` optional; after an INSERT it is set)."""
