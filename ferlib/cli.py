@@ -80,12 +80,14 @@ def _datasets(args, attr: str = "data") -> list:
 
 
 def _classes(arg: str | None, datasets) -> list[str]:
-    """--classes (comma list or 'fer7'), else the canonical classes present in the data."""
+    """--classes (comma list, 'fer7' or 'all'), else the canonical classes present in the data."""
     from ferlib.classes import CLASSES, FER7, UnknownClassError, canonical
 
     if arg:
         if arg.strip().lower() == "fer7":
             return list(FER7)
+        if arg.strip().lower() == "all":
+            return list(CLASSES)
         try:
             names = [canonical(c) for c in arg.split(",") if c.strip()]
         except UnknownClassError as e:
@@ -129,7 +131,8 @@ def _train_config(args):
                        batch_size=args.batch_size, lr=1e-4 if args.lr is None else args.lr,
                        optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, weighted_sampler=args.weighted_sampler,
-                       class_weights=not args.no_class_weights,
+                       class_weights=not args.no_class_weights, class_weight_power=args.class_weight_power,
+                       soft_targets=not args.hard_labels,
                        augment=not args.no_augment, tta_flip=args.tta, seed=args.seed, num_threads=args.threads,
                        monitor=args.monitor, freeze_backbone=getattr(args, "freeze_backbone", False),
                        device=args.device, **_distill_pose_options(args)).resolved()  # "auto" -> the device used; fails before the data work
@@ -155,7 +158,8 @@ def _log_epoch(ev: dict) -> None:
     if ev["event"] == "epoch":
         f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         print(f"epoch {ev['epoch']}: train_loss {f(ev['train_loss'])} val_loss {f(ev['val_loss'])} "
-              f"val_acc {f(ev['val_acc'])} val_f1 {f(ev['val_f1'])} ({ev['elapsed_s']:.0f} s)", file=sys.stderr)
+              f"val_acc {f(ev['val_acc'])} val_f1 {f(ev['val_f1'])} val_recall {f(ev.get('val_recall'))} "
+              f"({ev['elapsed_s']:.0f} s)", file=sys.stderr)
 
 
 def _save(outcome, args, run_dir: Path) -> int:
@@ -415,8 +419,8 @@ def _keypoint_option(p) -> None:
 def _train_options(p, lr: float | None) -> None:
     p.add_argument("--extra-train", action="append", default=[], metavar="DATASET",
                    help="dataset used for training only (every sample; e.g. the AffectNet subset); repeatable")
-    p.add_argument("--classes", default=None, help="comma list or 'fer7' (default: the classes in the data; "
-                   "finetune: the checkpoint's)")
+    p.add_argument("--classes", default=None, help="comma list, 'fer7' or 'all' (the eight: fer7 + contempt) "
+                   "(default: the classes in the data; finetune: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=None,
                    help="default 30 (train, finetune --adapt train), 15 (finetune --adapt full)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -429,11 +433,16 @@ def _train_options(p, lr: float | None) -> None:
     p.add_argument("--weighted-sampler", action="store_true", help="WeightedRandomSampler-style class balancing")
     p.add_argument("--no-class-weights", action="store_true",
                    help="plain cross-entropy (default: normalised inverse-frequency class weights)")
+    p.add_argument("--class-weight-power", type=float, default=1.0, metavar="P",
+                   help="class weights = inverse class frequency ** P (default 1: full balance; 0.5: square root)")
+    p.add_argument("--hard-labels", action="store_true",
+                   help="train on the hard labels only, ignoring label distributions (FER+ votes) in the data")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--tta", action="store_true", help="test-time flip averaging (validation and metrics)")
     p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_f1", "val_loss"),
-                   help="validation figure that picks the best epoch and drives early stopping")
+    p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_f1", "val_recall", "val_loss"),
+                   help="validation figure that picks the best epoch and drives early stopping "
+                        "(val_recall: mean recall over the classes, balanced accuracy)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="training device (default auto: cuda when torch sees a CUDA GPU, else cpu); "

@@ -96,6 +96,15 @@ def macro_f1(y_true, y_pred, num_classes: int) -> float:
     return float(f1[used].mean()) if used.any() else 0.0
 
 
+def mean_recall(y_true, y_pred, num_classes: int) -> float:
+    """Mean recall (balanced accuracy) over the classes that occur in y_true (misses, y_pred < 0, wrong)."""
+    y_true = np.asarray(y_true, int)
+    cm = confusion_counts(y_true, y_pred, num_classes)
+    support = np.bincount(y_true, minlength=num_classes).astype(float)
+    used = support > 0
+    return float((np.diag(cm)[used] / support[used]).mean()) if used.any() else 0.0
+
+
 def _pose_accuracy(correct: np.ndarray, values: np.ndarray, edges) -> list[dict]:
     labels = bin_labels(edges)
     ok = np.isfinite(values)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ferlib.device import DEVICES, autocast, resolve_device, to_device
 from ferlib.errors import InputError
-from ferlib.evaluate import keypoint_nme, macro_f1, predict_outputs
+from ferlib.evaluate import keypoint_nme, macro_f1, mean_recall, predict_outputs
 from ferlib.checkpoint import card_spec, load_checkpoint
 from ferlib.inputs import Augmenter, InputSpec, PoseAugmenter, TensorSet, spec_for_model
 from ferlib.models.registry import FerModel
@@ -39,7 +39,7 @@ from ferlib.fsutil import atomic_write_bytes
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("linear", "cosine", "constant")
-MONITORS = ("val_acc", "val_f1", "val_loss")
+MONITORS = ("val_acc", "val_f1", "val_recall", "val_loss")
 
 
 @dataclass
@@ -60,6 +60,10 @@ class TrainConfig:
     ferlib.inputs.PoseAugmenter turns the raw 3-D landmarks (pitch up to a third of it; needs
     raw_landmarks in train()); image inputs: the Augmenter turns half the face crops as a plane
     (`turn`, with augment on).
+    soft_targets: learn from the training data's label distributions (`TensorSet.targets`, FER+'s votes)
+    with `SoftTargetLoss` when it has them; False trains on the hard labels alone.
+    class_weight_power p: class weights (and sampler weights) are the inverse class frequency to the
+    power p, normalised to mean 1: 1 = full balance (the default), 0.5 = square root, 0 = none.
     """
 
     epochs: int = 30
@@ -84,6 +88,8 @@ class TrainConfig:
     distill_weight: float = 0.0
     distill_temperature: float = 2.0
     pose_augment: float = 0.0
+    soft_targets: bool = True
+    class_weight_power: float = 1.0
 
     def __post_init__(self):
         checks = [(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
@@ -94,7 +100,8 @@ class TrainConfig:
                   (self.device in DEVICES, f"device must be one of {DEVICES}"),
                   (0 <= self.distill_weight <= 1 and self.distill_temperature > 0,
                    "0 <= distill_weight <= 1 and distill_temperature > 0"),
-                  (0 <= self.pose_augment <= 90, "0 <= pose_augment <= 90 (degrees)")]
+                  (0 <= self.pose_augment <= 90, "0 <= pose_augment <= 90 (degrees)"),
+                  (0 <= self.class_weight_power <= 1, "0 <= class_weight_power <= 1")]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
             raise InputError(f"bad TrainConfig {asdict(self)}: {'; '.join(bad)}")
@@ -150,11 +157,41 @@ class Shard:
     reduce: Callable[[list[float]], list[float]]
 
 
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Normalised inverse class frequency (mean 1 over the classes present; 0 for absent ones)."""
-    counts = torch.bincount(labels.long(), minlength=num_classes).double()
-    w = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+def class_weights(labels: torch.Tensor, num_classes: int, targets: torch.Tensor | None = None,
+                  power: float = 1.0) -> torch.Tensor:
+    """Normalised inverse class frequency to the power `power` (mean 1 over the classes present; 0 for
+    absent ones). With soft `targets` ((N, C) label distributions) a class's frequency is its summed
+    probability mass."""
+    if targets is not None:
+        counts = targets.double().sum(0)
+        counts = torch.where(counts > 1e-9, counts, torch.zeros_like(counts))
+    else:
+        counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    w = torch.where(counts > 0, 1.0 / counts.clamp(min=1e-9), torch.zeros_like(counts))
+    if power != 1.0:
+        w = w ** power
     return (w / w[counts > 0].mean()).float()
+
+
+class SoftTargetLoss(nn.Module):
+    """Cross-entropy against label distributions: sum_i sum_c w_c t_ic (-log p_ic) / sum_i sum_c w_c t_ic,
+    t smoothed as (1 - eps) t + eps / C. With one-hot targets and eps = 0 it is nn.CrossEntropyLoss(weight)
+    exactly (weighted mean); w = None weighs every class 1."""
+
+    weight: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        t = targets.float()
+        if self.label_smoothing > 0:
+            t = (1 - self.label_smoothing) * t + self.label_smoothing / t.shape[1]
+        logp = torch.log_softmax(logits.float(), dim=1)
+        wt = t if self.weight is None else t * self.weight[None, :]
+        return -(wt * logp).sum() / wt.sum().clamp_min(1e-12)
 
 
 def _lr_factor(schedule: str, t: int, total: int) -> float:
@@ -174,7 +211,8 @@ def _on_device(data: TensorSet, device: torch.device) -> TensorSet:
     """`data` itself on the CPU; else a copy with its tensors and labels on `device` (non-blocking)."""
     if device.type == "cpu":
         return data
-    return TensorSet(to_device(data.tensors, device), data.labels.to(device, non_blocking=True), data.spec)
+    return TensorSet(to_device(data.tensors, device), data.labels.to(device, non_blocking=True), data.spec,
+                     None if data.targets is None else data.targets.to(device, non_blocking=True))
 
 
 def _validate(model, data, config, spec, criterion_eval) -> dict:
@@ -183,12 +221,13 @@ def _validate(model, data, config, spec, criterion_eval) -> dict:
     labels = data.labels.cpu()
     if model.task == "keypoints":
         loss = float(nn.functional.mse_loss(out, labels.float()))
-        return {"val_loss": loss, "val_acc": None, "val_f1": None, "val_nme": keypoint_nme(out, labels)}
+        return {"val_loss": loss, "val_acc": None, "val_f1": None, "val_recall": None,
+                "val_nme": keypoint_nme(out, labels)}
     loss = float(criterion_eval(torch.log(out.clamp_min(1e-8)), labels.long()))
     pred = out.argmax(1).numpy()
     y = labels.numpy()
     return {"val_loss": loss, "val_acc": float((pred == y).mean()),
-            "val_f1": macro_f1(y, pred, out.shape[1])}
+            "val_f1": macro_f1(y, pred, out.shape[1]), "val_recall": mean_recall(y, pred, out.shape[1])}
 
 
 def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
@@ -198,7 +237,7 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     """Train `model` in place; it ends holding the best-validation weights (in eval mode).
 
     callback gets dicts {event: "resumed"|"step"|"epoch"|"done"|"cancelled", epoch, step, steps, train_loss,
-    val_loss, val_acc, val_f1, lr, elapsed_s}. cancel: set it to stop after the current step.
+    val_loss, val_acc, val_f1, val_recall, lr, elapsed_s}. cancel: set it to stop after the current step.
     run_dir: config.json (at start), curves.json (every epoch), metrics.json (at the end).
     config.device (resolved; run_dir's config.json and result.device name it): on CUDA the model,
     the data and the augmentation go to the GPU and forward passes run under bf16 autocast; the
@@ -275,6 +314,7 @@ class _Loop:
     pose: PoseAugmenter | None = None
     raw_landmarks: torch.Tensor | None = None
     soft: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
 
 @dataclass
@@ -321,12 +361,20 @@ def _setup(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     labels = train_data.labels
+    targets = train_data.targets if classify and config.soft_targets else None
+    if targets is not None and targets.shape[1] != model.num_classes:
+        raise InputError(f"training targets have {targets.shape[1]} classes but the model has {model.num_classes}")
     criterion: nn.Module
     sample_w = None
     if classify:
-        weight = class_weights(labels, model.num_classes) if config.class_weights else None
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing).to(device)
-        sample_w = class_weights(labels, model.num_classes)[labels.long()] if config.weighted_sampler else None
+        per_class = class_weights(labels, model.num_classes, targets, power=config.class_weight_power)
+        weight = per_class if config.class_weights else None
+        if targets is not None:  # label distributions (FER+ votes), hard-label rows as one-hot
+            criterion = SoftTargetLoss(weight, config.label_smoothing).to(device)
+            sample_w = targets.float() @ per_class if config.weighted_sampler else None
+        else:
+            criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing).to(device)
+            sample_w = per_class[labels.long()] if config.weighted_sampler else None
     else:
         criterion = nn.MSELoss()
     turn = config.pose_augment if "image" in model.input_keys else 0.0  # face crops turn as a plane
@@ -344,7 +392,8 @@ def _setup(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
                  train_set=_on_device(train_data, device), val_set=_on_device(val_data, device), spec=spec,
                  classify=classify, steps=steps, total=steps * config.epochs, g=g, order_g=order_g, device=device,
                  sample_w=sample_w, augment=Augmenter(spec, turn=turn) if config.augment and classify else None,
-                 pose=pose, raw_landmarks=raw, soft=None if soft is None else soft.to(device))
+                 pose=pose, raw_landmarks=raw, soft=None if soft is None else soft.to(device),
+                 targets=None if targets is None else targets.to(device))
 
 
 def _run_epoch(loop: _Loop, config: TrainConfig, epoch: int, progress: _Progress, shard: Shard | None,
@@ -376,7 +425,8 @@ def _run_epoch(loop: _Loop, config: TrainConfig, epoch: int, progress: _Progress
         for pg in loop.opt.param_groups:
             pg["lr"] = config.lr * _lr_factor(config.schedule, progress.t, loop.total)
         labels = loop.train_set.labels[idx_on]
-        target = labels.long() if loop.classify else labels.float()
+        target = (loop.targets[idx_on] if loop.targets is not None else labels.long()) if loop.classify \
+            else labels.float()
         with autocast(loop.device):
             out = loop.net(batch)
             loss = loop.criterion(out, target)
@@ -403,6 +453,8 @@ def _data_fingerprint(data: TensorSet) -> str:
     """Cheap identity of a TensorSet: sizes, labels and each input's shape and sum."""
     h = hashlib.sha256()
     h.update(data.labels.detach().cpu().numpy().tobytes())
+    if data.targets is not None:
+        h.update(data.targets.detach().cpu().numpy().tobytes())
     for key in sorted(data.tensors):
         x = data.tensors[key]
         h.update(f"{key}{tuple(x.shape)}{float(x.detach().double().sum()):.6e}".encode())
@@ -496,7 +548,8 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     def emit(event: str, **kw) -> None:
         if callback is not None:
             ev = {"event": event, "epoch": None, "step": None, "steps": loop.steps, "train_loss": None,
-                  "val_loss": None, "val_acc": None, "val_f1": None, "lr": loop.opt.param_groups[0]["lr"],
+                  "val_loss": None, "val_acc": None, "val_f1": None, "val_recall": None,
+                  "lr": loop.opt.param_groups[0]["lr"],
                   "elapsed_s": elapsed()}
             ev.update(kw)
             callback(ev)
@@ -529,7 +582,7 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
             _write_json(run_dir / "curves.json", result.history)
         if resume_path is not None:
             _save_resume(resume_path, key, epoch, loop, progress, elapsed())
-        emit("epoch", **{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_f1")},
+        emit("epoch", **{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_f1", "val_recall")},
              step=loop.steps)
         finished = result.stopped_early
     if progress.best_state is not None:
@@ -543,21 +596,22 @@ def _train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
                                                **result.to_dict()})
     best = result.best
     emit("cancelled" if result.cancelled else "done", epoch=result.best_epoch,
-         **{k: best.get(k) for k in ("train_loss", "val_loss", "val_acc", "val_f1")})
+         **{k: best.get(k) for k in ("train_loss", "val_loss", "val_acc", "val_f1", "val_recall")})
     return result
 
 
 def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config: TrainConfig,
              classes=None, callback=None, cancel=None, run_dir=None,
              raw_landmarks=None, resume: bool = False) -> tuple[FerModel, dict, TrainResult]:
-    """Fine-tune a checkpoint: a new head when `classes` differ from the card's, the backbone frozen
+    """Fine-tune a checkpoint: a new head when `classes` differ from the card's (keeping the trained rows of
+    the classes both lists share, `FerModel.remap_head`), the backbone frozen
     when config.freeze_backbone; raw_landmarks and resume as in `train` (config.pose_augment of
     landmark models). Returns (model, updated card, result); save with save_checkpoint."""
     config = config.resolved()  # the card names the device used
     model, card = load_checkpoint(checkpoint_path)
     classes = list(classes) if classes is not None else list(card["classes"])
     if classes != card["classes"]:
-        model.replace_head(len(classes))
+        model.remap_head(card["classes"], classes)
     if train_data.spec is None:
         train_data.spec = card_spec(card)
     result = train(model, train_data, val_data, config, callback=callback, cancel=cancel, run_dir=run_dir,
@@ -570,5 +624,5 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
     return model, card, result
 
 
-__all__ = ["Shard", "TrainConfig", "TrainResult", "class_weights", "distill_loss", "finetune", "teacher_probabilities",
+__all__ = ["Shard", "SoftTargetLoss", "TrainConfig", "TrainResult", "class_weights", "distill_loss", "finetune", "teacher_probabilities",
            "train"]

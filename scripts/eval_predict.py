@@ -8,7 +8,8 @@ faces found, accuracy with a missed face counted as wrong, accuracy on found fac
 wrong), per-class recall, on a class-balanced version of the set how often each class is predicted
 against its true share (1/K), the `path`
 counts (mesh | box), and for the synthetic turns (file names `y<yaw>_...`) all of that per yaw.
-Only images whose class the model has are scored (the others are counted as excluded).
+Only images whose class the model has are scored (the others are counted as excluded), unless
+`--keep-other-classes`: then they count as wrong (FER+ Test's contempt faces for a seven-class model).
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def score(df: pd.DataFrame, classes: list[str]) -> dict:
-    """Metrics of predict's rows (largest face per image) against the `true` column."""
+    """Metrics of predict's rows (largest face per image) against the `true` column; `classes` are the
+    model's, plus any true class it lacks (recall 0)."""
+    classes = list(classes) + sorted(set(df["true"]) - set(classes))
     n = len(df)
     found = df["detected"] == 1
     right = found & (df["label"] == df["true"])
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--csv", default=None, help="predict's CSV (default: a file beside --out or in /tmp)")
     ap.add_argument("--out", default=None, help="JSON to write")
+    ap.add_argument("--keep-other-classes", action="store_true",
+                    help="score images of classes the model lacks as wrong (default: leave them out)")
     args = ap.parse_args(argv)
     folder = Path(args.folder)
     csv = Path(args.csv or f"/tmp/eval-{folder.name}-{Path(args.model).stem}.csv")
@@ -68,10 +73,13 @@ def main(argv=None) -> int:
     classes = [c[2:] for c in df.columns if c.startswith("p_")]
     df["true"] = [canonical(Path(s).parent.name) for s in df["source"]]
     df = df.drop_duplicates("source", keep="first")  # one face per image is scored: its first row
-    excluded = int((~df["true"].isin(classes)).sum())
-    df = df[df["true"].isin(classes)]
+    other = ~df["true"].isin(classes)
+    excluded = 0 if args.keep_other_classes else int(other.sum())
+    if not args.keep_other_classes:
+        df = df[~other]
     out = {"command": " ".join(["python", "-m", "ferlib"] + cmd[3:]), "seconds": round(seconds, 1),
-           "excluded_other_classes": excluded, "all": score(df, classes)}
+           "excluded_other_classes": excluded, "scored_wrong_other_classes": int(other.sum()) - excluded,
+           "all": score(df, classes)}
     yaw = df["source"].map(lambda s: re.match(r"y(\d+)_", Path(s).name))
     if yaw.notna().all() and len(df):
         df["yaw"] = [int(m.group(1)) for m in yaw]

@@ -6,9 +6,13 @@ the images are dataset images with research-only licences and must never be comm
 Sets (each `<set>/<class>/<file>`):
 - fer2013_private: FER2013 PrivateTest as it is (3,589 grey 48 px images, the official test split).
 - affectnet_tight350: the AffectNet subset, every class, resized to 350x350 (a tight face crop:
-  the face fills the image); `--per-class` images per class (the first by name).
-- ckplus_tight350: CK+48, the last frame of each sequence, resized to 350x350.
-- turns: synthetic head turns: frontal faces (ckplus_tight350 and affectnet_tight350 images where
+  the face fills the image); `--per-class` images per class (the first by name,
+  `ferlib.data.first_per_class`: scripts/make_affectnet_train_zip.py leaves them out of training).
+- ckplus_test350: CK+48, the last frame of each sequence of the TEST subjects (`subject_split`, seed 0:
+  the subjects `ferlib train --data ckplus48.zip` never trains on), resized to 350x350.
+- ferplus_test: FER+ Test (= FER2013 PrivateTest) under its majority labels, eight classes (3,137 of
+  3,573 images have one).
+- turns: synthetic head turns: frontal faces (ckplus_test350 and affectnet_tight350 images where
   face mesh reads a face with |yaw| < 10 degrees) turned by each of TURNS degrees: the face mesh's
   478 points are rotated in 3D about the face's vertical axis and the face is re-drawn triangle by
   triangle (far triangles first), its old region inpainted first. Hair, ears and neck stay as they
@@ -26,7 +30,16 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from ferlib.classes import canonical  # noqa: E402
+from ferlib.data import (  # noqa: E402,E501
+    first_per_class,
+    import_affectnet,
+    import_ckplus,
+    import_ferplus,
+    read_bytes,
+    read_image,
+    subject_split,
+)
+from ferlib.data.importers import split_zip_path  # noqa: E402
 from ferlib.io import load_image  # noqa: E402
 from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 
@@ -50,26 +63,31 @@ def fer_private(shared: Path, out: Path) -> None:
 
 
 def tight(shared: Path, out: Path, per_class: int) -> None:
-    with zipfile.ZipFile(shared / "data" / "affectnet_subset.zip") as z:
-        by_class: dict[str, list[str]] = {}
-        for n in sorted(z.namelist()):
-            parts = n.split("/")
-            if len(parts) == 3 and parts[2]:
-                by_class.setdefault(canonical(parts[1]), []).append(n)
-        for c, names in by_class.items():
-            for n in names[:per_class]:
-                img = cv2.resize(load_image(z.read(n)), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
-                _write(out / "affectnet_tight350" / c / (Path(n).stem + ".png"), img)
-    with zipfile.ZipFile(shared / "data" / "ckplus48.zip") as z:
-        last: dict[str, str] = {}
-        for n in sorted(z.namelist()):
-            parts = n.split("/")
-            if len(parts) == 3 and parts[2]:
-                seq = "_".join(Path(parts[2]).stem.split("_")[:2])
-                last[seq] = n  # sorted: the last frame of the sequence wins
-        for n in last.values():
-            img = cv2.resize(load_image(z.read(n)), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
-            _write(out / "ckplus_tight350" / canonical(n.split("/")[1]) / (Path(n).stem + ".png"), img)
+    df = import_affectnet(shared / "data" / "affectnet_subset.zip").table
+    held = df[first_per_class(df, per_class)]  # the rows make_affectnet_train_zip.py leaves out of training
+    for path, c in zip(held["path"], held["label"]):
+        img = cv2.resize(read_image(path), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+        _write(out / "affectnet_tight350" / c / (Path(split_zip_path(path)[1]).stem + ".png"), img)
+
+
+def ckplus_test(shared: Path, out: Path) -> None:
+    """The last frame of each sequence of the CK+ TEST subjects (the subject split of `import_dataset`, seed 0)."""
+    df = subject_split(import_ckplus(shared / "data" / "ckplus48.zip").table, seed=0)
+    df = df[df["split"] == "test"].sort_values("path")
+    last = df.groupby("group").tail(1)  # sorted: the last frame of the sequence
+    for path, c in zip(last["path"], last["label"]):
+        img = cv2.resize(read_image(path), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+        _write(out / "ckplus_test350" / c / (Path(split_zip_path(path)[1]).stem + ".png"), img)
+
+
+def ferplus_test(shared: Path, out: Path) -> None:
+    """FER+ Test (= FER2013 PrivateTest) under its majority labels (eight classes; the images without one
+    are left out, as the FER+ reference rule says), the 48 px PNGs as they are."""
+    df = import_ferplus(shared / "data" / "ferplus.zip").table
+    for path, c in zip(df.loc[df["split"] == "test", "path"], df.loc[df["split"] == "test", "label"]):
+        p = out / "ferplus_test" / c / Path(split_zip_path(path)[1]).name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(read_bytes(path))
 
 
 def turn_face(bgr: np.ndarray, pts: np.ndarray, yaw: float) -> np.ndarray:
@@ -106,7 +124,7 @@ def turn_face(bgr: np.ndarray, pts: np.ndarray, yaw: float) -> np.ndarray:
 
 def turns(out: Path, limit: int) -> None:
     by_class: dict[str, list[Path]] = {}
-    for p in sorted((out / "ckplus_tight350").rglob("*.png")) + sorted((out / "affectnet_tight350").rglob("*.png")):
+    for p in sorted((out / "ckplus_test350").rglob("*.png")) + sorted((out / "affectnet_tight350").rglob("*.png")):
         by_class.setdefault(p.parent.name, []).append(p)
     # round robin over the classes, so every class is turned
     sources = [p for group in itertools.zip_longest(*by_class.values()) for p in group if p is not None]
@@ -138,6 +156,8 @@ def main(argv=None) -> int:
     out, shared = Path(args.out), Path(args.shared)
     fer_private(shared, out)
     tight(shared, out, args.per_class)
+    ckplus_test(shared, out)
+    ferplus_test(shared, out)
     turns(out, args.turns)
     for d in sorted(out.iterdir()):
         print(f"{d.name}: {sum(1 for _ in d.rglob('*.*'))} images")

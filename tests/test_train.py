@@ -174,7 +174,8 @@ def test_callback_events_run_folder_and_options(tmp_path):
                    run_dir=tmp_path / "run")
     kinds = [e["event"] for e in events]
     assert kinds == (["step"] * 4 + ["epoch"]) * 2 + ["done"]
-    keys = {"event", "epoch", "step", "steps", "train_loss", "val_loss", "val_acc", "val_f1", "lr", "elapsed_s"}
+    keys = {"event", "epoch", "step", "steps", "train_loss", "val_loss", "val_acc", "val_f1", "val_recall", "lr",
+            "elapsed_s"}
     assert all(set(e) == keys for e in events)
     assert events[4]["val_acc"] is not None and events[-1]["epoch"] == result.best_epoch
     assert events[0]["lr"] > events[-2]["lr"]  # cosine decays

@@ -28,8 +28,10 @@ class Dataset:
     kind: `import_dataset`'s kind ("fer2013", "folder", "studio", ...), None when not imported by it.
     root: the resolved path it was read from ("" when unknown). resize_to: the side readers bring
     every image to (AffectNet's mixed resolutions), None to read images as they are.
-    skipped: unknown class folder -> images left out (``on_unknown="skip"``). near_blank: sample
-    paths the FER2013 archive lists as near-blank; excluded: those of them left out.
+    skipped: unknown class folder -> images left out (``on_unknown="skip"``); FER+: "<split>: <reason>"
+    -> images without a majority label. near_blank: sample paths the FER2013 archive lists as
+    near-blank; excluded: the sample paths left out (near-blank FER2013 images, FER+ rows without a
+    majority label).
     """
 
     table: pd.DataFrame

@@ -16,12 +16,12 @@ import zipfile
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ferlib.classes import UnknownClassError, canonical, from_code
+from ferlib.classes import CLASSES, UnknownClassError, canonical, from_code
 from ferlib.crops import resize_square  # noqa: F401 (part of ferlib.data's API)
 from ferlib.data.dataset import Dataset
 from ferlib.errors import InputError
@@ -317,6 +317,124 @@ def import_fer2013_csv(path: str | os.PathLike) -> Dataset:
     if not rows:
         raise InputError(f"FER2013 csv {path}: no data rows")
     return Dataset(_table(rows, extra=["image"]))
+
+
+# ----------------------------------------------------------------------------- FER+
+FERPLUS_VOTES: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                  "contempt", "unknown", "NF")
+"""The ten vote columns of a FER+ label.csv row, in file order (eight emotions, unknown, not a face)."""
+FERPLUS_SPLITS: dict[str, str] = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
+TARGET_PREFIX = "t_"
+"""Soft-target columns: ``t_<class>`` for every class of ferlib.classes.CLASSES (a row's label
+distribution, summing to 1); `ferlib.data.tensors.prepare` reads them when present."""
+
+
+def target_columns() -> list[str]:
+    """The soft-target columns of a table, one per canonical class (CLASSES order)."""
+    return [TARGET_PREFIX + c for c in CLASSES]
+
+
+def ferplus_label(votes: Sequence[float]) -> tuple[str | None, np.ndarray | None, str]:
+    """The FER+ reference rule on one row's ten votes (FERPLUS_VOTES order).
+
+    Votes of 1 are dropped as outliers; the label is the emotion holding more than half of the remaining
+    votes; the soft target is the remaining emotion votes over the eight emotions (CLASSES order),
+    normalised. Returns (label or None, target (8,) or None, reason when the label is None:
+    "unknown", "not a face", "no majority" or "no votes")."""
+    v = np.asarray(votes, dtype=np.float64)
+    if v.shape != (len(FERPLUS_VOTES),) or not np.isfinite(v).all() or (v < 0).any():
+        raise InputError(f"FER+ votes must be {len(FERPLUS_VOTES)} counts >= 0, got {list(votes)}")
+    kept = np.where(v > 1, v, 0.0)
+    total = kept.sum()
+    emotions = kept[:8]
+    target = None
+    if emotions.sum() > 0:
+        target = np.zeros(len(CLASSES), np.float32)
+        for name, n in zip(FERPLUS_VOTES[:8], emotions):
+            target[CLASSES.index(canonical(name))] = n
+        target /= target.sum()
+    if total <= 0:
+        return None, target, "no votes"
+    top = int(np.argmax(kept))
+    if kept[top] <= 0.5 * total:
+        return None, target, "no majority"
+    if top >= 8:
+        return None, target, "unknown" if top == 8 else "not a face"
+    return canonical(FERPLUS_VOTES[top]), target, ""
+
+
+def _ferplus_tables(root: str | os.PathLike) -> Iterator[tuple[str, str, str]]:
+    """(split folder, label.csv text, sample path prefix) of each FER+ split under a folder or zip."""
+    root = Path(root)
+    if root.is_dir():
+        for csv_path in sorted(root.rglob("label.csv")):
+            folder = csv_path.parent
+            if folder.name in FERPLUS_SPLITS:
+                yield folder.name, csv_path.read_text(encoding="utf-8"), str(folder.resolve()) + os.sep
+        return
+    if not root.exists():
+        raise InputError(f"dataset {root}: no such file or folder")
+    if not zipfile.is_zipfile(root):
+        raise InputError(f"dataset {root}: neither a folder nor a zip file")
+    zf = _cached_zip(str(root.resolve()))
+    for name in sorted(zf.namelist()):
+        parts = PurePosixPath(name).parts
+        if len(parts) >= 2 and parts[-1] == "label.csv" and parts[-2] in FERPLUS_SPLITS:
+            prefix = name[: -len("label.csv")]
+            yield parts[-2], zf.read(name).decode("utf-8", "replace"), zip_path(root, prefix)
+
+
+def import_ferplus(root: str | os.PathLike) -> Dataset:
+    """FER+ in its published layout: ``FER2013{Train,Valid,Test}/*.png`` + ``label.csv`` per folder
+    (no header: image name, face box, then the ten FERPLUS_VOTES counts), a folder or a zip.
+
+    Split: Train -> train, Valid (= FER2013 PublicTest) -> val, Test (= PrivateTest) -> test. Every row
+    keeps its ten votes (``votes_<name>`` columns) and its soft target (``t_<class>``, `ferplus_label`);
+    ``label`` is the majority label. Rows without one (unknown or not-a-face majority, no majority) are
+    left out and counted by reason in ``Dataset.skipped``; their paths are in ``Dataset.excluded``.
+    Images listed in a label.csv but absent from the archive are an InputError."""
+    rows: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
+    excluded: list[str] = []
+    members = {p for p, _ in _list_images(root)}
+    seen = False
+    for folder, text, prefix in _ferplus_tables(root):
+        seen = True
+        for line_no, fields in enumerate(csv.reader(text.splitlines()), start=1):
+            if not fields:
+                continue
+            where = f"FER+ {folder}/label.csv line {line_no}"
+            if len(fields) != 2 + len(FERPLUS_VOTES):
+                raise InputError(f"{where}: {len(fields)} fields, expected {2 + len(FERPLUS_VOTES)} "
+                                 "(image name, face box, ten vote counts)")
+            name = fields[0].strip()
+            if not name or "/" in name or "\\" in name or name.startswith("."):
+                raise InputError(f"{where}: image name {name!r} is not a plain file name")
+            try:
+                votes = [float(x) for x in fields[2:]]
+            except ValueError:
+                raise InputError(f"{where}: vote counts {fields[2:]} are not numbers") from None
+            label, target, reason = ferplus_label(votes)
+            path = prefix + name
+            if path not in members:
+                raise InputError(f"{where}: image {name} is listed but not in {folder}/")
+            if label is None:
+                skipped[f"{FERPLUS_SPLITS[folder]}: {reason}"] += 1
+                excluded.append(path)
+                continue
+            row: dict[str, Any] = {"path": path, "label": label, "split": FERPLUS_SPLITS[folder], "subject": "",
+                                   "group": "", "source": "ferplus"}
+            row.update({f"votes_{v}": votes[i] for i, v in enumerate(FERPLUS_VOTES)})
+            assert target is not None  # a majority emotion has votes
+            row.update(dict(zip(target_columns(), map(float, target))))
+            rows.append(row)
+    if not seen:
+        raise InputError(f"dataset {root}: not the FER+ layout (no FER2013Train/, FER2013Valid/ or "
+                         "FER2013Test/ folder with a label.csv)")
+    if not rows:
+        raise InputError(f"dataset {root}: no FER+ image has a majority label")
+    extra = [f"votes_{v}" for v in FERPLUS_VOTES] + target_columns()
+    return Dataset(_table(rows, extra=extra), skipped=dict(skipped), excluded=excluded)
 
 
 # ----------------------------------------------------------------------------- AffectNet, CK+

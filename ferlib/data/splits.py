@@ -72,6 +72,20 @@ def subject_split(df: pd.DataFrame, val_frac: float = 0.15, test_frac: float = 0
     return out
 
 
+def first_per_class(df: pd.DataFrame, n: int) -> np.ndarray:
+    """(N,) bool mask of the first `n` rows of each label by sample path (sorted): the AffectNet subset's
+    held-out tight crops (scripts/make_eval_sets.py) that training leaves out (make_affectnet_train_zip.py)."""
+    if n < 0:
+        raise InputError(f"first_per_class: n must be >= 0, got {n}")
+    mask = np.zeros(len(df), bool)
+    paths = df["path"].astype(str).to_numpy()
+    labels = df["label"].astype(str).to_numpy()
+    for lab in sorted(set(labels)):
+        idx = np.flatnonzero(labels == lab)
+        mask[idx[np.argsort(paths[idx], kind="stable")[:n]]] = True
+    return mask
+
+
 def split_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Samples per label (rows) and split (columns), with totals."""
     return pd.crosstab(df["label"], df["split"], margins=True, margins_name="total")

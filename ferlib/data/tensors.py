@@ -35,10 +35,12 @@ from ferlib.data.importers import (
     import_ckplus,
     import_fer2013,
     import_fer2013_csv,
+    import_ferplus,
     import_image_folder,
     import_recordings,
     read_image,
     resize_square,
+    target_columns,
 )
 from ferlib.data.splits import chunked_split, subject_split
 from ferlib.errors import FerError, InputError
@@ -49,7 +51,7 @@ from ferlib.store import Store
 from ferlib.types import face_landmarks
 
 SPLITS = ("train", "val", "test")
-DATASET_KINDS = ("auto", "folder", "fer2013", "fer2013-csv", "affectnet", "ckplus", "studio")
+DATASET_KINDS = ("auto", "folder", "fer2013", "fer2013-csv", "ferplus", "affectnet", "ckplus", "studio")
 
 
 @dataclass
@@ -64,7 +66,9 @@ class Prepared:
     poses: (N, 3) yaw/pitch/roll degrees, NaN where unknown. baselines: group -> (478, 3) neutral
     landmarks that `build_batch` normalises and subtracts ("*" = every row; per session: the mean of
     its neutral samples' normalised landmarks), None when the spec subtracts none.
-    info: counts of dropped rows and where the data came from.
+    info: counts of dropped rows and where the data came from. targets: (N, C) float32 soft targets
+    over `classes` (each row sums to 1) when the data carry label distributions (FER+'s ``t_<class>``
+    columns; rows of other sources get their one-hot label), else None.
     """
 
     df: pd.DataFrame
@@ -78,6 +82,7 @@ class Prepared:
     poses: np.ndarray
     baselines: dict[str, np.ndarray] | None = None
     info: dict = field(default_factory=dict)
+    targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,7 +99,8 @@ class Prepared:
         return replace(self, df=self.df.iloc[idx].reset_index(drop=True), labels=self.labels[idx],
                        landmarks=self.landmarks[idx], face_found=self.face_found[idx],
                        detected=self.detected[idx], crops=None if self.crops is None else self.crops[idx],
-                       poses=self.poses[idx], info=dict(self.info))
+                       poses=self.poses[idx], info=dict(self.info),
+                       targets=None if self.targets is None else self.targets[idx])
 
     def tensor_set(self, mask=None) -> TensorSet:
         """TensorSet of the detected rows (and `mask`, (N,) bool), in row order."""
@@ -104,8 +110,9 @@ class Prepared:
             raise InputError(f"no usable faces among {int(rows.sum())} rows (detection rate "
                              f"{self.detection_rate:.1%}): nothing to build model inputs from")
         lm = self.landmarks if self.spec.needs_landmarks else None
+        targets = None if self.targets is None else torch.from_numpy(self.targets[idx])
         if not self.spec.subtract_baseline:
-            return _build(self.spec, self.labels, lm, self.crops, idx, None)
+            return replace(_build(self.spec, self.labels, lm, self.crops, idx, None), targets=targets)
         groups = self.df["group"].astype(str).to_numpy()
         parts, order = [], []
         for g in dict.fromkeys(groups[idx]):
@@ -117,7 +124,7 @@ class Prepared:
         inv = np.argsort(np.argsort(np.concatenate(order), kind="stable"), kind="stable")
         pos = torch.from_numpy(inv)
         return TensorSet({k: torch.cat([p.tensors[k] for p in parts])[pos] for k in parts[0].tensors},
-                         torch.cat([p.labels for p in parts])[pos], self.spec)
+                         torch.cat([p.labels for p in parts])[pos], self.spec, targets)
 
     def eval_inputs(self, mask=None) -> dict:
         """Keyword arguments of `ferlib.evaluate.evaluate` for the rows in `mask` (default all):
@@ -271,7 +278,31 @@ def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str
                 raise InputError("subject conditioning needs a 'group' column or baseline=")
             baselines = _neutral_baselines(df, lm, found, spec)
     return Prepared(df=df, spec=spec, classes=classes, labels=labels, landmarks=lm, face_found=found,
-                    detected=detected, crops=crops, poses=_poses(df, lm, found), baselines=baselines, info=info)
+                    detected=detected, crops=crops, poses=_poses(df, lm, found), baselines=baselines, info=info,
+                    targets=soft_targets(df, labels, classes))
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) float32 one-hot rows of class indices."""
+    out = np.zeros((len(labels), n_classes), np.float32)
+    out[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)] = 1.0
+    return out
+
+
+def soft_targets(df: pd.DataFrame, labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray | None:
+    """(N, C) label distributions over `classes` from a table's ``t_<class>`` columns (FER+), renormalised
+    over the model's classes; a row without any (NaN, or no mass on these classes) gets its one-hot label.
+    None when the table has no such columns."""
+    cols = target_columns()
+    if not set(cols) <= set(df.columns):
+        return None
+    t = df[[f"t_{c}" for c in classes]].to_numpy(dtype=np.float64)
+    t = np.where(np.isfinite(t), t, 0.0)
+    mass = t.sum(1)
+    out = one_hot(labels, len(classes))
+    ok = mass > 0
+    out[ok] = (t[ok] / mass[ok, None]).astype(np.float32)
+    return out
 
 
 def concat_prepared(parts: Sequence[Prepared]) -> Prepared:
@@ -289,10 +320,14 @@ def concat_prepared(parts: Sequence[Prepared]) -> Prepared:
         for p in parts:
             baselines.update(p.baselines or {})  # every part has them: one spec
     df = pd.concat([p.df for p in parts], ignore_index=True)
+    targets = None
+    if any(p.targets is not None for p in parts):  # hard-label parts join as one-hot rows
+        targets = np.concatenate([p.targets if p.targets is not None else one_hot(p.labels, len(first.classes))
+                                  for p in parts])
     return Prepared(df=df, spec=first.spec, classes=first.classes, labels=cat("labels"), landmarks=cat("landmarks"),
                     face_found=cat("face_found"), detected=cat("detected"),
                     crops=None if first.crops is None else cat("crops"), poses=cat("poses"),
-                    baselines=baselines, info={"parts": [p.info for p in parts]})
+                    baselines=baselines, info={"parts": [p.info for p in parts]}, targets=targets)
 
 
 def split_prepared(prepared: Prepared, df: pd.DataFrame | None = None) -> dict[str, Prepared]:
@@ -322,14 +357,17 @@ def ensure_val_split(df: pd.DataFrame, val_frac: float = 0.1, seed: int = 0) -> 
 
 
 def detect_kind(path) -> str:
-    """Dataset kind of a path: studio (a folder with catalogue.sqlite), fer2013-csv (.csv), fer2013 /
-    affectnet / ckplus by name (fer2013*, *affectnet*, ck*), else folder (class-per-folder)."""
+    """Dataset kind of a path: studio (a folder with catalogue.sqlite), fer2013-csv (.csv), ferplus /
+    fer2013 / affectnet / ckplus by name (ferplus*, fer2013*, *affectnet*, ck*), else folder
+    (class-per-folder)."""
     p = Path(path)
     name = p.name.lower()
     if p.is_dir() and (p / "catalogue.sqlite").is_file():
         return "studio"
     if p.suffix.lower() == ".csv":
         return "fer2013-csv"
+    if name.startswith(("ferplus", "fer+")):
+        return "ferplus"
     if name.startswith("fer2013"):
         return "fer2013"
     if "affectnet" in name:
@@ -340,7 +378,7 @@ def detect_kind(path) -> str:
 
 
 def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int = 0) -> Dataset:
-    """Import a dataset with train/val(/test) splits: the source's own split (FER2013), the subject
+    """Import a dataset with train/val(/test) splits: the source's own split (FER2013, FER+), the subject
     split (CK+), the chunked split (studio recordings), else every row trains and a seeded stratified
     `val_frac` of it validates. The Dataset's `kind` and `root` say what was read."""
     if kind not in DATASET_KINDS:
@@ -360,7 +398,7 @@ def import_dataset(path, kind: str = "auto", *, val_frac: float = 0.1, seed: int
     else:
         readers: dict[str, Callable[[Path], Dataset]] = {
             "folder": import_image_folder, "fer2013": import_fer2013, "fer2013-csv": import_fer2013_csv,
-            "affectnet": import_affectnet}
+            "ferplus": import_ferplus, "affectnet": import_affectnet}
         reader = readers[kind]
         ds = reader(p)
     return replace(ds, table=ensure_val_split(ds.table, val_frac, seed), kind=kind, root=str(p.resolve()))
@@ -382,4 +420,4 @@ def dataset_sha256(data: Dataset | pd.DataFrame) -> str:
 
 
 __all__ = ["DATASET_KINDS", "Prepared", "concat_prepared", "dataset_sha256", "detect_kind", "ensure_val_split",
-           "import_dataset", "landmarks_of", "prepare", "split_prepared"]
+           "import_dataset", "landmarks_of", "one_hot", "prepare", "soft_targets", "split_prepared"]

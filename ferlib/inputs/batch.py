@@ -146,12 +146,15 @@ def build_batch(spec: InputSpec, landmarks_px=None, crops=None, stratum=None, ba
 @dataclass
 class TensorSet:
     """An in-memory dataset: equal-length tensors keyed like a batch, plus labels
-    ((N,) int64 class indices, or (N, P, 2) float targets for the keypoint regressor) and the
-    InputSpec that built them (used for augmentation and test-time flips)."""
+    ((N,) int64 class indices, or (N, P, 2) float targets for the keypoint regressor), the
+    InputSpec that built them (used for augmentation and test-time flips) and, for classifiers
+    trained on label distributions, `targets`: (N, C) float soft targets (each row sums to 1;
+    `labels` then holds each row's hard label, used for metrics)."""
 
     tensors: dict[str, torch.Tensor]
     labels: torch.Tensor
     spec: InputSpec | None = None
+    targets: torch.Tensor | None = None
 
     def __post_init__(self):
         self.labels = torch.as_tensor(self.labels)
@@ -161,6 +164,13 @@ class TensorSet:
             raise InputError(f"TensorSet tensors must all have {n} rows (labels); got {bad}")
         if n == 0:
             raise InputError("TensorSet is empty")
+        if self.targets is not None:
+            t = torch.as_tensor(self.targets).float()
+            if t.ndim != 2 or len(t) != n:
+                raise InputError(f"TensorSet targets must have shape ({n}, C), got {tuple(t.shape)}")
+            if not torch.isfinite(t).all() or (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(n), atol=1e-4):
+                raise InputError("TensorSet targets must be finite, >= 0 and sum to 1 per row")
+            self.targets = t
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -170,7 +180,8 @@ class TensorSet:
 
     def subset(self, idx) -> "TensorSet":
         idx = torch.as_tensor(idx)
-        return TensorSet({k: v[idx] for k, v in self.tensors.items()}, self.labels[idx], self.spec)
+        return TensorSet({k: v[idx] for k, v in self.tensors.items()}, self.labels[idx], self.spec,
+                         None if self.targets is None else self.targets[idx])
 
     @classmethod
     def build(cls, spec: InputSpec, labels, landmarks_px=None, crops=None, stratum=None, baseline=None,

@@ -53,6 +53,21 @@ class FerModel(nn.Module):
         self.head = nn.Linear(self.head.in_features, num_classes)
         self.hparams["num_classes"] = int(num_classes)
 
+    def remap_head(self, old_classes, new_classes) -> None:
+        """A final layer for `new_classes` that keeps the trained row (weights and bias) of every class also
+        in `old_classes`; rows of new classes start freshly initialised (e.g. contempt added to the seven)."""
+        old, new = list(old_classes), list(new_classes)
+        if not isinstance(self.head, nn.Linear) or self.head.out_features != len(old):
+            raise InputError(f"model {self.registry_name} has no linear head over {len(old)} classes to remap")
+        previous = self.head
+        self.replace_head(len(new))
+        with torch.no_grad():
+            for i, c in enumerate(new):
+                if c in old:
+                    self.head.weight[i] = previous.weight[old.index(c)]
+                    if self.head.bias is not None and previous.bias is not None:
+                        self.head.bias[i] = previous.bias[old.index(c)]
+
     def config(self) -> dict:
         """Registry name + kwargs that rebuild this model with `create_model`."""
         return {"name": self.registry_name, "kwargs": dict(self.hparams)}
