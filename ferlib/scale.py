@@ -20,7 +20,9 @@ the same per-image function, so cached entries are identical to a local run's.
 
 Ray is imported only here, inside `start_ray`, and only when the ray engine is used. A local
 cluster (no --address) gets `num_cpus` = workers, no dashboard, no usage statistics, and binds
-to 127.0.0.1 only (Ray's single-machine mode, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
+to 127.0.0.1 only (Ray's single-machine mode, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0); run from a
+source checkout, its workers get the checkout on PYTHONPATH, so a `ferlib/` folder in the working
+directory (which Ray puts on their sys.path) cannot shadow the package (`_import_path_env`).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ferlib import __version__, errors
+from ferlib import __version__, errors, locations
 from ferlib.checkpoint import checkpoint_paths, resolve_checkpoint
 from ferlib.data import cache as landmark_cache
 from ferlib.errors import FerError, InputError
@@ -83,6 +85,38 @@ def _check_address(address: str) -> None:
                          "`ray start --head` there, or leave --address out for a local cluster") from None
 
 
+def _import_path_env() -> dict[str, str]:
+    """PYTHONPATH for a local cluster's workers when ferlib runs from a source checkout (./setup.sh's
+    editable install): the checkout first, the driver's own PYTHONPATH after it.
+
+    Ray puts the driver's working directory at the front of every worker's sys.path. An editable
+    install is found by an import hook that runs only after sys.path has been searched, so a
+    `ferlib/` folder in the working directory (an empty one, or the checkout itself seen from its
+    parent folder) became a namespace package `ferlib` in the workers: "cannot import name
+    '__version__' from 'ferlib' (unknown location)". With the checkout on sys.path the real
+    package is found there, and a regular package wins over namespace folders wherever they are
+    on the path. An installed copy (site-packages, on every worker's sys.path) needs nothing."""
+    root = locations.source_root()
+    if root is None:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set inside the block, as it was after it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def start_ray(address: str | None, workers: int | None):
     """Import ray and connect to `address` (or start a local cluster of `workers` CPUs).
     Returns (ray, started_here)."""
@@ -115,7 +149,10 @@ def start_ray(address: str | None, workers: int | None):
             raise InputError(f"--address {address}: could not join the Ray cluster ({e})") from None
         return ray, True
     n = workers or min(2, os.cpu_count() or 1)
-    ray.init(num_cpus=n, _node_ip_address="127.0.0.1", **common)
+    # the local cluster's processes, and so its workers, inherit the driver's environment: PYTHONPATH
+    # set while they start (a runtime_env would cost every actor a dedicated worker process, ~1-2 s)
+    with _environ(_import_path_env()):
+        ray.init(num_cpus=n, _node_ip_address="127.0.0.1", **common)
     bound = {node.get("NodeManagerAddress") for node in ray.nodes()}
     if bound != {"127.0.0.1"}:
         ray.shutdown()

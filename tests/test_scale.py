@@ -142,6 +142,29 @@ def test_killed_run_resumes_without_recomputing(cluster, inputs, local_csv, tmp_
     assert out.read_bytes() == local_csv.read_bytes()
 
 
+def test_ray_predict_from_a_folder_holding_a_ferlib_folder(inputs, local_csv, tmp_path):
+    """The `ferlib` command run where the working directory holds a `ferlib/` folder (here an empty
+    one; the checkout itself, seen from its parent folder): Ray puts that directory first on its
+    workers' sys.path, where it shadowed the editable install ("cannot import name '__version__'
+    from 'ferlib' (unknown location)"); the workers import the driver's ferlib."""
+    command = Path(sys.executable).with_name("ferlib")
+    if not command.is_file():
+        pytest.skip(f"no `ferlib` command next to {sys.executable} (./setup.sh installs it)")
+    (tmp_path / "ferlib").mkdir()
+    (tmp_path / "a.jpg").write_bytes(Path(inputs[0], "f0000.jpg").read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed ferlib, as a user runs it
+    proc = subprocess.run([str(command), "predict", "a.jpg", "--out", "out.csv", "--engine", "ray",
+                           "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    ref = pd.read_csv(local_csv, keep_default_na=False)
+    ref = ref[ref["source"].str.endswith("f0000.jpg")]
+    assert list(got["source"]) == ["a.jpg"] * len(ref) and len(ref) >= 1
+    probs = [c for c in got.columns if c.startswith("p_")]
+    assert list(got["label"]) == list(ref["label"])
+    np.testing.assert_allclose(got[probs].astype(float).to_numpy(), ref[probs].astype(float).to_numpy(), atol=1e-4)
+
+
 def test_ray_extract_fills_the_same_cache(cluster, inputs, tmp_path):
     paths = sorted(str(p) for p in Path(inputs[0]).glob("f*.jpg"))
     df = pd.DataFrame({"path": paths, "label": "happy", "split": "train"})
