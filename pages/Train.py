@@ -142,7 +142,7 @@ def progress_panel() -> None:
             text = f"Training status: {job.message}"
         else:
             text = f"Training status: {job.status}, {job.message}"
-        st.progress(job.progress, text=text)
+        st.progress(job.fraction, text=text)  # 1.0 once done
     if job.device:
         st.caption(f"Device: {job.device}")
     if job.alive and st.button("Cancel", key="train_cancel"):

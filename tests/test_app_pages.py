@@ -370,6 +370,7 @@ def test_train_runs_in_background_registers_and_goes_live(store, clip_faces, str
     assert job.status == "done", job.message
     at.run()
     assert any("Training status: done" in (p.proto.text or "") for p in at.get("progress"))
+    assert job.fraction == job.progress == 1.0 and [p.proto.value for p in at.get("progress")] == [100]  # a full bar
     assert any("Registered as mine v1" in s.value for s in at.success)
     run = store.get_run(job.run_id)
     assert run["status"] == "done" and len(run["metrics"]["history"]) == len(job.history) >= 1
@@ -384,6 +385,43 @@ def test_train_runs_in_background_registers_and_goes_live(store, clip_faces, str
 
     _, card = load_checkpoint(live["abs_path"])
     assert card["classes"][3] == "happy"
+
+
+def test_train_progress_counts_the_planned_steps_and_ends_full():
+    """webapp.jobs.train_progress, the bar's fraction after each ferlib.train event: steps done over
+    the planned epochs' steps, and 1.0 at the loop's end, also when early stopping ends it after 6 of
+    7 epochs (the bar stayed at 86 % while the run scored its test split and registered the model)."""
+    from webapp.jobs import train_progress
+
+    def ev(event, epoch, step=None, steps=4):
+        return {"event": event, "epoch": epoch, "step": step, "steps": steps}
+
+    assert train_progress(ev("step", 1, 1), 7) == pytest.approx(1 / 28)
+    assert train_progress(ev("step", 3, 2), 7) == pytest.approx(10 / 28)
+    assert train_progress(ev("epoch", 6, 4), 7) == pytest.approx(6 / 7)  # then early stopping ends the loop
+    assert train_progress(ev("done", 4), 7) == 1.0  # its epoch is the best one; stopped early or not
+    assert train_progress(ev("epoch", 7, 4), 7) == train_progress(ev("done", 7), 7) == 1.0
+    assert train_progress(ev("step", 2, 9, steps=0), 1) == 1.0  # never past a full bar
+    assert train_progress(ev("cancelled", 2), 7) is None and train_progress(ev("resumed", 3), 7) is None
+    assert train_progress(ev("step", None), 7) is None
+
+
+def test_a_finished_run_shows_a_full_bar(data_dir, monkeypatch):
+    """A done run's bar is full whatever its events left in `progress` (here 6 of 7 epochs)."""
+    from webapp import jobs
+
+    job = jobs.TrainJob(run_id=987655, spec=jobs.TrainSpec(name="x", session_ids=[]), progress=6 / 7,
+                        message="epoch 6/7")
+    monkeypatch.setitem(jobs._JOBS, job.run_id, job)
+    at = AppTest.from_file(str(ROOT / "pages" / "Train.py"), default_timeout=TIMEOUT)
+    at.session_state["train_run"] = job.run_id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [p.proto.value for p in at.get("progress")] == [85]  # running: the steps done
+    job.status, job.message = "done", "done (stopped early)"
+    at.run()
+    assert [(p.proto.value, p.proto.text) for p in at.get("progress")] == [
+        (100, "Training status: done (stopped early)")]
 
 
 def test_train_cancel(store, clip_faces, streamer):

@@ -85,6 +85,29 @@ class TrainJob:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    @property
+    def fraction(self) -> float:
+        """What the Train page's bar shows: 1.0 once the run is done, else its progress (0..1)."""
+        return 1.0 if self.status == "done" else min(1.0, max(0.0, float(self.progress)))
+
+
+def train_progress(ev: dict, epochs: int) -> float | None:
+    """The Train page's progress after one `ferlib.train.train` event, or None where the event does
+    not move it (resumed, cancelled).
+
+    step/epoch events: the optimiser steps done over the planned ones (`epochs` x steps per epoch).
+    The loop's "done" event: 1.0, also when early stopping ended it before the last epoch: the
+    epochs it skipped will not run, so the bar no longer stays at, say, 6 of 7 epochs (86 %) while
+    the run scores its test split and registers the model. A finished run shows 1.0 whatever its
+    events were (`TrainJob.fraction`)."""
+    if ev["event"] == "done":
+        return 1.0
+    if ev["event"] in ("step", "epoch") and ev["epoch"]:
+        steps = max(1, int(ev["steps"] or 0))
+        done = (ev["epoch"] - 1) * steps + min(ev["step"] or 0, steps)
+        return min(1.0, done / (max(1, epochs) * steps))
+    return None
+
 
 class _Cancelled(Exception):
     """The user cancelled while the job was still finding faces in the extra data."""
@@ -132,13 +155,16 @@ def _work(store: Store, job: TrainJob) -> None:
             job.message = f"finding faces in the extra data: {done}/{total} images"
 
         def on_event(ev: dict) -> None:
-            if ev["event"] in ("step", "epoch") and ev["epoch"]:
-                job.progress = min(1.0, ((ev["epoch"] - 1) * ev["steps"] + (ev["step"] or 0))
-                                   / max(1, s.epochs * ev["steps"]))
+            fraction = train_progress(ev, s.epochs)
+            if fraction is not None:
+                job.progress = fraction
             if ev["event"] == "epoch":
                 job.history.append({k: ev[k] for k in ("epoch", "train_loss", "val_loss", "val_acc", "val_f1")})
                 store.update_run(job.run_id, {"history": job.history})
-            job.message = f"epoch {ev['epoch']}/{s.epochs}"
+            if ev["event"] in ("step", "epoch"):
+                job.message = f"epoch {ev['epoch']}/{s.epochs}"
+            elif ev["event"] == "done":  # its epoch is the best one, not the last ("epoch 1/7" after epoch 2)
+                job.message = "testing and registering the model"
 
         def log(text: str) -> None:
             if text.startswith("adapting "):
