@@ -47,6 +47,9 @@ SPLIT_TEXT = {"train": "each dataset's train split (rows without a split train)"
               "val": "each dataset's val split, else a seeded stratified share of its train rows",
               "test": "each dataset's test split"}
 SPLIT_RULES = {"fer2013": "official Training/PublicTest/PrivateTest", "ckplus": "by subject (seed)",
+               "ferplus": "official FER2013Train/Valid/Test (= FER2013 Training/PublicTest/PrivateTest); "
+                          "images without a FER+ majority label left out",
+               "affectnet": "a seeded stratified share (--val-frac) of each class validates; no test split",
                "studio": "chunked per emotion and session (70/15/15)"}
 METRICS_NOTE = "accuracy_all / macro_f1_all count faces MediaPipe missed as wrong"
 

@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from ferlib.classes import CLASSES
+from ferlib.pipeline import default_model_path
 
 from .harness import (
     ROOT,
@@ -98,7 +99,7 @@ def test_live_page_processes_frames_and_shows_probabilities_and_fps(app, y4m_cli
             m = wait_for_text(page, r"Prediction: (\w+) \((\d+)%\)", timeout=60, shot="app-live")
             assert m.group(1) in CLASSES and 0 < int(m.group(2)) <= 100, m.group(0)
             assert re.search(r"Latency p95: \d+ ms", body_text(page))
-            wait_for_text(page, r"Path: box \(resnet18_attention_fer2013_long\)", timeout=30, shot="app-live")
+            wait_for_text(page, rf"Path: box \({re.escape(default_model_path().stem)}\)", timeout=30, shot="app-live")
             page.get_by_text("Face-mesh overlay", exact=True).click()  # the default image model then runs face mesh
             wait_for_text(page, r"Head pose: yaw [+-]\d+°", timeout=30, shot="app-live")
             wait_for_text(page, r"Path: mesh", timeout=30, shot="app-live")
