@@ -19,8 +19,6 @@ import pandas as pd
 from ferlib.data import import_fer2013, import_ferplus, read_image  # noqa: E402
 
 
-
-
 def thumbs(paths) -> np.ndarray:
     x = np.stack([cv2.resize(cv2.cvtColor(read_image(p), cv2.COLOR_BGR2GRAY), (16, 16),
                              interpolation=cv2.INTER_AREA).ravel().astype(np.float32) for p in paths])
