@@ -26,15 +26,19 @@ from ferlib.landmarks import LandmarkExtractor, face_pose
 from ferlib.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.types import Face, FrameResult, Prediction, face_landmarks
 
-# Shipped models in order of preference for the default: the most accurate whose whole pipeline
-# holds 30 fps on one core (README "Choosing the default"; benchmarks/2026-11-27-live-default.md),
-# then the fast landmark path.
-DEFAULT_MODELS = ("resnet18_attention_fer2013_long", "landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d_fer2013",
-                  "image_cnn_fer2013")
+# Shipped models in order of preference for the default: the one that reads every emotion best on the
+# held-out sets at once, per class (docs/results.md, 2026-12-06: resnet18_attention_ferplus, eight classes),
+# whose whole pipeline holds 30 fps on one core (README "Choosing the default"), then the FER2013-only
+# ResNet, then the fast landmark path.
+DEFAULT_MODELS = ("resnet18_attention_ferplus", "resnet18_attention_fer2013_long", "landmark_cnn1d_fer2013_affectnet",
+                  "landmark_cnn1d_fer2013", "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
+DEFAULT_SMOOTHING_ALPHA = 0.15
 """Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
-scripts/eval_smoothing.py (README, "Recognising real faces")."""
+scripts/eval_smoothing.py (README, "Recognising real faces"): the least lag at <= 0.5 label flips
+per second for the default model (resnet18_attention_ferplus: EMA 0.15, 0.20 flips/s, 0.29 s; 0.4
+flickered at 1.0 flips/s between sad and its neighbours while the person cries)."""
 
 
 STREAM_AHEAD = 4
@@ -108,7 +112,7 @@ class Smoother:
     probabilities (its arg-max is the window's vote, weighted by confidence).
     """
 
-    def __init__(self, kind: str = "none", alpha: float = 0.4, window: int = 8):
+    def __init__(self, kind: str = "none", alpha: float = DEFAULT_SMOOTHING_ALPHA, window: int = 8):
         if kind not in SMOOTHING:
             raise InputError(f"smoothing must be one of {SMOOTHING}, got {kind!r}")
         if not 0.0 < alpha <= 1.0 or window < 1:
@@ -158,7 +162,8 @@ class Pipeline:
 
     def __init__(self, model=None, extractor: LandmarkExtractor | None = None, smoothing: str = "none",
                  mode: str = "video", max_faces: int = 5, min_face_score: float = 0.0,
-                 smoothing_alpha: float = 0.4, smoothing_window: int = 8, backend: str = DEFAULT_BACKEND,
+                 smoothing_alpha: float = DEFAULT_SMOOTHING_ALPHA, smoothing_window: int = 8,
+                 backend: str = DEFAULT_BACKEND,
                  keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None,
                  threads: int = DEFAULT_THREADS):
         if backend not in BACKENDS:
@@ -206,7 +211,7 @@ class Pipeline:
             self.fallback, self._fallback_index = fb, index
 
     # -- configuration ---------------------------------------------------------------------------
-    def set_smoothing(self, kind: str, alpha: float = 0.4, window: int = 8) -> None:
+    def set_smoothing(self, kind: str, alpha: float = DEFAULT_SMOOTHING_ALPHA, window: int = 8) -> None:
         self.smoother = Smoother(kind, alpha, window)
 
     def set_neutral_baseline(self, landmarks_px: np.ndarray | None) -> None:

@@ -107,9 +107,14 @@ def render(name: str, model, card: dict) -> str:
                       for c, v in per.items()]
     else:
         lines.append("No test metrics recorded.")
-    lines += ["", "## Limitations", "",
-              "- FER2013 is 48x48 grey, mostly frontal, with label noise (588 groups of identical images with "
-              "conflicting labels); disgust has few examples and the lowest recall.",
+    kinds = {d.get("kind") for d in data.get("datasets", [])}
+    first = ("- FER+ gives FER2013's 48x48 grey, mostly frontal faces 10 taggers' votes each; disgust (116 train "
+             "images with a majority) and contempt (120) stay rare, and contempt is read poorly. Figures on held-out "
+             "posed faces and head turns, per class, through `ferlib predict`: docs/results.md."
+             if "ferplus" in kinds else
+             "- FER2013 is 48x48 grey, mostly frontal, with label noise (588 groups of identical images with "
+             "conflicting labels); disgust has few examples and the lowest recall.")
+    lines += ["", "## Limitations", "", first,
               "- Landmark models need MediaPipe to find the face: a missed face is a wrong answer in the "
               "headline figure above.",
               "- Fine-tune on your own recordings for your face, lighting and camera."]

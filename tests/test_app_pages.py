@@ -588,12 +588,16 @@ def test_train_says_which_samples_it_leaves_out_and_refuses_contempt_only(store,
         store.add_sample(sid, "contempt", face.landmarks, crop=face_crop(bgr, face, 112, grey=False),
                          pose=face.pose, frame_index=k)
     at = _app("Train")
+    seven = next(i for i, o in enumerate(at.selectbox(key="train_base").options)
+                 if o == "shipped: resnet18_attention_fer2013_long")  # a base without contempt
+    at.selectbox(key="train_base").select_index(seven).run()
     errors = [e.value for e in at.error]
     assert any("Nothing to train on" in e and "contempt" in e for e in errors), errors
     assert not any("InputError" in e for e in errors)
     assert at.button(key="train_start").disabled
     _seed(store, clip_faces, "me")
     at = _app("Train")
+    at.selectbox(key="train_base").select_index(seven).run()
     warnings = [w.value for w in at.warning]
     assert any("6 contempt samples (smirks)" in w and "has no 'contempt' class" in w for w in warnings), warnings
     assert not at.error and not at.button(key="train_start").disabled
@@ -637,8 +641,13 @@ def test_studio_offers_only_learnable_emotions_and_counts_per_emotion(store, cli
     at = _app("Studio")
     at.checkbox(key="studio_consent").check().run()
     options = at.selectbox(key="studio_emotion").options
-    assert "contempt" not in options and {"happy", "sad", "neutral"} <= set(options)
-    assert any("Not offered: contempt" in c.value for c in at.caption)
+    from ferlib.pipeline import shipped_models
+    from webapp.ui import card_of
+
+    # contempt is offered exactly when a model here has the class (the eight-class shipped models do)
+    learnable = any("contempt" in card_of(p).get("classes", []) for p in shipped_models())
+    assert ("contempt" in options) == learnable and {"happy", "sad", "neutral"} <= set(options)
+    assert any("Not offered: contempt" in c.value for c in at.caption) == (not learnable)
     at.text_input(key="studio_session").input("seeded").run()
     at.selectbox(key="studio_emotion").select("happy").run()
     n_happy = sum(e == "happy" for *_, e in clip_faces)
