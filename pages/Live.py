@@ -3,6 +3,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
@@ -109,6 +110,16 @@ def live_panel() -> None:
             st.markdown("Prediction: no face")
         elif playing:
             st.info("Starting: loading the model and the face detector; the first frame takes a few seconds.")
+        if last and len(last.get("face_rows") or []) > 1:
+            rows = last["face_rows"]
+            st.dataframe(pd.DataFrame([{"face": r["id"], "emotion": r["emotion"], "%": round(100 * r["p"]),
+                                        "found by": r["path"], "chart": "yes" if r["main"] else ""} for r in rows]),
+                         hide_index=True, key="live_faces")
+            ids = [r["id"] for r in rows]
+            pick = st.selectbox("Chart and bars follow", ["the largest face", *(f"face {i}" for i in ids)],
+                                key="live_main_face")
+            if p is not None:
+                p.main_face_id = None if pick == "the largest face" else int(pick.split()[-1])
         if p is not None and p.calibrated:
             st.caption("Neutral baseline calibrated.")
     if st.session_state.get("live_error"):

@@ -713,3 +713,28 @@ def _choices(store):
     from webapp.resources import model_choices
 
     return model_choices(store)
+
+
+def test_live_lists_every_face_and_the_chart_follows_the_chosen_one(store, clip_faces, streamer):
+    """Two people side by side (the committed clip's frame twice): a face table beside the video, and the
+    chart, the prediction and the bars follow the face the user picks (issue 24)."""
+    fake = streamer(playing=True)
+    at = _app("Live")
+    proc = fake.procs["live"]
+    bgr = clip_faces[0][0]
+    pair = np.ascontiguousarray(np.concatenate([bgr, bgr[:, ::-1]], axis=1))
+    for _ in range(3):
+        proc.recv(_frame(pair))
+    at.run()
+    table = at.dataframe[0].value
+    assert len(table) == 2 and list(table.columns) == ["face", "emotion", "%", "found by", "chart"], table
+    assert (table["chart"] == "yes").sum() == 1
+    other = int(table.loc[table["chart"] != "yes", "face"].iloc[0])
+    at.selectbox(key="live_main_face").set_value(f"face {other}").run()
+    assert proc.main_face_id == other
+    proc.recv(_frame(pair))
+    items = []
+    while not proc.results.empty():
+        items.append(proc.results.get_nowait())
+    assert items and items[-1]["main_id"] == other and sum(r["main"] for r in items[-1]["face_rows"]) == 1
+    assert next(r for r in items[-1]["face_rows"] if r["main"])["id"] == other

@@ -52,6 +52,19 @@ def drain(q: queue.Queue) -> list:
             return out
 
 
+PATH_WORDS = {"mesh": "face mesh landmarks", "box": "detector box only"}
+"""A prediction's path in words a person watching understands (the face table beside Live's video)."""
+
+
+def chosen_face(predictions, face_id: int | None):
+    """The prediction of the tracked face `face_id`, else the largest face (`types.main_prediction`)."""
+    if face_id is not None:
+        for p in predictions:
+            if p.face.face_id == face_id:
+                return p
+    return main_prediction(predictions)
+
+
 class LiveProcessor(VideoProcessorBase):
     """Runs a Pipeline on each frame, draws its result and queues per-frame stats.
 
@@ -59,10 +72,11 @@ class LiveProcessor(VideoProcessorBase):
     mesh on for image models), ``keypoint_model`` (a
     keypoint_regressor checkpoint path for the retry of missed faces, or None); ``request_calibration()``
     averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
-    ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None.
+    ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None. ``main_face_id``: the tracked
+    face whose label, probabilities and bars the page follows (None or gone: the largest face).
     Queue items: dict(t, frame, latency_ms, faces, label, probs, classes, pose, path, model, model_path
-    (the checkpoint the frame ran through), timings) or
-    dict(error=message).
+    (the checkpoint the frame ran through), timings, face_rows (one dict per face: id, emotion, p, path,
+    main), main_id) or dict(error=message).
     """
 
     def __init__(self, pipeline_factory: Callable[[str, str], Any], model_path: str,
@@ -78,6 +92,7 @@ class LiveProcessor(VideoProcessorBase):
         self._calib: list[np.ndarray] | None = None
         self._clear_calib = False
         self.calibrated = False
+        self.main_face_id: int | None = None
 
     def request_calibration(self) -> None:
         with self._lock:
@@ -131,7 +146,7 @@ class LiveProcessor(VideoProcessorBase):
             return frame
         latency = (time.perf_counter() - t0) * 1000.0
         self.frames += 1
-        main = main_prediction(result.predictions)
+        main = chosen_face(result.predictions, self.main_face_id)
         put_dropping(self.results, {
             "t": time.time(), "frame": self.frames, "latency_ms": latency, "faces": len(result.predictions),
             "label": main.label if main else None,
@@ -139,8 +154,10 @@ class LiveProcessor(VideoProcessorBase):
             "classes": list(main.classes) if main else None,
             "pose": main.face.pose if main else None, "path": main.path if main else None,
             "model": main.model if main else None, "model_path": self._built[0],
-            "timings": dict(result.timings_ms)})
-        out = draw_result(bgr.copy(), result, self.mesh)
+            "timings": dict(result.timings_ms), "main_id": main.face.face_id if main else None,
+            "face_rows": [{"id": p.face.face_id, "emotion": p.label, "p": float(np.max(p.probs)),
+                           "path": PATH_WORDS.get(p.path, p.path), "main": p is main} for p in result.predictions]})
+        out = draw_result(bgr.copy(), result, self.mesh, main=main)
         return av.VideoFrame.from_ndarray(out, format="bgr24")
 
     def _close(self) -> None:
