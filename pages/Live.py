@@ -112,6 +112,7 @@ def live_panel() -> None:
             st.info("Starting: loading the model and the face detector; the first frame takes a few seconds.")
         if last and len(last.get("face_rows") or []) > 1:
             rows = last["face_rows"]
+            st.markdown(f"Faces in view: {len(rows)}")
             st.dataframe(pd.DataFrame([{"face": r["id"], "emotion": r["emotion"], "%": round(100 * r["p"]),
                                         "found by": r["path"], "chart": "yes" if r["main"] else ""} for r in rows]),
                          hide_index=True, key="live_faces")

@@ -130,10 +130,11 @@ def measure_echo(y4m: Path, seconds: float, warmup: float) -> dict:
             "echo_cpu_busy": _busy_share(c0, c1)}
 
 
-def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE, echo: bool = True) -> dict:
+def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE, echo: bool = True, camera: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="ferlib-bench-browser-") as tmp:
         tmp = Path(tmp)
-        y4m = _make_y4m()(CLIP, tmp / "camera.y4m", size=size, fps=CAMERA_FPS, start=10, seconds=8)
+        y4m = (_make_y4m()(CLIP, tmp / "camera.y4m", size=size, fps=CAMERA_FPS, start=10, seconds=8) if camera is None
+               else _make_y4m()(camera, tmp / "camera.y4m", size=size, fps=CAMERA_FPS, seconds=8))
         ceiling = measure_echo(y4m, seconds, warmup) if echo else {}
         model = _model_for_live(tmp / "data")
         env = {"FERLIB_DATA": str(tmp / "data")}
@@ -160,7 +161,8 @@ def measure(seconds: float, warmup: float, size: str = CAMERA_SIZE, echo: bool =
         raise RuntimeError("the Live page's performance chart has no 'latency ms' trace")
     lat = np.asarray(latency, dtype=np.float64)
     fps = [v for v in fps_readout if v is not None]
-    return {"model": model, "camera": f"{size} @ {CAMERA_FPS} fps (fixture clip 10-18 s, letterboxed, looped)",
+    source = "fixture clip 10-18 s" if camera is None else f"{Path(camera).name}, 8 s"
+    return {"model": model, "camera": f"{size} @ {CAMERA_FPS} fps ({source}, letterboxed, looped)",
             "warmup_s": warmup, "window_s": t1 - t0, "frames_processed": n1 - n0,
             "processed_fps": (n1 - n0) / (t1 - t0),
             "browser_fps": (v1 - v0) / (t1 - t0) if v0 is not None and v1 is not None else None, "page_fps_median": float(np.median(fps)) if fps else None,
@@ -214,19 +216,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for <date>-<name>.json/.md")
     ap.add_argument("--name", default="browser")
     ap.add_argument("--size", default=CAMERA_SIZE, help=f"fake camera WxH (default {CAMERA_SIZE})")
+    ap.add_argument("--camera", default=None, help="a video or a still photo as the camera (default: the fixture "
+                    "clip's laughing part); e.g. ../shared/media/multi_face.jpg, five faces")
     ap.add_argument("--no-echo", action="store_true",
                     help="skip the ceiling run (the same camera through an echo page that does no work)")
     args = ap.parse_args(argv)
     start = datetime.now(timezone.utc)
     load0 = list(os.getloadavg())
     try:
-        res = measure(args.seconds, args.warmup, args.size, echo=not args.no_echo)
+        res = measure(args.seconds, args.warmup, args.size, echo=not args.no_echo,
+                      camera=Path(args.camera) if args.camera else None)
     except (pytest.skip.Exception, pytest.fail.Exception) as e:
         print(f"error: browser benchmark could not run: {e}", file=sys.stderr)
         return 2
     res.update(date=start.strftime("%Y-%m-%d"), time_utc=start.strftime("%H:%M:%S"), load_avg_start=load0,
                load_avg_end=list(os.getloadavg()))
-    command = f"python scripts/bench_browser.py --seconds {args.seconds:g} --warmup {args.warmup:g} --size {args.size}"
+    command = (f"python scripts/bench_browser.py --seconds {args.seconds:g} --warmup {args.warmup:g} --size {args.size}"
+               + (f" --camera {args.camera}" if args.camera else "") + (" --no-echo" if args.no_echo else ""))
     md = to_markdown(res, command)
     stem = Path(args.out) / f"{res['date']}-{args.name}"
     atomic_write_bytes(stem.with_suffix(".json"), json.dumps({"command": command, **res}, indent=1).encode())

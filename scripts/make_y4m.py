@@ -32,10 +32,13 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+STILL_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
 def make_y4m(src: str | Path, dst: str | Path, size: str | None = None, fps: float | None = None,
              start: float = 0.0, seconds: float | None = None) -> Path:
     """Write `src` as YUV 4:2:0 .y4m to `dst` atomically; optional fit+pad to `size` ("WxH"), frame
-    rate `fps`, and a cut of `seconds` from `start`. Raises InputError for a bad video or option."""
+    rate `fps`, and a cut of `seconds` from `start`. A still image (STILL_EXTENSIONS) loops for `seconds`. Raises InputError for a bad video or option."""
     src, dst = Path(src), Path(dst)
     if shutil.which("ffmpeg") is None:
         raise InputError("ffmpeg is not installed (apt-get install ffmpeg): it is needed to make a .y4m")
@@ -52,7 +55,11 @@ def make_y4m(src: str | Path, dst: str | Path, size: str | None = None, fps: flo
                     f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2", "setsar=1"]
     if fps:
         filters.append(f"fps={fps:g}")
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{start:g}", "-i", str(src)]
+    still = src.suffix.lower() in STILL_EXTENSIONS  # a photo as the camera: looped for `seconds`
+    if still and seconds is None:
+        raise InputError(f"a still image ({src.name}) as a video needs seconds")
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    cmd += ["-loop", "1", "-i", str(src)] if still else ["-ss", f"{start:g}", "-i", str(src)]
     if seconds is not None:
         cmd += ["-t", f"{seconds:g}"]
     if filters:

@@ -726,6 +726,7 @@ def test_live_lists_every_face_and_the_chart_follows_the_chosen_one(store, clip_
     for _ in range(3):
         proc.recv(_frame(pair))
     at.run()
+    assert "Faces in view: 2" in _text(at)
     table = at.dataframe[0].value
     assert len(table) == 2 and list(table.columns) == ["face", "emotion", "%", "found by", "chart"], table
     assert (table["chart"] == "yes").sum() == 1

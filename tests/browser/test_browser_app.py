@@ -14,6 +14,7 @@ import pytest
 from ferlib.classes import CLASSES
 from ferlib.pipeline import default_model_path
 
+from .conftest import _make_y4m
 from .harness import (
     ROOT,
     body_text,
@@ -110,6 +111,28 @@ def test_live_page_processes_frames_and_shows_probabilities_and_fps(app, y4m_cli
             screenshot(page, "app-live")
         _no_exception(page)
     assert fps > 0
+
+
+def test_live_page_reads_a_group_of_five(app, tmp_path):
+    """The group photo (../shared/media/multi_face.jpg, five people) as a 30 fps camera at 640 px: the page
+    lists five faces ("Faces in view: 5" above the face table, and the choice the chart follows) and
+    the overlay is saved as a screenshot (test-artifacts/app-live-group.png). The overlay's geometry on this
+    photo (labels inside the frame, none over another face's box) is checked from the drawn rectangles in
+    tests/test_draw_label.py, through the same pipeline and drawing code."""
+    photo = ROOT.parent / "shared" / "media" / "multi_face.jpg"
+    if not photo.exists():
+        pytest.skip(f"{photo} is absent (../shared/media is only on the developers' and CI machines)")
+    camera = _make_y4m()(photo, tmp_path / "group.y4m", size="640x428", fps=30, seconds=8)
+    ns, srv, _ = app
+    with chromium_page(ns, camera) as page:
+        _open(page, srv, "Live")
+        with webrtc_stream(page):
+            wait_for_number(page, "Frames processed", 20, timeout=120, shot="app-live-group")
+            wait_for_text(page, r"Faces in view: 5", timeout=30, shot="app-live-group")
+            assert "Chart and bars follow" in body_text(page)
+            page.wait_for_timeout(1500)
+            screenshot(page, "app-live-group")
+        _no_exception(page)
 
 
 def test_studio_recording_lands_in_the_catalogue_with_its_label(app, y4m_clip):
