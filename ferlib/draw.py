@@ -150,7 +150,6 @@ def _place_label(p: Prediction, box: Rect, others: list[Rect], w: int, h: int, s
     edge of its box; left-aligned, centred or right-aligned with it; at full size, then smaller."""
     text = label_text(p)
     x0, y0, x1, y1 = box
-    fallback = None
     for shrink in LABEL_SHRINK:
         font, thick = _font(s * shrink)
         pad = max(2, int(round(3 * s * shrink)))
@@ -162,11 +161,9 @@ def _place_label(p: Prediction, box: Rect, others: list[Rect], w: int, h: int, s
         rect = next((r for r in spots if _inside(r, w, h) and not any(_overlap(r, o) for o in others)), None)
         if rect is not None:
             return LabelPlace(p, text, rect, (rect[0] + pad, rect[3] - pad - base), font, thick)
-        if fallback is None or shrink == LABEL_SHRINK[-1]:  # inside its own box's top edge, smallest size
-            r = _clamp((x0 + 3, y0 + 3, x0 + 3 + lw, y0 + 3 + lh), w, h)
-            fallback = LabelPlace(p, text, r, (r[0] + pad, r[3] - pad - base), font, thick)
-    assert fallback is not None
-    return fallback
+    # nothing clear: the smallest size (the loop's last) inside its own box's top edge
+    r = _clamp((x0 + 3, y0 + 3, x0 + 3 + lw, y0 + 3 + lh), w, h)
+    return LabelPlace(p, text, r, (r[0] + pad, r[3] - pad - base), font, thick)
 
 
 def draw_result(bgr: np.ndarray, result: FrameResult, mesh: bool = False, main: Prediction | None = None) -> np.ndarray:

@@ -12,11 +12,10 @@ class). Never commit the output: it holds dataset images (write it under cache/ 
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
 
 from ferlib.data import first_per_class, import_affectnet  # noqa: E402
-from ferlib.data.importers import open_zip, split_zip_path  # noqa: E402
+from ferlib.data.importers import split_zip_path, write_zip_subset  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,12 +30,7 @@ def main(argv=None) -> int:
     df = import_affectnet(args.source).table
     held = first_per_class(df, args.per_class)
     members = [split_zip_path(p)[1] for p in df.loc[~held, "path"]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with open_zip(args.source) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
-        for m in members:
-            dst.writestr(src.getinfo(m), src.read(m))
-    tmp.replace(out)
+    write_zip_subset(args.source, members, out)
     print(f"wrote {out}: {len(members)} images; held out {int(held.sum())} "
           f"({df.loc[held, 'label'].value_counts().sort_index().to_dict()})")
     return 0

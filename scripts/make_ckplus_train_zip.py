@@ -15,11 +15,10 @@ Never commit the output: it holds dataset images (write it under cache/ or /tmp)
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
 
 from ferlib.data import import_ckplus, subject_split  # noqa: E402
-from ferlib.data.importers import open_zip, split_zip_path  # noqa: E402
+from ferlib.data.importers import split_zip_path, write_zip_subset  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,12 +34,7 @@ def main(argv=None) -> int:
     df = subject_split(import_ckplus(args.source).table, seed=args.seed)
     keep = df[df["split"] == args.split]
     members = [split_zip_path(p)[1] for p in keep["path"]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with open_zip(args.source) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
-        for m in members:
-            dst.writestr(src.getinfo(m), src.read(m))
-    tmp.replace(out)
+    write_zip_subset(args.source, members, out)
     subjects = sorted(keep["subject"].unique())
     print(f"wrote {out}: {len(keep)} images of {len(subjects)} {args.split} subjects (seed {args.seed}); "
           f"labels {keep['label'].value_counts().sort_index().to_dict()}")

@@ -160,16 +160,34 @@ def _list_images(root: str | os.PathLike) -> list[tuple[str, tuple[str, ...]]]:
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(rel):
                 out.append((str(p.resolve()), rel))
         return out
-    if not root.exists():
-        raise InputError(f"dataset {root}: no such file or folder")
-    if not zipfile.is_zipfile(root):
-        raise InputError(f"dataset {root}: neither a folder nor a zip file")
-    zf = _cached_zip(str(root.resolve()))
+    zf = _dataset_zip(root)
     for name in sorted(zf.namelist()):
         rel = tuple(PurePosixPath(name).parts)
         if not name.endswith("/") and PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS \
                 and not _hidden(rel):
             out.append((zip_path(root, name), rel))
+    return out
+
+
+def _dataset_zip(root: Path) -> zipfile.ZipFile:
+    """The (cached, checked) zip of a dataset that is not a folder; InputError when it is missing or not a zip."""
+    if not root.exists():
+        raise InputError(f"dataset {root}: no such file or folder")
+    if not zipfile.is_zipfile(root):
+        raise InputError(f"dataset {root}: neither a folder nor a zip file")
+    return _cached_zip(str(root.resolve()))
+
+
+def write_zip_subset(source: str | os.PathLike, members: Iterable[str], out: str | os.PathLike) -> Path:
+    """Copy `members` of the zip `source` byte for byte into a new zip `out` (same layout), atomically:
+    a dataset's part (CK+ train subjects, AffectNet without its held-out crops) for `--data`/`--extra-train`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with open_zip(source) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+        for m in members:
+            dst.writestr(src.getinfo(m), src.read(m))
+    tmp.replace(out)
     return out
 
 
@@ -372,11 +390,7 @@ def _ferplus_tables(root: str | os.PathLike) -> Iterator[tuple[str, str, str]]:
             if folder.name in FERPLUS_SPLITS:
                 yield folder.name, csv_path.read_text(encoding="utf-8"), str(folder.resolve()) + os.sep
         return
-    if not root.exists():
-        raise InputError(f"dataset {root}: no such file or folder")
-    if not zipfile.is_zipfile(root):
-        raise InputError(f"dataset {root}: neither a folder nor a zip file")
-    zf = _cached_zip(str(root.resolve()))
+    zf = _dataset_zip(root)
     for name in sorted(zf.namelist()):
         parts = PurePosixPath(name).parts
         if len(parts) >= 2 and parts[-1] == "label.csv" and parts[-2] in FERPLUS_SPLITS:

@@ -31,6 +31,7 @@ from ferlib.classes import canonical
 from ferlib.data.cache import detection_summary, extract_crops, extract_landmarks
 from ferlib.data.dataset import Dataset
 from ferlib.data.importers import (
+    TARGET_PREFIX,
     import_affectnet,
     import_ckplus,
     import_fer2013,
@@ -293,10 +294,9 @@ def soft_targets(df: pd.DataFrame, labels: np.ndarray, classes: tuple[str, ...])
     """(N, C) label distributions over `classes` from a table's ``t_<class>`` columns (FER+), renormalised
     over the model's classes; a row without any (NaN, or no mass on these classes) gets its one-hot label.
     None when the table has no such columns."""
-    cols = target_columns()
-    if not set(cols) <= set(df.columns):
+    if not set(target_columns()) <= set(df.columns):
         return None
-    t = df[[f"t_{c}" for c in classes]].to_numpy(dtype=np.float64)
+    t = df[[TARGET_PREFIX + c for c in classes]].to_numpy(dtype=np.float64)
     t = np.where(np.isfinite(t), t, 0.0)
     mass = t.sum(1)
     out = one_hot(labels, len(classes))
