@@ -45,6 +45,6 @@ status = st.empty()
 while True:
     n, (w, h) = counter.snapshot()
     status.markdown(f"Frames processed: {n} ({w}x{h})")
-    if not ctx.state.playing:
+    if not (ctx.state.playing or ctx.state.signalling):  # keep counting while the connection comes up
         break
     time.sleep(0.25)

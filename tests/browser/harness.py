@@ -243,23 +243,57 @@ def webrtc_frame(page, index: int = 0):
     return page.frame_locator('iframe[src*="streamlit_webrtc"]').nth(index)
 
 
+STREAM_PLAYING_JS = "v => v !== null && v.currentTime > 0 && v.videoWidth > 0"
+
+
+def _stream_plays(page, frame, timeout_ms: float) -> bool:
+    """True once the component's <video> shows frames that came back from the server."""
+    try:
+        video = frame.locator("video").first.element_handle(timeout=timeout_ms)
+        page.wait_for_function(STREAM_PLAYING_JS, arg=video, timeout=timeout_ms)
+        return True
+    except Exception:
+        return False
+
+
 @contextmanager
-def webrtc_stream(page, index: int = 0, timeout_ms: float = 30_000) -> Iterator[None]:
-    """Click START of the `index`-th webrtc component; click STOP on exit (also after a failure),
-    so the server's stream ends before the browser goes away."""
+def webrtc_stream(page, index: int = 0, timeout_ms: float = 30_000, connect_ms: float = 30_000,
+                  attempts: int = 2) -> Iterator[None]:
+    """Click START of the `index`-th webrtc component and wait until its video plays frames that came
+    back from the server; click STOP on exit (also after a failure), so the server's stream ends
+    before the browser goes away.
+
+    A connection that never plays within `connect_ms` is stopped and started again, up to `attempts`
+    times in all (a WebRTC handshake lost under load: seen once in CI on a busy machine; a user would
+    press START again too). Each restart is printed, so it shows in the test output; the last attempt's
+    failure fails the test."""
     frame = webrtc_frame(page, index)
     start = frame.get_by_role("button", name=re.compile(r"^start$", re.I))
     stop = frame.get_by_role("button", name=re.compile(r"^stop$", re.I))
-    for attempt in range(3):
-        # A click that lands while the component is still initialising is ignored (seen once on a
-        # freshly started server): retry until the button turns into STOP.
-        start.click(timeout=timeout_ms)
-        try:
-            stop.wait_for(timeout=10_000)
+
+    def click_start() -> None:
+        for attempt in range(3):
+            # A click that lands while the component is still initialising is ignored (seen once on a
+            # freshly started server): retry until the button turns into STOP.
+            start.click(timeout=timeout_ms)
+            try:
+                stop.wait_for(timeout=10_000)
+                return
+            except Exception:
+                if attempt == 2:
+                    raise
+
+    for attempt in range(1, attempts + 1):
+        click_start()
+        if _stream_plays(page, frame, connect_ms):
             break
-        except Exception:
-            if attempt == 2:
-                raise
+        if attempt == attempts:
+            screenshot(page, "webrtc-never-played")
+            pytest.fail(f"the WebRTC stream did not play within {connect_ms / 1000:.0f} s, {attempts} attempts; "
+                        f"page text:\n{body_text(page)[:2000]}", pytrace=False)
+        print(f"webrtc_stream: attempt {attempt} did not play within {connect_ms / 1000:.0f} s; restarting it")
+        stop.click(timeout=5_000)
+        start.wait_for(timeout=10_000)
     try:
         yield
     finally:
