@@ -13,9 +13,9 @@ from ferlib import __version__
 from ferlib.data.tensors import DATASET_KINDS
 from ferlib.errors import FerError, InputError
 from ferlib.locations import runs_dir
-from ferlib.personal import DEFAULT_METHOD
-from ferlib.personal import METHODS as ADAPT_METHODS
-from ferlib.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model
+from ferlib.training.personal import DEFAULT_METHOD
+from ferlib.training.personal import METHODS as ADAPT_METHODS
+from ferlib.inference.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model
 
 
 def _write_csv(df, out: Path) -> None:
@@ -36,9 +36,9 @@ def cmd_predict(args) -> int:
     if args.address or args.workers is not None or args.shard_dir:
         raise InputError("--address, --workers and --shard-dir are for --engine ray")
     t_start = time.perf_counter()
-    from ferlib.pipeline import Pipeline
-    from ferlib.predict import predict
-    from ferlib.runtime import freeze_heap, set_torch_threads
+    from ferlib.inference.pipeline import Pipeline
+    from ferlib.inference.predict import predict
+    from ferlib.inference.runtime import freeze_heap, set_torch_threads
 
     set_torch_threads(args.threads)  # torch's own ops (inputs); the model runner gets args.threads too
     keypoint_model = {"auto": shipped_keypoint_model(), "none": None}.get(args.keypoint_model, args.keypoint_model)
@@ -106,26 +106,26 @@ def _extractor_kwargs(args) -> dict | None:
 
 
 def _prepare_options(args):
-    from ferlib.workflow import PrepareOptions
+    from ferlib.training.workflow import PrepareOptions
 
     return PrepareOptions(drop_unknown=args.drop_unknown, workers=args.workers, cache_dir=args.cache_dir,
                           extractor_kwargs=_extractor_kwargs(args))
 
 
 def _progress():
-    from ferlib.workflow import Progress
+    from ferlib.training.workflow import Progress
 
     return Progress(log=lambda text: print(text, file=sys.stderr), on_event=_log_epoch, bars=True)
 
 
 def _training_data(args):
-    from ferlib.workflow import TrainingData
+    from ferlib.training.workflow import TrainingData
 
     return TrainingData(_datasets(args), _datasets(args, "extra_train"))
 
 
 def _train_config(args):
-    from ferlib.train import TrainConfig
+    from ferlib.training.train import TrainConfig
 
     return TrainConfig(epochs=30 if args.epochs is None else args.epochs, patience=args.patience,
                        batch_size=args.batch_size, lr=1e-4 if args.lr is None else args.lr,
@@ -163,7 +163,7 @@ def _log_epoch(ev: dict) -> None:
 
 
 def _save(outcome, args, run_dir: Path) -> int:
-    from ferlib.workflow import save_outcome
+    from ferlib.training.workflow import save_outcome
 
     if args.no_save:
         print(f"not saved (--no-save); metrics in {run_dir}", file=sys.stderr)
@@ -206,7 +206,7 @@ def cmd_train(args) -> int:
     import torch
 
     from ferlib.models import create_model
-    from ferlib.workflow import train_new, training_spec
+    from ferlib.training.workflow import train_new, training_spec
 
     model_kw = _json_arg(args.model_kw, "--model-kw")
     config = _train_config(args)
@@ -228,7 +228,7 @@ FEW_SHOT_MAX = 5000  # --adapt auto: up to this many adaptation samples, persona
 
 
 def cmd_finetune(args) -> int:
-    from ferlib.checkpoint import load_checkpoint, resolve_checkpoint
+    from ferlib.inference.checkpoint import load_checkpoint, resolve_checkpoint
 
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a path or a shipped model's name
     _, base = load_checkpoint(args.checkpoint)
@@ -241,7 +241,7 @@ def cmd_finetune(args) -> int:
 
 def _adapt_method(args, base: dict, datasets, extra) -> str:
     """--adapt auto: the classic fine-tune for new classes, --freeze-backbone or more than
-    FEW_SHOT_MAX adaptation rows (a dataset, not a person); else ferlib.personal.DEFAULT_METHOD."""
+    FEW_SHOT_MAX adaptation rows (a dataset, not a person); else ferlib.training.personal.DEFAULT_METHOD."""
     if args.adapt != "auto":
         return args.adapt
     n = sum(int((df.table["split"].astype(str) != "test").sum()) if "split" in df.table else len(df) for df in datasets) \
@@ -256,7 +256,7 @@ def _adapt_method(args, base: dict, datasets, extra) -> str:
 
 def _finetune_train(args, base: dict, data) -> int:
     """--adapt train: the classic fine-tune (validation split, early stopping): for big datasets."""
-    from ferlib.workflow import finetune_base
+    from ferlib.training.workflow import finetune_base
 
     config = _train_config(args)
     classes = _classes(args.classes, []) if args.classes else list(base["classes"])
@@ -269,8 +269,8 @@ def _finetune_train(args, base: dict, data) -> int:
 def _finetune_personal(args, method: str, base: dict, data) -> int:
     """--adapt prototype|head|full: few-shot personal adaptation on every train and val row, a fixed
     schedule, no early stopping; a test split, when the data has one (studio sessions), is reported."""
-    from ferlib.personal import AdaptConfig
-    from ferlib.workflow import adapt_personal
+    from ferlib.training.personal import AdaptConfig
+    from ferlib.training.workflow import adapt_personal
 
     if args.resume:
         raise InputError(f"--resume is for the epoch-by-epoch runs (train, finetune --adapt train); --adapt {method} "
@@ -288,10 +288,10 @@ def _finetune_personal(args, method: str, base: dict, data) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ferlib.checkpoint import card_spec
+    from ferlib.inference.checkpoint import card_spec
     from ferlib.data.tensors import prepare
-    from ferlib.evaluate import confusion_figure, evaluate, occlusion_test, save_metrics
-    from ferlib.runtime import load_runner
+    from ferlib.training.evaluate import confusion_figure, evaluate, occlusion_test, save_metrics
+    from ferlib.inference.runtime import load_runner
 
     model = load_runner(args.checkpoint, backend=args.backend, threads=args.threads)
     card = model.card
@@ -393,10 +393,11 @@ def _data_options(p, multiple: bool = True) -> None:
 
 
 def _runtime_options(p, why: str) -> None:
-    """--backend and --threads of the model runner (ferlib.runtime.load_runner)."""
+    """--backend and --threads of the model runner (ferlib.inference.runtime.load_runner)."""
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="model runtime: auto (default) = ONNX Runtime where the model exports, else PyTorch; "
-                        "onnx, torchscript (exported in memory, checked against PyTorch) or torch (eager)")
+                        "onnx, torchscript (traced in memory) or torch (eager); every model family's export is "
+                        "checked against PyTorch in the tests and by `ferlib export`")
     p.add_argument("--threads", type=int, default=1,
                    help=f"intra-op threads of the model runner and of torch (default {why})")
 
@@ -456,7 +457,7 @@ def _train_options(p, lr: float | None) -> None:
 
 
 def cmd_export(args) -> int:
-    from ferlib.export import export_checkpoint
+    from ferlib.inference.export import export_checkpoint
 
     out, diff = export_checkpoint(args.model, args.format, args.out)
     print(f"wrote {out} ({args.format}); max |output - PyTorch| on example batches: {diff:.1e}", file=sys.stderr)
@@ -478,8 +479,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ferlib import locations, zoo
-    from ferlib.pipeline import DEFAULT_MODELS
+    from ferlib import locations
+    from ferlib.inference import zoo
+    from ferlib.inference.pipeline import DEFAULT_MODELS
 
     rows = zoo.shipped()
     default = next((n for n in DEFAULT_MODELS if any(r["name"] == n for r in rows)), None)
@@ -559,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(pitch a third, with perspective; ferlib.inputs.PoseAugmenter), face crops as a plane "
                         "(half of them; ferlib.inputs.Augmenter); 0 = off")
     p.add_argument("--ddp", type=int, default=1, metavar="N",
-                   help="data-parallel training on N CPU processes (torch DDP, gloo on the loopback; ferlib.ddp): "
+                   help="data-parallel training on N CPU processes (torch DDP, gloo on the loopback; ferlib.training.ddp): "
                         "each takes 1/N of every batch, gradients averaged; --threads per process (default 1)")
     p.set_defaults(func=cmd_train)
 
@@ -568,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint (.json/.safetensors/stem) or a shipped model's name")
     p.add_argument("--adapt", default="auto", choices=("auto", *ADAPT_METHODS, "train"),
                    help=f"{'/'.join(ADAPT_METHODS)}: few-shot personal adaptation on every sample, a fixed schedule "
-                        "(README 'Personal models' compares them); train: the classic fine-tune with a validation "
+                        "(docs/results.md 'Personal models' compares them); train: the classic fine-tune with a validation "
                         f"split and early stopping, for datasets; auto (default): {DEFAULT_METHOD} up to "
                         f"{FEW_SHOT_MAX} samples, train for more, for new --classes or with --freeze-backbone")
     p.add_argument("--freeze-backbone", action="store_true", help="--adapt train: train the final layer only")

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"  # package data: the canonical face and the mirror permutation
 """The folder of the ferlib package itself (its assets/ live inside it)."""
 
 

@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ferlib.checkpoint import card_spec
 from ferlib.errors import FerError
-from ferlib.evaluate import confusion_figure, evaluate
+from ferlib.inference.checkpoint import card_spec
+from ferlib.training.evaluate import confusion_figure, evaluate
 from webapp import figures, ui
 from webapp.datasets import folder_inputs, folder_table, split_sets, studio_table, tensor_set
 from webapp.resources import get_store, load_model, require_models

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.errors import FerError
-from ferlib.pipeline import DEFAULT_SMOOTHING, shipped_keypoint_model
+from ferlib.inference.pipeline import DEFAULT_SMOOTHING, shipped_keypoint_model
 from webapp import figures, ui, video
 from webapp.resources import SMOOTHING, drain_results, get_store, make_pipeline, require_models, rtc_configuration
 

@@ -7,8 +7,8 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from ferlib.classes import CLASSES
 from ferlib.errors import FerError
-from ferlib.personal import SAMPLES_PER_VIEW, samples_needed
 from ferlib.store import CONDITIONS
+from ferlib.training.personal import SAMPLES_PER_VIEW, samples_needed
 from webapp import figures, ui, video
 from webapp.resources import drain_results, get_store, make_extractor, model_choices, rtc_configuration
 

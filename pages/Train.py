@@ -3,7 +3,7 @@ in a background job."""
 import streamlit as st
 
 from ferlib.errors import FerError
-from ferlib.personal import DEFAULT_METHOD
+from ferlib.training.personal import DEFAULT_METHOD
 from webapp import figures, jobs, ui
 from webapp.resources import classifier_types, get_store, model_choices, model_input_kind
 
@@ -62,7 +62,7 @@ else:
             adapt = st.selectbox("How it learns your face", list(ADAPT_LABELS), key="train_adapt",
                                  index=list(ADAPT_LABELS).index(DEFAULT_METHOD), format_func=ADAPT_LABELS.get,
                                  help="Personal adaptation uses every sample on a fixed schedule, made for a few "
-                                      "samples per emotion (README, 'Personal models': measured on 26 people). "
+                                      "samples per emotion (docs/results.md 'Personal models': 26 people). "
                                       "The classic fine-tune holds out a validation split and stops early: "
                                       "for hundreds of samples per emotion.")
         base_key = base.path if base is not None else ""

@@ -70,12 +70,12 @@ def _make_y4m():
 
 def _model_for_live(data_dir: Path) -> str:
     """The shipped models when models/ has any; else register an untrained landmark_cnn1d in the store."""
-    from ferlib.pipeline import default_model_path, shipped_models
+    from ferlib.inference.pipeline import default_model_path, shipped_models
 
     if shipped_models():
         return f"shipped {default_model_path().stem} (the Live page's default)"
-    from ferlib.checkpoint import make_card, save_checkpoint
     from ferlib.classes import FER7
+    from ferlib.inference.checkpoint import make_card, save_checkpoint
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
     from ferlib.store import Store

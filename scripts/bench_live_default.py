@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlib.inference.pipeline import Pipeline, shipped_models  # noqa: E402
+from ferlib.inference.predict import expand_inputs  # noqa: E402
 from ferlib.io import iter_video, load_image  # noqa: E402
-from ferlib.pipeline import Pipeline, shipped_models  # noqa: E402
-from ferlib.predict import expand_inputs  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 

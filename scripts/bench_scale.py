@@ -5,7 +5,7 @@
 Inputs: the first N images of ../shared/data/affectnet_subset.zip (real faces, written to a
 temporary folder, never into the repo). One run measures, interleaved over `--repeats` rounds:
 
-* predict: `ferlib.predict.predict` on one Pipeline in this process (local), and
+* predict: `ferlib.inference.predict.predict` on one Pipeline in this process (local), and
   `ferlib.scale.predict_ray` with 1 and 2 actors on one local Ray cluster of 2 CPUs (images in
   tasks of `--image-batch`); fresh shard folders each time, so nothing is skipped;
 * extract: `ferlib.data.cache.extract_landmarks` with workers=1 (in process) and with a
@@ -35,8 +35,8 @@ import pandas as pd
 from ferlib import scale
 from ferlib.data.cache import DEFAULT_EXTRACTOR, extract_landmarks
 from ferlib.fsutil import atomic_write_bytes
-from ferlib.pipeline import Pipeline, shipped_keypoint_model
-from ferlib.predict import predict
+from ferlib.inference.pipeline import Pipeline, shipped_keypoint_model
+from ferlib.inference.predict import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_shipped_models.py --out benchmarks
 
 Inputs are built from real faces of the committed clip (ferlib.bench helpers); each model runs in
-PyTorch and ONNX Runtime (exported and parity-checked by ferlib.export), 1 thread, batch 1 and 64;
+PyTorch and ONNX Runtime (exported and parity-checked by ferlib.inference.export), 1 thread, batch 1 and 64;
 all cells are timed round-robin in several rounds so that load changes hit every model alike.
 Prints a Markdown table (medians, p10/p90) and writes benchmarks/<date>-models.md and .json.
 """
@@ -20,12 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from ferlib.bench import BenchConfig, Runners, bench_raw, clip_faces  # noqa: E402
-from ferlib.checkpoint import load_checkpoint  # noqa: E402
+from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
+from ferlib.inference.checkpoint import load_checkpoint  # noqa: E402
+from ferlib.inference.pipeline import shipped_models  # noqa: E402
 from ferlib.io import iter_video  # noqa: E402
-from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
-from ferlib.pipeline import shipped_models  # noqa: E402
 
 
 def main() -> None:

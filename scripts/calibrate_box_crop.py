@@ -1,4 +1,4 @@
-"""Measure ferlib.crops.BOX_TO_LANDMARKS: how a BlazeFace box maps onto the face mesh's bounding box.
+"""Measure ferlib.faces.crops.BOX_TO_LANDMARKS: how a BlazeFace box maps onto the face mesh's bounding box.
 
 For every face where both the detector box and face mesh exist (the committed Pexels clip, every
 10th frame, and the images given), prints the median ratio of the landmark box's longer side to the
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlib.crops import box_of  # noqa: E402
-from ferlib.detection import FaceDetector  # noqa: E402
+from ferlib.faces.crops import box_of  # noqa: E402
+from ferlib.faces.detection import FaceDetector  # noqa: E402
+from ferlib.faces.mesh import FaceMesher  # noqa: E402
+from ferlib.inference.predict import expand_inputs  # noqa: E402
 from ferlib.io import iter_video, load_image  # noqa: E402
-from ferlib.mesh import FaceMesher  # noqa: E402
-from ferlib.predict import expand_inputs  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 

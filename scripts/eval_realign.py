@@ -4,7 +4,7 @@
 
 For every PublicTest and PrivateTest image the extractor misses (landmark cache), retries the
 small-image path on the image re-framed so that the regressor's key points fall on
-ferlib.realign.TEMPLATE (at several template scales), upright, then turned by -10 and +10 degrees.
+ferlib.faces.realign.TEMPLATE (at several template scales), upright, then turned by -10 and +10 degrees.
 The control does the same retries with the image's own framing instead of the key points (no
 regressor). Each variant reports the faces recovered and how many of them the landmark model then
 classifies correctly; the setting is chosen on PublicTest and reported on PrivateTest with the
@@ -22,13 +22,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ferlib.checkpoint import card_spec, load_checkpoint  # noqa: E402
 from ferlib.classes import canonical  # noqa: E402
 from ferlib.data import extract_landmarks, import_fer2013  # noqa: E402
 from ferlib.data.importers import read_image  # noqa: E402
+from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
+from ferlib.inference.checkpoint import card_spec, load_checkpoint  # noqa: E402
+from ferlib.inference.keypoints import load_realigner  # noqa: E402
 from ferlib.inputs import build_batch  # noqa: E402
-from ferlib.landmarks import LandmarkExtractor  # noqa: E402
-from ferlib.realign import KeypointRealigner  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     model, card = load_checkpoint(args.model)
     spec, classes = card_spec(card), [canonical(c) for c in card["classes"]]
     labels = np.array([classes.index(canonical(c)) if canonical(c) in classes else -1 for c in df["label"]])
-    realigner = KeypointRealigner(args.keypoints)
+    realigner = load_realigner(args.keypoints)
     variants = {}
     for use_kp in (False, True):
         for scale in ((0.9, 1.0, 1.1) if use_kp else (1.0,)):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ferlib.pipeline import Smoother  # noqa: E402
+from ferlib.inference.pipeline import Smoother  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"

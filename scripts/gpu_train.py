@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from ferlib.classes import FER7  # noqa: E402
 from ferlib.errors import InputError  # noqa: E402
-from ferlib.evaluate import evaluate, predict_outputs  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from ferlib.inputs import TensorSet, spec_for_model  # noqa: E402
 from ferlib.models import count_parameters, create_model  # noqa: E402
-from ferlib.train import TrainConfig, train  # noqa: E402
+from ferlib.training.evaluate import evaluate, predict_outputs  # noqa: E402
+from ferlib.training.train import TrainConfig, train  # noqa: E402
 
 DEFAULT_ZIP = ROOT.parent / "shared" / "data" / "fer2013.zip"
 DEFAULT_PACK = ROOT / "data" / "fer2013_compact.npz"

@@ -28,10 +28,10 @@ from scipy.spatial.transform import Rotation
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
+from ferlib.faces.normalize import CANONICAL_PATH, MIRROR_PATH, _angles, _umeyama  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from ferlib.io import iter_video, load_image  # noqa: E402
-from ferlib.landmarks import LandmarkExtractor  # noqa: E402
-from ferlib.normalize import CANONICAL_PATH, MIRROR_PATH, _angles, _umeyama  # noqa: E402
 
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
 CLIP_LANDMARKS = ROOT / "tests" / "fixtures" / "clip_landmarks.npy"

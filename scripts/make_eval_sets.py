@@ -40,8 +40,8 @@ from ferlib.data import (  # noqa: E402,E501
     subject_split,
 )
 from ferlib.data.importers import split_zip_path  # noqa: E402
+from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.io import load_image  # noqa: E402
-from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 
 TURNS = (0, 15, 30, 45, 60, 75, 90)
 SIDE = 350

@@ -19,7 +19,7 @@ Turns are synthetic: face mesh points rotated in 3D and the face re-drawn (scrip
 turn_face). What this measures, and what it cannot: B differs from A in frame, head pose, light and
 framing, as a second day does; but CK+ has one sequence per person and emotion, so B shows the same
 expression episode as A (a little later in it). It is therefore an upper bound for a real second
-day, where the person also poses each emotion anew; README "Personal models" says so beside the figures.
+day, where the person also poses each emotion anew; docs/results.md "Personal models" says so beside the figures.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_eval_sets import SIDE, turn_face  # noqa: E402
 
 from ferlib.classes import FER7, canonical  # noqa: E402
+from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.io import load_image  # noqa: E402
-from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 
 VIEWS_A = (0, 30, -30)
 VIEWS_B = ((0, "dark"), (20, "bright_blur"), (-40, "small"))

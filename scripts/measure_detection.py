@@ -26,8 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.io import iter_video, load_image  # noqa: E402
-from ferlib.landmarks import LandmarkExtractor  # noqa: E402
 
 FER_ZIP = ROOT.parent / "shared" / "data" / "fer2013.zip"
 CLIP = ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"
@@ -96,7 +96,7 @@ def clip_speed() -> dict:
 
 
 def invariance(trials: int = 50) -> dict:
-    from ferlib import normalize as N
+    from ferlib.faces import normalize as N
 
     faces = np.load(ROOT / "tests" / "fixtures" / "clip_landmarks.npy").astype(np.float64)
     rng = np.random.default_rng(0)

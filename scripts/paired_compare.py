@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ferlib.checkpoint import card_spec, load_checkpoint  # noqa: E402
 from ferlib.data.tensors import import_dataset, prepare, split_prepared  # noqa: E402
-from ferlib.evaluate import predict_outputs  # noqa: E402
+from ferlib.inference.checkpoint import card_spec, load_checkpoint  # noqa: E402
+from ferlib.training.evaluate import predict_outputs  # noqa: E402
 
 
 def main(argv=None) -> int:

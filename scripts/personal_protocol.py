@@ -95,9 +95,9 @@ def cross_session(sets: Path, base: str, methods: list[str], work: Path, log, li
 
 def clip_session(store_root: Path, rate_hz: float) -> dict:
     """A Studio session from the committed clip, stored as StudioRecorder stores samples."""
-    from ferlib.crops import face_crop
+    from ferlib.faces.crops import face_crop
+    from ferlib.faces.landmarks import LandmarkExtractor
     from ferlib.io import iter_video
-    from ferlib.landmarks import LandmarkExtractor
     from ferlib.store import Store
     from webapp.video import STUDIO_CROP_SIZE
 

@@ -1,6 +1,6 @@
 """Choose the personal-adaptation settings on DEVELOPMENT people only (the first --dev people of the
 cross-session protocol, sorted by id); scripts/personal_protocol.py then reports the chosen defaults
-through the user's commands on all people, and the README gives the figure on the others apart.
+through the user's commands on all people, and docs/results.md gives the figure on the others apart.
 
     .venv/bin/python scripts/personal_sweep.py --sets /tmp/ferlib-personal --dev 8
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint  # noqa: E402
 from ferlib.data.tensors import import_dataset, prepare  # noqa: E402
-from ferlib.evaluate import predict_outputs  # noqa: E402
-from ferlib.personal import AdaptConfig, adapt_model  # noqa: E402
+from ferlib.inference.checkpoint import card_spec, load_checkpoint, resolve_checkpoint  # noqa: E402
+from ferlib.training.evaluate import predict_outputs  # noqa: E402
+from ferlib.training.personal import AdaptConfig, adapt_model  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/sequence_protocol.py --out benchmarks/2026-11-27-sequence
 
-1. The real front end on every frame (ferlib.sequence.video_embeddings: the Pipeline's extractor in
+1. The real front end on every frame (ferlib.training.sequence.video_embeddings: the Pipeline's extractor in
    video mode, its model crop, its probabilities, and the base model's embedding of the main face).
 2. Labels: sad (crying) 0-9 s, happy (laughing) from 11 s; 9-11 s is the change and is never
    scored or trained on. Each emotion's span is cut into --chunk-s blocks that alternate train /
@@ -13,10 +13,10 @@
    through the whole clip, as on the Live page) and is scored on the test blocks: accuracy (a frame
    without a face counts as wrong) and label flips per second inside the test blocks (the true label
    never changes inside a block: every flip is a wrong one).
-   Methods: the shipped model per frame; with EMA (ferlib.pipeline.DEFAULT_SMOOTHING, the
+   Methods: the shipped model per frame; with EMA (ferlib.inference.pipeline.DEFAULT_SMOOTHING, the
    Smoother's default settings, exactly what `ferlib predict` uses); with the window vote (its
-   default window); the personal head (ferlib.personal, default AdaptConfig) trained on the training
-   blocks, per frame / EMA / vote; the sequence model (ferlib.sequence, default SequenceConfig) with
+   default window); the personal head (ferlib.training.personal, default AdaptConfig) trained on the training
+   blocks, per frame / EMA / vote; the sequence model (ferlib.training.sequence, default SequenceConfig) with
    windows of --windows frames (1 = the same model without temporal context), mean over --seeds.
 
 One person, one recording, few blocks: a rough figure. Writes OUT.json and OUT.md.
@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from ferlib.inference.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from ferlib.inference.pipeline import DEFAULT_SMOOTHING, Smoother  # noqa: E402
 from ferlib.inputs import Mirror, TensorSet  # noqa: E402
-from ferlib.personal import AdaptConfig, adapt_model  # noqa: E402
-from ferlib.pipeline import DEFAULT_SMOOTHING, Smoother  # noqa: E402
-from ferlib.sequence import (  # noqa: E402
+from ferlib.training.personal import AdaptConfig, adapt_model  # noqa: E402
+from ferlib.training.sequence import (  # noqa: E402
     DEFAULT_BASE,
     SequenceConfig,
     n_parameters,
@@ -113,7 +113,7 @@ def run_fold(ve, truth, train, test, windows_list, seeds, seq_config: SequenceCo
         smooth(ve.probs, det, DEFAULT_SMOOTHING), truth, test, fps)
     out["shipped model + window vote"] = score(smooth(ve.probs, det, "vote"), truth, test, fps)
 
-    # personal head: ferlib.personal's default adaptation on the training blocks' frames
+    # personal head: ferlib.training.personal's default adaptation on the training blocks' frames
     rows = np.cumsum(det) - 1  # frame -> row of ve.inputs
     tr = rows[train & det]
     model, _card = load_checkpoint(resolve_checkpoint(base))

@@ -90,8 +90,8 @@ def _ensure_model(data: Path) -> str:
     """A shipped model, or else an untrained (real) checkpoint registered in the temporary store."""
     if any(p.with_suffix(".json").exists() for p in (ROOT / "models").glob("*.safetensors")):
         return "shipped model from models/"
-    from ferlib.checkpoint import make_card, save_checkpoint
     from ferlib.classes import FER7
+    from ferlib.inference.checkpoint import make_card, save_checkpoint
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
     from ferlib.store import Store
@@ -231,8 +231,8 @@ def graph_cycles(n: int) -> dict[str, list[float]]:
     this process's RSS (MB) after each stream, per variant."""
     import av
 
+    from ferlib.inference.pipeline import Pipeline
     from ferlib.io import iter_video
-    from ferlib.pipeline import Pipeline
     from webapp.resources import make_pipeline
     from webapp.video import LiveProcessor
 

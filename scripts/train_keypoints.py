@@ -22,20 +22,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ferlib.checkpoint import make_card, save_checkpoint  # noqa: E402
 from ferlib.data import extract_landmarks, import_fer2013  # noqa: E402
 from ferlib.data.importers import read_image  # noqa: E402
-from ferlib.evaluate import keypoint_nme, predict_outputs  # noqa: E402
+from ferlib.inference.checkpoint import make_card, save_checkpoint  # noqa: E402
 from ferlib.inputs import InputSpec, TensorSet, keypoint_targets  # noqa: E402
 from ferlib.models import create_model  # noqa: E402
-from ferlib.train import TrainConfig, train  # noqa: E402
+from ferlib.training.evaluate import keypoint_nme, predict_outputs  # noqa: E402
+from ferlib.training.train import TrainConfig, train  # noqa: E402
 
 
 def transform(crops: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random similarity transform (rotation, scale, shift) and mirror of 48x48 crops and their
     crop-relative points; the mirror swaps the subject's left and right points."""
+    from ferlib.faces.normalize import KEYPOINT_INDICES
     from ferlib.inputs import _local_mirror
-    from ferlib.models.keypoints import KEYPOINT_INDICES
 
     swap = _local_mirror(KEYPOINT_INDICES.values())  # left <-> right points
     out_c, out_t = np.empty_like(crops), np.empty_like(targets)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ferlib.checkpoint import load_checkpoint  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
+from ferlib.inference.checkpoint import load_checkpoint  # noqa: E402
+from ferlib.inference.pipeline import shipped_models  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
-from ferlib.pipeline import shipped_models  # noqa: E402
 
 
 def pct(x) -> str:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from ferlib.faces.normalize import SUBSETS, canonical_face
 from ferlib.inputs import InputSpec, TensorSet
-from ferlib.normalize import SUBSETS, canonical_face
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

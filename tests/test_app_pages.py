@@ -27,8 +27,8 @@ TIMEOUT = 60
 @pytest.fixture(scope="module")
 def clip_faces():
     """(frame BGR, main Face, emotion) for every 12th frame of the fixture clip: sad before 9 s, happy after 10 s."""
+    from ferlib.faces.landmarks import LandmarkExtractor
     from ferlib.io import iter_video
-    from ferlib.landmarks import LandmarkExtractor
 
     out = []
     with LandmarkExtractor(mode="video", max_faces=1) as ex:
@@ -57,7 +57,7 @@ def store(data_dir):
 
 
 def _seed(store, clip_faces, name="seeded", landmarks_only=False) -> int:
-    from ferlib.landmarks import face_crop
+    from ferlib.faces.landmarks import face_crop
 
     sid = store.create_session(name, "indoor", landmarks_only)
     for k, (bgr, face, emo) in enumerate(clip_faces):
@@ -122,7 +122,7 @@ def _make_model(store, name="tiny", classes=("angry", "disgust", "fear", "happy"
     """An (untrained) landmark model saved as a real checkpoint and registered in the store."""
     import torch
 
-    from ferlib.checkpoint import make_card, save_checkpoint
+    from ferlib.inference.checkpoint import make_card, save_checkpoint
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
 
@@ -224,7 +224,7 @@ def test_studio_coverage_guide_from_seeded_store(store, clip_faces, streamer):
     assert all(t["x"][0].split()[0] == t["x"][-1].split()[0] for t in heat), "yaw and pitch share no row"
     assert fig["layout"]["coloraxis"]["cmin"] == 0
     # the personal-model guide: samples per emotion and view, and how many more each needs
-    from ferlib.personal import SAMPLES_PER_VIEW, VIEWS
+    from ferlib.training.personal import SAMPLES_PER_VIEW, VIEWS
 
     guide = next(d.value for d in at.dataframe if "needed" in d.value.columns).set_index("emotion")
     assert guide.loc[["sad", "happy"], list(VIEWS)].to_numpy().sum() == len(clip_faces)
@@ -267,9 +267,9 @@ def test_review_delete_sample_and_export(store, clip_faces, streamer):
 
 # ------------------------------------------------------------------------------------- Live
 def test_live_without_models_says_so(store, streamer, tmp_path, monkeypatch):
-    import ferlib.pipeline
+    import ferlib.inference.pipeline
 
-    monkeypatch.setattr(ferlib.pipeline, "MODELS_DIR", tmp_path / "no-shipped-models")
+    monkeypatch.setattr(ferlib.inference.pipeline, "MODELS_DIR", tmp_path / "no-shipped-models")
     streamer(playing=False)
     at = _app("Live")
     assert any("No model" in e.value for e in at.error)
@@ -333,9 +333,9 @@ def _wait_job(run_id: int, timeout: float = 60.0):
 
 
 def test_train_default_learns_the_face_in_one_click_and_goes_live(store, clip_faces, streamer):
-    """Start with every default: the shipped default adapted with ferlib.personal's default method on
+    """Start with every default: the shipped default adapted with ferlib.training.personal's default method on
     every train/val sample; the test chunks are reported; the model goes live."""
-    from ferlib.personal import DEFAULT_METHOD
+    from ferlib.training.personal import DEFAULT_METHOD
 
     _seed(store, clip_faces, "me")
     at = _app("Train")
@@ -381,14 +381,14 @@ def test_train_runs_in_background_registers_and_goes_live(store, clip_faces, str
     at.button(key="train_make_live").click().run()
     live = store.live_model()
     assert live["name"] == "mine" and live["card"]["data"]["studio_sessions"] == [store.session_by_name("me")]
-    from ferlib.checkpoint import load_checkpoint
+    from ferlib.inference.checkpoint import load_checkpoint
 
     _, card = load_checkpoint(live["abs_path"])
     assert card["classes"][3] == "happy"
 
 
 def test_train_progress_counts_the_planned_steps_and_ends_full():
-    """webapp.jobs.train_progress, the bar's fraction after each ferlib.train event: steps done over
+    """webapp.jobs.train_progress, the bar's fraction after each ferlib.training.train event: steps done over
     the planned epochs' steps, and 1.0 at the loop's end, also when early stopping ends it after 6 of
     7 epochs (the bar stayed at 86 % while the run scored its test split and registered the model)."""
     from webapp.jobs import train_progress
@@ -460,7 +460,7 @@ def test_train_adds_an_imported_dataset_to_the_training_split(store, clip_faces,
     job = _wait_job(at.session_state["train_run"], timeout=120)
     assert job.status == "done", job.message
     data = store.get_model(job.model_id)["card"]["data"]
-    (extra,) = [d for d in data["datasets"] if d["use"] == "train only"]  # the card schema of ferlib.workflow
+    (extra,) = [d for d in data["datasets"] if d["use"] == "train only"]  # the card schema of ferlib.training.workflow
     assert extra["kind"] == "folder" and extra["images"] == 32
     assert len(extra["sha256"]) == 64
     # the clip's 32 frames all show a face: every one of them joins the training split, none val/test
@@ -552,7 +552,7 @@ def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, mon
 
 
 def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, clip_faces, streamer):
-    from ferlib.pipeline import DEFAULT_MODELS
+    from ferlib.inference.pipeline import DEFAULT_MODELS
 
     a = _seed(store, clip_faces, "big")
     b = _seed(store, clip_faces[:3], "small")  # the newest: it used to be the only one preselected
@@ -561,7 +561,7 @@ def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, cl
     base = at.selectbox(key="train_base").value
     shipped = [s for s in DEFAULT_MODELS if (ROOT / "models" / f"{s}.json").exists()]
     assert base is not None and base.label == f"shipped: {shipped[0]}"
-    from ferlib.personal import DEFAULT_METHOD
+    from ferlib.training.personal import DEFAULT_METHOD
 
     # personal adaptation by default; the classic fine-tune's settings appear when it is chosen
     assert at.selectbox(key="train_adapt").value == DEFAULT_METHOD
@@ -581,7 +581,7 @@ def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, cl
 
 
 def test_train_says_which_samples_it_leaves_out_and_refuses_contempt_only(store, clip_faces, streamer):
-    from ferlib.landmarks import face_crop
+    from ferlib.faces.landmarks import face_crop
 
     sid = store.create_session("smirks", "indoor", False)
     for k, (bgr, face, _) in enumerate(clip_faces[:6]):
@@ -641,7 +641,7 @@ def test_studio_offers_only_learnable_emotions_and_counts_per_emotion(store, cli
     at = _app("Studio")
     at.checkbox(key="studio_consent").check().run()
     options = at.selectbox(key="studio_emotion").options
-    from ferlib.pipeline import shipped_models
+    from ferlib.inference.pipeline import shipped_models
     from webapp.ui import card_of
 
     # contempt is offered exactly when a model here has the class (the eight-class shipped models do)
@@ -674,7 +674,7 @@ def test_review_counts_samples_per_emotion(store, clip_faces, streamer):
 
 
 def test_home_names_the_live_model_in_full_and_links_the_steps(store, clip_faces, streamer):
-    from ferlib.pipeline import DEFAULT_MODELS
+    from ferlib.inference.pipeline import DEFAULT_MODELS
 
     at = _app()
     text = _text(at)

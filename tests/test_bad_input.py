@@ -21,16 +21,16 @@ import pytest
 import torch
 
 from ferlib import fsutil
-from ferlib.checkpoint import checkpoint_paths, load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.data import import_fer2013_csv, import_image_folder, open_zip
 from ferlib.errors import FerError, InputError, ModelFileError
+from ferlib.inference.checkpoint import checkpoint_paths, load_checkpoint, make_card, save_checkpoint
+from ferlib.inference.pipeline import Pipeline
 from ferlib.inputs import TensorSet, spec_for_model
 from ferlib.io import iter_video, load_image
 from ferlib.models import create_model
-from ferlib.pipeline import Pipeline
 from ferlib.store import Store
-from ferlib.train import TrainConfig, train
+from ferlib.training.train import TrainConfig, train
 from tests.helpers import FIXTURE_CLIP
 
 FACE_FRAME = 300  # a frame of the fixture clip with one clear, frontal face

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ferlib.data import extract_crops, extract_landmarks, import_fer2013, import_image_folder
+from ferlib.faces.landmarks import LandmarkExtractor
 from ferlib.io import iter_video
-from ferlib.landmarks import LandmarkExtractor
 from tests.helpers import shared_file
 
 FRAMES = (0, 100, 300, 400)
@@ -181,8 +181,8 @@ def test_real_fer2013_sample_detection(tmp_path):
 
 
 def test_the_cache_key_follows_the_front_ends_numbers_not_its_flags(monkeypatch):
-    from ferlib import landmarks
     from ferlib.data.cache import extractor_settings
+    from ferlib.faces import landmarks
 
     before = extractor_settings()
     monkeypatch.setattr(landmarks, "TYPE_CHECKING", False, raising=False)  # a flag, e.g. typing's

@@ -7,9 +7,9 @@ import pickle
 import pytest
 import torch
 
-from ferlib.checkpoint import FORMAT, card_spec, checkpoint_paths, load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import ModelFileError
+from ferlib.inference.checkpoint import FORMAT, card_spec, checkpoint_paths, load_checkpoint, make_card, save_checkpoint
 from ferlib.inputs import InputSpec
 from ferlib.models import create_model
 
@@ -131,12 +131,12 @@ def test_card_pins_the_canonical_face(tmp_path):
 
     import pytest
 
-    from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
     from ferlib.classes import FER7
     from ferlib.errors import ModelFileError
+    from ferlib.faces.normalize import canonical_face_sha256
+    from ferlib.inference.checkpoint import load_checkpoint, make_card, save_checkpoint
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
-    from ferlib.normalize import canonical_face_sha256
 
     m = create_model("landmark_cnn1d", num_classes=7)
     card = make_card(m, FER7, spec_for_model(m))

@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.cli import main
 from ferlib.data.tensors import dataset_sha256, import_dataset
+from ferlib.inference.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 from tests.helpers import ROOT

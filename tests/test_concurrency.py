@@ -109,8 +109,8 @@ def test_live_streams_never_share_a_pipeline_and_reuse_closed_ones(tmp_path, cli
     MediaPipe never fully frees (docs/reliability.md)."""
     import torch
 
-    from ferlib.checkpoint import make_card, save_checkpoint
     from ferlib.classes import FER7
+    from ferlib.inference.checkpoint import make_card, save_checkpoint
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
     from webapp.resources import make_pipeline

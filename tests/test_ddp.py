@@ -1,4 +1,4 @@
-"""Data-parallel training on 2 CPU processes (ferlib.ddp: torch DDP over gloo) against one process."""
+"""Data-parallel training on 2 CPU processes (ferlib.training.ddp: torch DDP over gloo) against one process."""
 from __future__ import annotations
 
 import copy
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from ferlib.ddp import train_ddp
 from ferlib.errors import InputError
 from ferlib.models import create_model
-from ferlib.train import TrainConfig, train
+from ferlib.training.ddp import train_ddp
+from ferlib.training.train import TrainConfig, train
 from tests.helpers import landmark_task
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint
 from ferlib.errors import InputError
+from ferlib.faces.normalize import SUBSETS, canonical_face
+from ferlib.inference.checkpoint import load_checkpoint
 from ferlib.inputs import InputSpec, PoseAugmenter, TensorSet, build_batch
 from ferlib.models import create_model
-from ferlib.normalize import SUBSETS, canonical_face
-from ferlib.train import TrainConfig, distill_loss, train
+from ferlib.training.train import TrainConfig, distill_loss, train
 
 
 def raw_faces(n: int, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ferlib.classes import FER7
-from ferlib.draw import _overlap, draw_result, overlay_layout
+from ferlib.inference.draw import _overlap, draw_result, overlay_layout
 from ferlib.types import Face, FrameResult, Prediction, main_prediction
 
 
@@ -120,7 +120,7 @@ def test_group_photo_through_the_pipeline_keeps_labels_clear(tmp_path):
     import cv2
     import pytest
 
-    from ferlib.pipeline import Pipeline
+    from ferlib.inference.pipeline import Pipeline
 
     photo = Path(__file__).resolve().parents[2] / "shared" / "media" / "multi_face.jpg"
     if not photo.exists():

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
+from ferlib.inference.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
 from ferlib.store import Store

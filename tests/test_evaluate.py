@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ferlib.errors import InputError
-from ferlib.evaluate import confusion_figure, evaluate, keypoint_nme, occlusion_test, save_metrics
 from ferlib.models import create_model
-from ferlib.train import TrainConfig, train
+from ferlib.training.evaluate import confusion_figure, evaluate, keypoint_nme, occlusion_test, save_metrics
+from ferlib.training.train import TrainConfig, train
 from tests.helpers import image_task, landmark_task
 
 CLASSES3 = ["angry", "happy", "sad"]

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.cli import main
 from ferlib.errors import InputError, ModelFileError
-from ferlib.export import PARITY_ATOL, example_batch, export_onnx, export_torchscript
+from ferlib.inference.checkpoint import make_card, save_checkpoint
+from ferlib.inference.export import PARITY_ATOL, example_batch, export_onnx, export_torchscript
+from ferlib.inference.runtime import OnnxRunner, TorchScriptRunner
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model, list_models
-from ferlib.runtime import OnnxRunner, TorchScriptRunner
 
 # Registry name -> (create_model kwargs, InputSpec overrides); every registered model is listed.
 CASES = {name: ({}, {}) for name in list_models()}
@@ -58,9 +58,9 @@ def test_export_parity(name):
 
 @pytest.mark.parametrize("name", ["landmark_cnn1d", "image_cnn"])
 def test_pipeline_onnx_backend_matches_torch(fixture_clip, name):
+    from ferlib.faces.landmarks import LandmarkExtractor
+    from ferlib.inference.pipeline import Pipeline
     from ferlib.io import iter_video
-    from ferlib.landmarks import LandmarkExtractor
-    from ferlib.pipeline import Pipeline
 
     model = _trained_like(name, {})
     card = {**make_card(model, FER7, spec_for_model(model)), "name": "parity"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferlib import normalize as N
 from ferlib.errors import InputError
-from ferlib.features import DISTANCE_POINTS, num_distances, pairwise_distances
+from ferlib.faces import normalize as N
+from ferlib.faces.features import DISTANCE_POINTS, num_distances, pairwise_distances
 from tests.helpers import FIXTURES
 
 

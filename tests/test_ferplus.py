@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import make_card, save_checkpoint
 from ferlib.classes import CLASSES, FER7
 from ferlib.data import import_ferplus
 from ferlib.data.importers import FERPLUS_VOTES, ferplus_label
 from ferlib.data.tensors import concat_prepared, detect_kind, import_dataset, one_hot, prepare, soft_targets
 from ferlib.errors import InputError
-from ferlib.evaluate import mean_recall
+from ferlib.inference.checkpoint import make_card, save_checkpoint
 from ferlib.inputs import InputSpec, TensorSet
 from ferlib.models import create_model
-from ferlib.train import SoftTargetLoss, TrainConfig, class_weights, finetune, train
+from ferlib.training.evaluate import mean_recall
+from ferlib.training.train import SoftTargetLoss, TrainConfig, class_weights, finetune, train
 from tests.helpers import image_task, shared_file
 
 # votes: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from ferlib.errors import InputError, ModelFileError
+from ferlib.faces.landmarks import LandmarkExtractor
+from ferlib.inference.pipeline import Pipeline, shipped_fallback_model
+from ferlib.inference.predict import columns_for, predict
 from ferlib.io import iter_video
-from ferlib.landmarks import LandmarkExtractor
-from ferlib.pipeline import Pipeline, shipped_fallback_model
-from ferlib.predict import columns_for, predict
 from tests.helpers import ROOT
 
 IMAGE_MODEL = ROOT / "models" / "image_cnn_fer2013"
@@ -57,7 +57,7 @@ def test_tight_crop_is_found(frames, boxes, side):
 def test_a_noisy_small_face_is_found_on_the_smoothed_copy(frames, boxes):
     """A 48 px face crop with strong pixel noise (like FER2013's JPEG/halftone noise, upscaled): the
     short-range stage misses it, the smoothed retry finds it; plain noise stays without a face."""
-    from ferlib.detection import FaceDetector, upscale_pad
+    from ferlib.faces.detection import FaceDetector, upscale_pad
 
     rng = np.random.default_rng(0)
     det = FaceDetector(max_faces=1)

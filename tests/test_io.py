@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from ferlib.errors import InputError
+from ferlib.inference.pipeline import Pipeline
+from ferlib.inference.predict import predict, result_rows
 from ferlib.io import ensure_bgr, is_video, iter_images, iter_video, load_image, prefetch
-from ferlib.pipeline import Pipeline
-from ferlib.predict import predict, result_rows
 
 
 def _png_bytes(im: Image.Image, **kw) -> bytes:

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ferlib import graphs
 from ferlib.errors import InputError
+from ferlib.faces import graphs
+from ferlib.faces.landmarks import LandmarkExtractor, face_crop
+from ferlib.faces.mesh import pixel_points
 from ferlib.io import iter_video, load_image
-from ferlib.landmarks import LandmarkExtractor, face_crop
-from ferlib.mesh import pixel_points
 from tests.helpers import FIXTURES, shared_file
 
 FRAMES = tuple(range(0, 480, 40))  # the frames of tests/fixtures/clip_landmarks.npy
@@ -50,7 +50,7 @@ def test_one_face_with_478_points_on_every_fixture_frame(frames, clip_faces):
 
 
 def test_graph_run_gives_what_the_solution_process_gives(frames):
-    """ferlib.graphs.run (the solutions' process without its per-call Python) reads the same
+    """ferlib.faces.graphs.run (the solutions' process without its per-call Python) reads the same
     outputs: face mesh points (tracking and static) and BlazeFace detections, faces and no faces."""
     rgbs = [cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB) for i in (0, 240, 241, 242)]
     rgbs.append(np.zeros((360, 640, 3), np.uint8))
@@ -197,7 +197,7 @@ def test_tracking_reset_and_backwards_timestamps(first_frames):
 def test_landmark_fast_read_matches_attribute_access(first_frames):
     import mediapipe as mp
 
-    from ferlib.mesh import pixel_points as _pixel_points
+    from ferlib.faces.mesh import pixel_points as _pixel_points
 
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True) as mesh:
         fl = mesh.process(cv2.cvtColor(first_frames[0][1], cv2.COLOR_BGR2RGB)).multi_face_landmarks[0]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import InputError
+from ferlib.inference.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.inputs import build_batch, spec_for_model
 from ferlib.models import count_parameters, create_model, list_models
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferlib import normalize as N
 from ferlib.errors import InputError
+from ferlib.faces import normalize as N
 from tests.helpers import FIXTURES
 
 # Proposed and similarity are exactly invariant to similarity transforms in exact arithmetic (the

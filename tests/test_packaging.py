@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import ferlib
-from ferlib import locations, zoo
-from ferlib.checkpoint import resolve_checkpoint
+from ferlib import locations
 from ferlib.errors import ModelFileError
+from ferlib.inference import zoo
+from ferlib.inference.checkpoint import resolve_checkpoint
 from tests.helpers import FIXTURE_CLIP, ROOT
 
 FERLIB = Path(sys.executable).parent / "ferlib"

@@ -1,4 +1,4 @@
-"""Personal adaptation (ferlib.personal, `ferlib finetune` defaults) on real faces from the committed clip."""
+"""Personal adaptation (ferlib.training.personal, `ferlib finetune` defaults) on real faces from the committed clip."""
 from __future__ import annotations
 
 import shutil
@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint, resolve_checkpoint
 from ferlib.cli import main as ferlib_main
 from ferlib.errors import InputError
+from ferlib.inference.checkpoint import load_checkpoint, resolve_checkpoint
 from ferlib.inputs import TensorSet
-from ferlib.personal import DEFAULT_METHOD, METHODS, AdaptConfig, _prototype_head, adapt_model, check_samples
+from ferlib.training.personal import DEFAULT_METHOD, METHODS, AdaptConfig, _prototype_head, adapt_model, check_samples
 
 BASE = "resnet18_attention_fer2013_long"
 
@@ -57,8 +57,8 @@ def test_default_adaptation_improves_a_held_out_later_part(clip_dataset, tmp_pat
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "full"])
 def test_every_embedding_method_changes_only_the_head_and_keeps_classes(clip_dataset, tmp_path, method):
-    from ferlib.checkpoint import card_spec
     from ferlib.data.tensors import import_dataset, prepare
+    from ferlib.inference.checkpoint import card_spec
 
     model, card = load_checkpoint(resolve_checkpoint(BASE))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -169,7 +169,7 @@ def test_tensor_set_without_spec_is_rejected():
 
 
 def test_samples_needed_counts_views_and_what_is_missing():
-    from ferlib.personal import VIEWS, samples_needed
+    from ferlib.training.personal import VIEWS, samples_needed
 
     samples = pd.DataFrame({"emotion": ["sad", "sad", "sad", "happy", "happy"],
                             "yaw": [0.0, -25.0, 40.0, 3.0, None]})  # no head pose: counts for no view

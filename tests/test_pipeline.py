@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferlib.checkpoint import make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import InputError, ModelFileError
+from ferlib.inference.checkpoint import make_card, save_checkpoint
+from ferlib.inference.pipeline import Pipeline, Smoother
+from ferlib.inference.predict import columns_for, predict
 from ferlib.inputs import spec_for_model
 from ferlib.models import create_model
-from ferlib.pipeline import Pipeline, Smoother
-from ferlib.predict import columns_for, predict
 from tests.helpers import ROOT
 
 

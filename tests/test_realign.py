@@ -1,4 +1,4 @@
-"""The keypoint regressor's use in the landmark path (ferlib.realign) on real faces from the clip."""
+"""The keypoint regressor's use in the landmark path (ferlib.faces.realign) on real faces from the clip."""
 from __future__ import annotations
 
 import cv2
@@ -8,12 +8,13 @@ import pytest
 
 from ferlib.data.cache import extract_landmarks, extractor_settings
 from ferlib.errors import ModelFileError
-from ferlib.evaluate import keypoint_nme
+from ferlib.faces.landmarks import LandmarkExtractor, face_crop
+from ferlib.faces.realign import TEMPLATE, KeypointRealigner, similarity_matrix
+from ferlib.inference.keypoints import load_realigner
+from ferlib.inference.pipeline import MODELS_DIR, Pipeline, shipped_keypoint_model, shipped_models
 from ferlib.inputs import keypoint_targets
 from ferlib.io import iter_video
-from ferlib.landmarks import LandmarkExtractor, face_crop
-from ferlib.pipeline import MODELS_DIR, Pipeline, shipped_keypoint_model, shipped_models
-from ferlib.realign import TEMPLATE, KeypointRealigner, similarity_matrix
+from ferlib.training.evaluate import keypoint_nme
 
 KP = shipped_keypoint_model()
 pytestmark = pytest.mark.skipif(KP is None, reason="models/keypoint_regressor_fer2013 is not shipped")
@@ -34,7 +35,7 @@ def crops(fixture_clip) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def realigner() -> KeypointRealigner:
-    return KeypointRealigner(KP)
+    return load_realigner(KP)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_retry_gives_up_without_a_face(realigner, extractor):
 
 def test_classifier_checkpoints_are_refused():
     with pytest.raises(ModelFileError, match="not a keypoint regressor"):
-        KeypointRealigner(MODELS_DIR / "landmark_cnn1d_fer2013")
+        load_realigner(MODELS_DIR / "landmark_cnn1d_fer2013")
 
 
 def test_keypoint_model_is_not_listed_as_an_emotion_model():
@@ -132,13 +133,15 @@ def test_pipeline_with_the_keypoint_retry_runs_on_a_frame(fixture_clip):
 
 
 def test_extractor_retry_can_be_switched_at_run_time():
-    with LandmarkExtractor(mode="video", max_faces=1) as ex:
+    with Pipeline(mode="video", max_faces=1) as pipe:
+        ex = pipe.extractor
         assert ex.keypoint_model is None
-        ex.set_keypoint_model(KP)
+        pipe.set_keypoint_model(KP)
         first = ex._realign
-        ex.set_keypoint_model(KP)
+        assert isinstance(first, KeypointRealigner) and ex.keypoint_model == str(KP)
+        pipe.set_keypoint_model(KP)
         assert ex._realign is first, "the same checkpoint is not loaded twice"
-        ex.set_keypoint_model(None)
+        pipe.set_keypoint_model(None)
         assert ex._realign is None and ex.keypoint_model is None
         with pytest.raises(ModelFileError):
-            ex.set_keypoint_model(MODELS_DIR / "landmark_cnn1d_fer2013")
+            pipe.set_keypoint_model(MODELS_DIR / "landmark_cnn1d_fer2013")

@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint
 from ferlib.errors import InputError
+from ferlib.inference.checkpoint import load_checkpoint
 from ferlib.models import create_model
-from ferlib.train import RESUME_FILE, TrainConfig, train
+from ferlib.training.train import RESUME_FILE, TrainConfig, train
 from tests.helpers import ROOT, image_task, landmark_task
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, optimizer="adamw", schedule="cosine", weight_decay=1e-3,

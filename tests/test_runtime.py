@@ -1,4 +1,4 @@
-"""ferlib.runtime: every runner gives PyTorch's outputs for every shipped model, the fast runner is
+"""ferlib.inference.runtime: every runner gives PyTorch's outputs for every shipped model, the fast runner is
 the default of Pipeline and `ferlib predict`, and evaluate takes any runner (an ONNX file too)."""
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib import runtime
-from ferlib.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.cli import build_parser, main
 from ferlib.errors import InputError, ModelFileError
-from ferlib.evaluate import evaluate, occlusion_test
-from ferlib.export import PARITY_ATOL, example_batch
+from ferlib.inference import runtime
+from ferlib.inference.checkpoint import card_spec, load_checkpoint, make_card, save_checkpoint
+from ferlib.inference.export import PARITY_ATOL, example_batch
+from ferlib.inference.pipeline import MODELS_DIR, Pipeline
+from ferlib.inference.runtime import OnnxRunner, Runner, TorchRunner, TorchScriptRunner, load_runner, softmax
 from ferlib.inputs import TensorSet, spec_for_model
 from ferlib.models import create_model
-from ferlib.pipeline import MODELS_DIR, Pipeline
-from ferlib.runtime import OnnxRunner, Runner, TorchRunner, TorchScriptRunner, load_runner, softmax
+from ferlib.training.evaluate import evaluate, occlusion_test
 
 # One model's float32 outputs computed along different kernel paths (eager PyTorch, TorchScript,
 # whose profiling executor switches to an optimised graph after the first calls, and ONNX Runtime;
@@ -150,12 +150,12 @@ def test_load_runner_bad_inputs(tmp_path):
 
 
 def test_checkpoint_exports_are_reused_within_a_process(monkeypatch):
-    import ferlib.export
+    import ferlib.inference.export
 
     load_runner("landmark_cnn1d_fer2013")  # exported (or already cached by an earlier test)
     calls = []
-    real = ferlib.export.export_onnx
-    monkeypatch.setattr(ferlib.export, "export_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ferlib.inference.export.export_onnx
+    monkeypatch.setattr(ferlib.inference.export, "export_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
     a, b = load_runner("landmark_cnn1d_fer2013"), load_runner("landmark_cnn1d_fer2013", threads=2)
     assert calls == [] and a.session is not b.session and b.threads == 2
 

@@ -20,6 +20,7 @@ from ferlib import scale
 from ferlib.cli import main
 from ferlib.data.cache import extract_landmarks
 from ferlib.errors import InputError, ModelFileError
+from ferlib.inference.pipeline import shipped_keypoint_model
 from tests.helpers import FIXTURE_CLIP, ROOT
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e .[scale]; requirements.txt pins it)")
@@ -83,7 +84,7 @@ def test_ray_predict_matches_local_and_resumes(cluster, inputs, local_csv, tmp_p
     files[1].unlink()
     time.sleep(0.01)
     out.unlink()
-    settings = scale.PredictSettings(keypoint_model=str(scale.shipped_keypoint_model()), max_frames=MAX_FRAMES)
+    settings = scale.PredictSettings(keypoint_model=str(shipped_keypoint_model()), max_frames=MAX_FRAMES)
     run = scale.predict_ray(inputs, settings, shards, workers=1, image_batch=2, progress=False)
     assert (run.tasks, run.skipped) == (4, 3) and run.workers == 1
     assert all(f.stat().st_mtime_ns == m for f, m in mtimes.items() if f != files[1])
@@ -103,7 +104,7 @@ def test_shard_keys_follow_settings_and_files(inputs, tmp_path):
     assert scale.PredictSettings(keypoint_model=None).fingerprint() == fp
     assert scale.PredictSettings(keypoint_model=None, threads=2).fingerprint() == fp  # changes no row
     for other in (dict(smoothing="none"), dict(backend="torch"), dict(max_frames=3),
-                  dict(keypoint_model=str(scale.shipped_keypoint_model())), dict(model="landmark_cnn1d_fer2013")):
+                  dict(keypoint_model=str(shipped_keypoint_model())), dict(model="landmark_cnn1d_fer2013")):
         assert scale.PredictSettings(**{"keypoint_model": None, **other}).fingerprint() != fp, other
     img = tmp_path / "a.jpg"
     img.write_bytes(Path(inputs[0], "f0000.jpg").read_bytes())
@@ -134,7 +135,7 @@ def test_killed_run_resumes_without_recomputing(cluster, inputs, local_csv, tmp_
     before = {f: f.stat().st_mtime_ns for f in shards.glob("*.json")}
     assert before, "the killed run wrote no shard"
     assert not out.exists() or len(before) == 7  # killed before the end (or, on a fast machine, after it)
-    settings = scale.PredictSettings(keypoint_model=str(scale.shipped_keypoint_model()), max_frames=MAX_FRAMES)
+    settings = scale.PredictSettings(keypoint_model=str(shipped_keypoint_model()), max_frames=MAX_FRAMES)
     run = scale.predict_ray(inputs, settings, shards, workers=2, image_batch=1, progress=False)
     assert (run.tasks, run.skipped) == (7, len(before))
     assert all(f.stat().st_mtime_ns == m for f, m in before.items())

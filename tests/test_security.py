@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import InputError, ModelFileError
+from ferlib.inference.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.inputs import spec_for_model
 from ferlib.io import iter_video
 from ferlib.models import create_model
@@ -77,7 +77,7 @@ class _Evil:
 
 @pytest.mark.parametrize("kind", ["pickle-protocol-4", "pickle-protocol-0", "torch-save-zip"])
 def test_malicious_pickle_checkpoint_is_never_unpickled(tmp_path, kind):
-    from ferlib.pipeline import Pipeline
+    from ferlib.inference.pipeline import Pipeline
 
     torch.manual_seed(0)
     m = create_model("landmark_cnn1d", num_classes=7)
@@ -132,9 +132,10 @@ NETWORK_MODULES = {"socket", "ssl", "urllib.request", "http.client", "requests",
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "[::1]"}
 # Network modules a source may import, each for what a user asks for by name (one module per file).
 NETWORK_ALLOWED = {
-    "ferlib/scale.py": ("socket", "`--engine ray --address HOST:PORT`: a 5 s reachability check of the cluster the "
-                                  "user names (ray.init would retry for minutes), and a worker's host name in its "
-                                  "shard; the default local cluster binds 127.0.0.1 (tests/test_scale.py)"),
+    "ferlib/scale/cluster.py": ("socket", "`--engine ray --address HOST:PORT`: a 5 s reachability check of the "
+                                          "cluster the user names (ray.init would retry for minutes); the default "
+                                          "local cluster binds 127.0.0.1 (tests/test_scale.py)"),
+    "ferlib/scale/predict.py": ("socket", "a worker's host name in its shard (socket.gethostname; no connection)"),
 }
 EXAMPLE_ICE = {"host", "stun.example.org", "turn.example.org"}  # documented placeholders only
 
@@ -167,14 +168,14 @@ def hook(event, args):
 sys.addaudithook(hook)
 import numpy as np, torch
 torch.set_num_threads(1)
-from ferlib.checkpoint import make_card, save_checkpoint
+from ferlib.inference.checkpoint import make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.inputs import TensorSet, spec_for_model
 from ferlib.io import iter_video
 from ferlib.models import create_model
-from ferlib.pipeline import Pipeline
+from ferlib.inference.pipeline import Pipeline
 from ferlib.store import Store
-from ferlib.train import TrainConfig, train
+from ferlib.training.train import TrainConfig, train
 import webapp.video, webapp.resources, webapp.jobs, webapp.datasets, webapp.figures
 m = create_model("landmark_cnn1d", num_classes=7)
 save_checkpoint(m, sys.argv[2] + "/m", make_card(m, FER7, spec_for_model(m)))

@@ -1,4 +1,4 @@
-"""The short-sequence model (ferlib.sequence) on real embeddings from the committed clip, and bad input."""
+"""The short-sequence model (ferlib.training.sequence) on real embeddings from the committed clip, and bad input."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ferlib.errors import InputError
-from ferlib.sequence import (
+from ferlib.training.sequence import (
     SequenceConfig,
     n_parameters,
     predict_causal,

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferlib.checkpoint import load_checkpoint
 from ferlib.classes import CLASSES, FER7
-from ferlib.pipeline import DEFAULT_MODELS, DEFAULT_SMOOTHING, Pipeline, default_model_path, shipped_models
-from ferlib.predict import predict
+from ferlib.inference.checkpoint import load_checkpoint
+from ferlib.inference.pipeline import DEFAULT_MODELS, DEFAULT_SMOOTHING, Pipeline, default_model_path, shipped_models
+from ferlib.inference.predict import predict
 
 SHIPPED = shipped_models()
 

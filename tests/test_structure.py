@@ -126,12 +126,7 @@ def test_no_new_circle_through_deferred_imports():
 
 # Imports of ferlib/webapp modules inside a function body: only the CLI defers them (each command
 # imports its modules when it runs). Any other one is listed here with the reason it stays deferred.
-_TORCH = "loads torch and a keypoint model, which extraction (and its worker processes) needs only when one is set"
-DEFERRED_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
-    ("ferlib.landmarks", "ferlib.realign"): _TORCH,
-    ("ferlib.data.cache", "ferlib.realign"): _TORCH,
-    ("ferlib.data.cache", "ferlib.checkpoint"): _TORCH,
-}
+DEFERRED_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {}
 DEFERRING_MODULES = {"ferlib.cli"}
 
 
@@ -164,7 +159,7 @@ def test_ferlib_and_webapp_modules_are_imported_at_module_top():
                 base = node.module or ""
                 if node.level:
                     base = ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
-                # `from ferlib import realign` imports the module ferlib.realign
+                # `from ferlib import realign` imports the module ferlib.faces.realign
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
             for t in targets:
                 if t.split(".")[0] in PACKAGES:
@@ -189,7 +184,7 @@ _SIDE_EFFECTS = r"""
 import ast, os, sys
 import mediapipe, torch  # third-party imports may set variables (mediapipe: LD_LIBRARY_PATH)
 before = dict(os.environ)
-import ferlib.landmarks, ferlib.pipeline, ferlib.graphs
+import ferlib.faces.landmarks, ferlib.inference.pipeline, ferlib.faces.graphs
 assert dict(os.environ) == before, sorted(set(os.environ) ^ set(before))
 assert not getattr(ast.parse, "_ferlib_serialised", False), "ferlib must not touch ast.parse"
 import webapp
@@ -206,3 +201,62 @@ def test_importing_the_library_has_no_side_effects():
 
     p = subprocess.run([sys.executable, "-c", _SIDE_EFFECTS], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+# The layers, lowest first (docs/ARCHITECTURE.md says why): a module imports its own layer and the ones
+# below, never one above, deferred imports included. `ferlib` top-level modules are the shared base.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("ferlib", "ferlib._version", "ferlib.classes", "ferlib.errors", "ferlib.types", "ferlib.locations",
+              "ferlib.fsutil", "ferlib.io")),
+    ("faces", ("ferlib.faces",)),
+    ("models and store", ("ferlib.models", "ferlib.store")),
+    ("inputs", ("ferlib.inputs",)),
+    ("inference", ("ferlib.inference",)),
+    ("data", ("ferlib.data",)),
+    ("training", ("ferlib.training",)),
+    ("scale-out and benchmarks", ("ferlib.scale", "ferlib.bench")),
+    ("cli", ("ferlib.cli", "ferlib.__main__")),
+    ("app", ("webapp", "pages")),
+]
+
+
+def layer_of(module: str) -> int:
+    """Index in LAYERS of the most specific prefix naming `module` (KeyError if none does)."""
+    best = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > best[1]):
+                best = (i, len(p))
+    if best is None:
+        raise KeyError(module)
+    return best[0]
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in _modules() if m.startswith("ferlib") and layer_of(m) == 0 and m.count(".") > 1] == []
+    for m in _modules():
+        layer_of(m)  # raises for a module no layer names
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+                  for a, deps in graph.items() for b in deps if layer_of(b) > layer_of(a))
+
+
+def test_imports_run_down_the_layers_only():
+    assert upward_imports(import_graph(deferred=True)) == []
+
+
+def test_layer_check_catches_an_upward_import():
+    graph = {"ferlib.faces.realign": {"ferlib.inference.checkpoint", "ferlib.errors"},
+             "ferlib.training.train": {"ferlib.inference.runtime"}, "ferlib.cli": {"webapp.video"}}
+    assert upward_imports(graph) == [
+        "ferlib.cli (cli) imports webapp.video (app)",
+        "ferlib.faces.realign (faces) imports ferlib.inference.checkpoint (inference)"]
+
+
+def test_the_package_top_holds_entry_points_and_shared_definitions_only():
+    top = sorted(p.stem for p in (ROOT / "ferlib").glob("*.py"))
+    assert len(top) <= 10, top
+    allowed = {m.split(".")[-1] for m in LAYERS[0][1]} | {"__init__", "cli", "__main__"}
+    assert set(top) <= allowed, sorted(set(top) - allowed)

@@ -18,11 +18,11 @@ from ferlib.data.tensors import (
     split_prepared,
 )
 from ferlib.errors import InputError
-from ferlib.evaluate import evaluate
+from ferlib.faces.landmarks import face_crop
+from ferlib.faces.normalize import SUBSETS, normalize
 from ferlib.inputs import InputSpec, TensorSet
-from ferlib.landmarks import face_crop
-from ferlib.normalize import SUBSETS, normalize
 from ferlib.store import Store
+from ferlib.training.evaluate import evaluate
 from ferlib.types import Face
 
 LM = InputSpec(kind="landmarks")

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import make_card, save_checkpoint
 from ferlib.classes import FER7
 from ferlib.errors import InputError
-from ferlib.features import DISTANCE_POINTS
+from ferlib.faces.features import DISTANCE_POINTS
+from ferlib.faces.normalize import MIRROR_PERMUTATION, SUBSETS
+from ferlib.inference.checkpoint import make_card, save_checkpoint
 from ferlib.inputs import (
     Augmenter,
     InputSpec,
@@ -26,8 +27,7 @@ from ferlib.inputs import (
     turn_images,
 )
 from ferlib.models import create_model
-from ferlib.normalize import MIRROR_PERMUTATION, SUBSETS
-from ferlib.train import TrainConfig, class_weights, finetune, train
+from ferlib.training.train import TrainConfig, class_weights, finetune, train
 from tests.helpers import faces_px, image_task, landmark_task
 
 CLASSES3 = ["angry", "happy", "sad"]
@@ -249,8 +249,8 @@ def test_keypoint_regressor_learns_points():
 def test_mirror_on_a_real_face(fixture_clip):
     """Face mesh on a real frame (head turned ~11 deg) and on its mirror image: Mirror(build_batch(frame))
     matches build_batch(mirrored frame) far better than the unmirrored batch does."""
+    from ferlib.faces.landmarks import LandmarkExtractor
     from ferlib.io import iter_video
-    from ferlib.landmarks import LandmarkExtractor
 
     _, _, frame = next(iter_video(fixture_clip, max_frames=1))
     with LandmarkExtractor(mode="static") as ex:

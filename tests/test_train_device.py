@@ -14,17 +14,17 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-import ferlib.evaluate
-import ferlib.train
-from ferlib.checkpoint import make_card, save_checkpoint
+import ferlib.training.evaluate
+import ferlib.training.train
 from ferlib.cli import build_parser, main
-from ferlib.device import autocast, model_device, resolve_device, to_device
 from ferlib.errors import InputError
-from ferlib.evaluate import predict_outputs
+from ferlib.faces.normalize import canonical_face
+from ferlib.inference.checkpoint import make_card, save_checkpoint
 from ferlib.inputs import InputSpec, TensorSet, spec_for_model
 from ferlib.models import create_model, list_models
-from ferlib.normalize import canonical_face
-from ferlib.train import TrainConfig, _on_device, finetune, train
+from ferlib.training.device import autocast, model_device, resolve_device, to_device
+from ferlib.training.evaluate import predict_outputs
+from ferlib.training.train import TrainConfig, _on_device, finetune, train
 from tests.helpers import ROOT
 from webapp import jobs
 
@@ -182,8 +182,8 @@ def _model_data(name: str, n: int = 8) -> tuple:
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_trains_and_validates_under_bf16_autocast(name, monkeypatch):
-    monkeypatch.setattr(ferlib.train, "autocast", _bf16_cpu_autocast)
-    monkeypatch.setattr(ferlib.evaluate, "autocast", _bf16_cpu_autocast)
+    monkeypatch.setattr(ferlib.training.train, "autocast", _bf16_cpu_autocast)
+    monkeypatch.setattr(ferlib.training.evaluate, "autocast", _bf16_cpu_autocast)
     model, data = _model_data(name)
     result = train(model, data, data, TrainConfig(epochs=1, batch_size=4, tta_flip=model.task == "classification",
                                                   num_threads=1, device="cpu"))

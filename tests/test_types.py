@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ferlib.checkpoint import existing_checkpoint
 from ferlib.errors import InputError
 from ferlib.fsutil import json_default, sha256_bytes, sha256_file, sha256_files
+from ferlib.inference.checkpoint import existing_checkpoint
 from ferlib.types import Face, Prediction, face_landmarks, largest_face, main_prediction
 
 

@@ -47,7 +47,7 @@ def dataset_path(path: str) -> Path:
 
 def import_extra(path: str) -> Dataset:
     """A typed dataset path (`dataset_path`) imported (`import_dataset`, kind auto): the Train page's
-    extra training data (ferlib.workflow.TrainingData.train_only: every row trains)."""
+    extra training data (ferlib.training.workflow.TrainingData.train_only: every row trains)."""
     return import_dataset(dataset_path(path))
 
 
@@ -73,6 +73,6 @@ def folder_table(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
 
 
 def folder_inputs(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> dict:
-    """`ferlib.evaluate.evaluate` keyword arguments of a folder dataset (`Prepared.eval_inputs`):
+    """`ferlib.training.evaluate.evaluate` keyword arguments of a folder dataset (`Prepared.eval_inputs`):
     labels of every image, data of the detected faces, detected_mask, poses."""
     return prepare(df, spec, classes, drop_unknown=True, workers=1).eval_inputs()

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ferlib.pose import PITCH_EDGES, YAW_EDGES, bin_labels
+from ferlib.faces.pose import PITCH_EDGES, YAW_EDGES, bin_labels
 
 _MARGIN = dict(l=10, r=10, t=60, b=10)
 

@@ -3,7 +3,7 @@
 A job trains outside the Streamlit script thread (`threading.Thread`, one torch thread), tracks
 itself in the store's `runs` table (running -> done/failed/cancelled; a killed app leaves
 'running', which Store.check() marks 'interrupted' at the next start) and registers its result
-as a new model version with its card. The training itself is `ferlib.workflow`'s, the one the
+as a new model version with its card. The training itself is `ferlib.training.workflow`'s, the one the
 `ferlib train` / `ferlib finetune` commands run, so the card has the same schema.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 from ferlib.classes import FER7
 from ferlib.errors import InputError
 from ferlib.models import create_model
-from ferlib.personal import DEFAULT_METHOD, AdaptConfig
 from ferlib.store import Store, validate_name
-from ferlib.train import RESUME_FILE, TrainConfig
-from ferlib.workflow import (
+from ferlib.training.personal import DEFAULT_METHOD, AdaptConfig
+from ferlib.training.train import RESUME_FILE, TrainConfig
+from ferlib.training.workflow import (
     PrepareOptions,
     Progress,
     TrainingData,
@@ -45,7 +45,7 @@ _LOCK = threading.Lock()
 class TrainSpec:
     """What the Train page asks for. base_path None = train `model_type` from scratch; extra_data: an
     imported dataset (folder, .zip or .csv) whose rows are added to the training split. adapt (with a
-    base): a ferlib.personal method (few-shot: every train and val sample, a fixed schedule; epochs,
+    base): a ferlib.training.personal method (few-shot: every train and val sample, a fixed schedule; epochs,
     patience, lr and freeze_backbone are the classic fine-tune's) or "train" (the classic fine-tune)."""
 
     name: str
@@ -92,7 +92,7 @@ class TrainJob:
 
 
 def train_progress(ev: dict, epochs: int) -> float | None:
-    """The Train page's progress after one `ferlib.train.train` event, or None where the event does
+    """The Train page's progress after one `ferlib.training.train.train` event, or None where the event does
     not move it (resumed, cancelled).
 
     step/epoch events: the optimiser steps done over the planned ones (`epochs` x steps per epoch).

@@ -10,12 +10,12 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from ferlib.checkpoint import load_checkpoint
 from ferlib.errors import InputError
-from ferlib.landmarks import LandmarkExtractor
+from ferlib.faces.landmarks import LandmarkExtractor
+from ferlib.inference.checkpoint import load_checkpoint
+from ferlib.inference.pipeline import DEFAULT_MODELS, Pipeline, shipped_models
+from ferlib.inference.runtime import freeze_heap
 from ferlib.models import create_model, list_models
-from ferlib.pipeline import DEFAULT_MODELS, Pipeline, shipped_models
-from ferlib.runtime import freeze_heap
 from ferlib.store import Store, default_root
 from webapp import jobs
 from webapp.video import drain

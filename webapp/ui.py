@@ -8,10 +8,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from ferlib.checkpoint import checkpoint_paths
 from ferlib.classes import CLASSES, FER7
 from ferlib.errors import FerError
-from ferlib.pipeline import DEFAULT_MODELS
+from ferlib.inference.checkpoint import checkpoint_paths
+from ferlib.inference.pipeline import DEFAULT_MODELS
 
 ROUGH_BELOW = 50
 """Figures resting on fewer samples than this carry a caveat."""
@@ -43,7 +43,7 @@ def card_of(path: str | Path) -> dict:
 
 
 def default_model_index(choices: Sequence) -> int:
-    """Index of the shipped default model (`ferlib.pipeline.DEFAULT_MODELS`, first present) in
+    """Index of the shipped default model (`ferlib.inference.pipeline.DEFAULT_MODELS`, first present) in
     `choices` (ModelChoice items), else 0."""
     stems = [Path(str(c.path)).with_suffix("").name if c.store_id is None else None for c in choices]
     for stem in DEFAULT_MODELS:

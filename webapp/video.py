@@ -1,4 +1,4 @@
-"""WebRTC video processors of the Live and Studio pages (overlays drawn by ferlib.draw).
+"""WebRTC video processors of the Live and Studio pages (overlays drawn by ferlib.inference.draw).
 
 The processors run in streamlit-webrtc's worker thread: no ``st.*`` call in here. The page sets
 their settings through plain attributes (read once per frame) and reads their results from
@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 from streamlit_webrtc import VideoProcessorBase
 
-from ferlib.crops import face_crop
-from ferlib.draw import draw_faces, draw_result
 from ferlib.errors import FerError, StorageError
-from ferlib.normalize import normalize
+from ferlib.faces.crops import face_crop
+from ferlib.faces.normalize import normalize
+from ferlib.inference.draw import draw_faces, draw_result
 from ferlib.types import FrameResult, largest_face, main_prediction
 
 QUEUE_SIZE = 512
@@ -111,8 +111,7 @@ class LiveProcessor(VideoProcessorBase):
         elif self._built[1] != smoothing:
             self._pipeline.set_smoothing(smoothing)
         self._built = (model_path, smoothing)
-        if self._pipeline.extractor.keypoint_model != self.keypoint_model:  # pooled pipelines keep it
-            self._pipeline.extractor.set_keypoint_model(self.keypoint_model)
+        self._pipeline.set_keypoint_model(self.keypoint_model)  # pooled pipelines keep theirs: a no-op then
         # image models run face mesh only for the overlay (and then report head pose too)
         self._pipeline.extractor.mesh = self._pipeline.needs_mesh or self.mesh
         return self._pipeline

@@ -10,9 +10,9 @@ import torch
 from ferlib.bench.config import BenchConfig
 from ferlib.bench.roles import Runners
 from ferlib.bench.timing import log, no_gc, spread, timed_mesh_frames
-from ferlib.draw import draw_result
-from ferlib.landmarks import LandmarkExtractor
-from ferlib.pipeline import Pipeline
+from ferlib.faces.landmarks import LandmarkExtractor
+from ferlib.inference.draw import draw_result
+from ferlib.inference.pipeline import Pipeline
 from ferlib.types import FrameResult
 
 

@@ -16,11 +16,11 @@ import numpy as np
 from ferlib import locations
 from ferlib.bench.config import PATH_ROLES, BenchConfig
 from ferlib.bench.timing import log, no_gc, spread, timed_mesh_frames
-from ferlib.crops import square_crop
 from ferlib.errors import InputError
-from ferlib.landmarks import LandmarkExtractor
-from ferlib.pipeline import Pipeline
-from ferlib.runtime import set_torch_threads
+from ferlib.faces.crops import square_crop
+from ferlib.faces.landmarks import LandmarkExtractor
+from ferlib.inference.pipeline import Pipeline
+from ferlib.inference.runtime import set_torch_threads
 from ferlib.types import largest_face
 
 

@@ -8,7 +8,7 @@ import torch
 from ferlib.bench.config import BenchConfig
 from ferlib.bench.roles import Runners, prepared
 from ferlib.bench.timing import log, spread, time_calls
-from ferlib.checkpoint import card_spec
+from ferlib.inference.checkpoint import card_spec
 
 
 def bench_raw(cfg: BenchConfig, roles: dict, runners: Runners, frames, lm, idx, rounds: int = 5) -> list[dict]:

@@ -6,13 +6,13 @@ import numpy as np
 import torch
 
 from ferlib.bench.config import BACKENDS, ROLES
-from ferlib.checkpoint import MODELS_DIR, existing_checkpoint, load_checkpoint, make_card
 from ferlib.classes import FER7
-from ferlib.crops import face_crop
 from ferlib.errors import InputError
+from ferlib.faces.crops import face_crop
+from ferlib.inference.checkpoint import MODELS_DIR, existing_checkpoint, load_checkpoint, make_card
+from ferlib.inference.runtime import Runner, load_runner
 from ferlib.inputs import build_batch, spec_for_model
 from ferlib.models import create_model
-from ferlib.runtime import Runner, load_runner
 from ferlib.types import Face, largest_face
 
 
@@ -30,8 +30,8 @@ def load_role(role: str):
 
 
 class Runners:
-    """ferlib.runtime runners per (role, backend, threads), made once each by `load_runner`
-    (exports are parity-checked against PyTorch by ferlib.export)."""
+    """ferlib.inference.runtime runners per (role, backend, threads), made once each by `load_runner`
+    (exports are parity-checked against PyTorch by ferlib.inference.export)."""
 
     def __init__(self, roles: dict):
         self.roles = roles

@@ -20,8 +20,8 @@ from ferlib.bench.report import ratios_and_targets
 from ferlib.bench.roles import Runners, clip_faces, load_role
 from ferlib.bench.timing import log
 from ferlib.bench.training import bench_dataset_import, bench_finetune
+from ferlib.faces.landmarks import LandmarkExtractor
 from ferlib.io import iter_video
-from ferlib.landmarks import LandmarkExtractor
 
 
 def _machine() -> dict:

@@ -10,12 +10,12 @@ import torch
 
 from ferlib.bench.config import CLIP_LABELS, ROLES, BenchConfig
 from ferlib.bench.timing import log
-from ferlib.checkpoint import MODELS_DIR, card_spec, existing_checkpoint, save_checkpoint
 from ferlib.classes import index_of
 from ferlib.data import extract_landmarks, import_fer2013
 from ferlib.errors import InputError
+from ferlib.inference.checkpoint import MODELS_DIR, card_spec, existing_checkpoint, save_checkpoint
 from ferlib.inputs import TensorSet
-from ferlib.train import TrainConfig, finetune
+from ferlib.training.train import TrainConfig, finetune
 
 
 def bench_dataset_import(cfg: BenchConfig, fer2013_zip: Path) -> tuple[list[dict], str | None]:

@@ -31,14 +31,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ferlib import landmarks as lm
 from ferlib import locations
-from ferlib.crops import face_crop
-from ferlib.detection import SMALL_SIDE
 from ferlib.errors import FerError, InputError
+from ferlib.faces import landmarks as lm
+from ferlib.faces import realign
+from ferlib.faces.crops import face_crop
+from ferlib.faces.detection import SMALL_SIDE
+from ferlib.faces.landmarks import LandmarkExtractor
 from ferlib.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from ferlib.inference.checkpoint import checkpoint_paths
+from ferlib.inference.keypoints import load_realigner
 from ferlib.io import ensure_bgr, image_size, load_image
-from ferlib.landmarks import LandmarkExtractor
 from ferlib.types import Face, largest_face
 
 from .importers import read_bytes, resize_square
@@ -123,14 +126,11 @@ def extractor_settings(extractor_kwargs: dict | None = None, resize_to: int | No
 
     kwargs = {**DEFAULT_EXTRACTOR, **(extractor_kwargs or {})}
     if kwargs.get("keypoint_model") is not None:  # the regressor's weights, not where they lie
-        from ferlib import realign
-        from ferlib.checkpoint import checkpoint_paths
-
         kwargs["keypoint_model"] = "sha256:" + sha256_file(checkpoint_paths(kwargs["keypoint_model"])[0])
         kwargs["realign"] = {k: np.asarray(getattr(realign, k)).tolist() for k in dir(realign)
                              if k.isupper() and isinstance(getattr(realign, k), (int, float, tuple, np.ndarray))}
     # The front end's tuning numbers (FRONT_END, margins, sizes): upper-case ints and floats of
-    # ferlib.landmarks; bools are flags such as typing.TYPE_CHECKING, not settings.
+    # ferlib.faces.landmarks; bools are flags such as typing.TYPE_CHECKING, not settings.
     consts = {k: v for k in dir(lm) if k.isupper()
               and isinstance(v := getattr(lm, k), (int, float)) and not isinstance(v, bool)}
     return {"format": CACHE_FORMAT, "extractor": kwargs, "constants": consts,
@@ -180,8 +180,15 @@ def detection_summary(df: pd.DataFrame, detected: np.ndarray) -> pd.DataFrame:
 _WORKER: dict[str, Any] = {}
 
 
+def make_extractor(extractor_kwargs: dict) -> LandmarkExtractor:
+    """The LandmarkExtractor of `extractor_kwargs`; "keypoint_model" (a checkpoint path) becomes its realigner."""
+    kwargs = dict(extractor_kwargs)
+    kp = kwargs.pop("keypoint_model", None)
+    return LandmarkExtractor(**kwargs, realigner=None if kp is None else load_realigner(kp))
+
+
 def _init_worker(extractor_kwargs: dict, resize_to: int | None) -> None:
-    _WORKER["extractor"] = LandmarkExtractor(**extractor_kwargs)
+    _WORKER["extractor"] = make_extractor(extractor_kwargs)
     _WORKER["resize_to"] = resize_to
 
 
@@ -211,7 +218,7 @@ def extract_landmarks(df: pd.DataFrame, *, cache_dir: str | os.PathLike | None =
     Dataset's ``resize_to``), None to read them as they are.
     `callback(done, total)` is called as images finish (cached ones count as done at once); an
     exception it raises cancels the run, and the images finished so far stay cached.
-    `extractor_kwargs={"keypoint_model": PATH}` (ferlib.realign): the images are extracted (or
+    `extractor_kwargs={"keypoint_model": PATH}` (ferlib.faces.realign): the images are extracted (or
     read from the cache) without it first, then only the misses go through the keypoint retry, in a
     cache of their own keyed by the regressor's sha256.
     `runner`: what extracts the uncached images instead of this module's process pool, with `_run`'s
@@ -379,10 +386,10 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
                   **extract_kw: Any) -> Crops:
     """Grey size x size face crops for image models, cached by content.
 
-    mode "image": the whole image resized (FER2013-like tight crops); "face": ferlib.landmarks
+    mode "image": the whole image resized (FER2013-like tight crops); "face": ferlib.faces.landmarks
     .face_crop around the landmarks (from `landmarks`, else `extract_landmarks(df, **extract_kw)`),
     the whole image where no face was found; "auto": "image" for images whose longer side is below
-    ferlib.landmarks.SMALL_SIDE, else "face". `resize_to`: as in `extract_landmarks`.
+    ferlib.faces.landmarks.SMALL_SIDE, else "face". `resize_to`: as in `extract_landmarks`.
     """
     if mode not in ("auto", "image", "face"):
         raise InputError(f"crop mode {mode!r}: expected 'auto', 'image' or 'face'")

@@ -7,7 +7,7 @@ The rule for every function of ferlib.data and its callers:
   `ensure_val_split`), `extract_landmarks` and `extract_crops` (``resize_to=ds.resize_to``),
   `detection_summary`, `split_prepared`.
 - A function that needs what the importer knew beyond the rows (``resize_to``, ``root``, ``kind``)
-  takes a `Dataset`: `prepare`, `landmarks_of`, `dataset_sha256`, `ferlib.workflow.TrainingData`.
+  takes a `Dataset`: `prepare`, `landmarks_of`, `dataset_sha256`, `ferlib.training.workflow.TrainingData`.
   Each of them also takes a bare DataFrame, read as a Dataset without metadata (`Dataset.of`):
   Studio rows and `Prepared.df` subsets are such tables.
 

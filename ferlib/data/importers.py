@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from ferlib.classes import CLASSES, UnknownClassError, canonical, from_code
-from ferlib.crops import resize_square  # noqa: F401 (part of ferlib.data's API)
 from ferlib.data.dataset import Dataset
 from ferlib.errors import InputError
+from ferlib.faces.crops import resize_square  # noqa: F401 (part of ferlib.data's API)
 from ferlib.io import IMAGE_EXTENSIONS, ensure_bgr, load_image
 
 COLUMNS: tuple[str, ...] = ("path", "label", "split", "subject", "group", "source")

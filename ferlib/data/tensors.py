@@ -45,9 +45,9 @@ from ferlib.data.importers import (
 )
 from ferlib.data.splits import chunked_split, subject_split
 from ferlib.errors import FerError, InputError
+from ferlib.faces.normalize import head_pose, normalize
 from ferlib.fsutil import sha256_file, sha256_files
 from ferlib.inputs import InputSpec, TensorSet
-from ferlib.normalize import head_pose, normalize
 from ferlib.store import Store
 from ferlib.types import face_landmarks
 
@@ -128,7 +128,7 @@ class Prepared:
                          torch.cat([p.labels for p in parts])[pos], self.spec, targets)
 
     def eval_inputs(self, mask=None) -> dict:
-        """Keyword arguments of `ferlib.evaluate.evaluate` for the rows in `mask` (default all):
+        """Keyword arguments of `ferlib.training.evaluate.evaluate` for the rows in `mask` (default all):
         labels of every row, data = TensorSet of the detected ones, detected_mask, poses."""
         m = np.ones(len(self), bool) if mask is None else np.asarray(mask, bool)
         poses = self.poses[m]
@@ -248,7 +248,7 @@ def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str
     `extract_crops`; an exception the callback raises cancels); cache_dir: a folder whose
     `landmarks/` and `crops/` hold the caches (default `ferlib.data.default_cache_dir`).
     extractor_kwargs: LandmarkExtractor options of the extraction (e.g. ``{"keypoint_model": PATH}``,
-    the keypoint-aligned retry of misses, ferlib.realign).
+    the keypoint-aligned retry of misses, ferlib.faces.realign).
     """
     classes = tuple(canonical(c) for c in classes)
     ds = Dataset.of(data)

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from ferlib.errors import InputError
-from ferlib.features import DISTANCE_POINTS
+from ferlib.faces.features import DISTANCE_POINTS
+from ferlib.faces.normalize import SUBSETS, mirror_permutation
 from ferlib.inputs.batch import build_batch
 from ferlib.inputs.spec import InputSpec
-from ferlib.normalize import SUBSETS, mirror_permutation
 
 
 def _local_mirror(indices) -> np.ndarray:

@@ -8,10 +8,9 @@ import numpy as np
 import torch
 
 from ferlib.errors import InputError
-from ferlib.features import DISTANCE_POINTS, pairwise_distances
+from ferlib.faces.features import DISTANCE_POINTS, pairwise_distances
+from ferlib.faces.normalize import KEYPOINT_INDICES, SUBSETS, normalize
 from ferlib.inputs.spec import PATCH_REGIONS, REGIONS, InputSpec
-from ferlib.models.keypoints import KEYPOINT_INDICES
-from ferlib.normalize import SUBSETS, normalize
 
 
 def _check_landmarks(landmarks_px) -> np.ndarray:

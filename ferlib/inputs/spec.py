@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ferlib.errors import InputError
-from ferlib.normalize import SUBSETS
+from ferlib.faces.normalize import SUBSETS
 
 KINDS = ("landmarks", "image", "hybrid", "distances")
 KEYS = ("landmarks", "image", "heatmaps", "patches", "distances", "stratum")
@@ -25,11 +25,11 @@ class InputSpec:
     """What `build_batch` makes for a model.
 
     kind: landmarks | image | hybrid | distances. keys: batch keys to build (default by kind).
-    method/subset: landmark normalisation (ferlib.normalize) and index subset for "landmarks".
+    method/subset: landmark normalisation (ferlib.faces.normalize) and index subset for "landmarks".
     image_size, mean, std: crops are resized to image_size^2 and scaled (x/255 - mean) / std.
     heatmap_*: Gaussian heatmaps of the normalised heatmap_subset points, summed into one channel
     or one per point. patch_size: eye/brow/mouth patches (REGIONS) for "patches".
-    distance_indices: landmark indices for "distances" (empty = ferlib.features.DISTANCE_POINTS).
+    distance_indices: landmark indices for "distances" (empty = ferlib.faces.features.DISTANCE_POINTS).
     clarity_edges: Laplacian-variance thresholds giving the "stratum" key (len+1 strata).
     subtract_baseline: subtract the person's normalised neutral landmarks (subject conditioning).
     """

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ferlib.normalize import SUBSETS
+from ferlib.faces.normalize import SUBSETS
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -34,5 +34,5 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 def default_num_points(subset: str = "default") -> int:
-    """Number of landmarks in a named subset of ferlib.normalize.SUBSETS."""
+    """Number of landmarks in a named subset of ferlib.faces.normalize.SUBSETS."""
     return len(SUBSETS[subset])

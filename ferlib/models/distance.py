@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ferlib.features import num_distances
+from ferlib.faces.features import num_distances
 
 from .blocks import mlp
 from .registry import FerModel, register_model
@@ -12,10 +12,10 @@ from .registry import FerModel, register_model
 
 @register_model("distance_mlp")
 class DistanceMLP(FerModel):
-    """MLP on (N, D) pairwise distances (ferlib.features). With n_strata > 1 each image-clarity
+    """MLP on (N, D) pairwise distances (ferlib.faces.features). With n_strata > 1 each image-clarity
     stratum (batch key "stratum", (N,) int64 in [0, n_strata), see ferlib.inputs.clarity_stratum)
     has its own MLP trunk; the linear head is shared. num_features=0 takes D from the default
-    index set of ferlib.features (DISTANCE_POINTS)."""
+    index set of ferlib.faces.features (DISTANCE_POINTS)."""
 
     input_kind = "distances"
 
@@ -30,6 +30,13 @@ class DistanceMLP(FerModel):
         self.input_keys = ("distances",) + (("stratum",) if n_strata > 1 else ())
         self.trunks = nn.ModuleList(mlp([num_features, *hidden_sizes], dropout) for _ in range(n_strata))
         self.head = nn.Linear(hidden_sizes[-1], num_classes)
+
+    @property
+    def export_refused(self) -> str | None:
+        if len(self.trunks) > 1:
+            return ("per-stratum trunks route samples with boolean masks (data-dependent shapes); tracing "
+                    "would freeze the example's routing")
+        return None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)

@@ -42,7 +42,7 @@ class HybridHeatmap(FerModel):
 @register_model("hybrid_fusion")
 class HybridFusion(FerModel):
     """Image CNN on (N,1,S,S) + MLP on flattened landmarks (N,3,K), concatenated, one dense layer,
-    head. num_points=0 takes K from ferlib.normalize.SUBSETS[subset]."""
+    head. num_points=0 takes K from ferlib.faces.normalize.SUBSETS[subset]."""
 
     input_kind = "hybrid"
     input_keys = ("image", "landmarks")

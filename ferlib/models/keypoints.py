@@ -5,12 +5,10 @@ import torch
 from torch import nn
 
 from ferlib.errors import InputError
+from ferlib.faces.normalize import KEYPOINT_INDICES
 
 from .blocks import vgg_trunk
 from .registry import FerModel, register_model
-
-# Face mesh indices of the regressed points (subject's right/left; iris centres and lip corners).
-KEYPOINT_INDICES: dict[str, int] = {"right_eye": 468, "left_eye": 473, "mouth_right": 61, "mouth_left": 291}
 
 
 @register_model("keypoint_regressor")

@@ -27,6 +27,12 @@ class FerModel(nn.Module):
     hparams: dict
     registry_name: str = ""
 
+    @property
+    def export_refused(self) -> str | None:
+        """Why this model cannot be exported by tracing (None: it can). A model whose forward routes
+        samples by their data says so here, so loading picks eager PyTorch without trying."""
+        return None
+
     def check_batch(self, batch: dict[str, torch.Tensor]) -> None:
         missing = [k for k in self.input_keys if k not in batch]
         if missing:

@@ -21,7 +21,7 @@ runs), ``check`` (start-up repair). :class:`Store` puts them together.
 """
 from __future__ import annotations
 
-from ferlib.pose import pose_bin
+from ferlib.faces.pose import pose_bin
 
 from .check import CheckMixin, CheckReport
 from .db import default_root

@@ -16,8 +16,8 @@ import pandas as pd
 
 from ferlib.classes import FER7, UnknownClassError, canonical
 from ferlib.errors import InputError, StorageError
+from ferlib.faces.pose import PITCH_EDGES, YAW_EDGES, bin_label, bin_labels, pose_bin
 from ferlib.fsutil import atomic_file, atomic_write_bytes
-from ferlib.pose import PITCH_EDGES, YAW_EDGES, bin_label, bin_labels, pose_bin
 from ferlib.types import face_landmarks
 
 from .db import Catalogue, row_id

@@ -238,6 +238,17 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+DOC_IMAGES = ROOT / "docs" / "images"
+REFRESH_DOC_IMAGES = os.environ.get("FERLIB_DOC_IMAGES", "").strip().lower() in {"1", "true", "yes"}
+
+
+def doc_image(shot: Path, name: str) -> None:
+    """With FERLIB_DOC_IMAGES=1, copy a screenshot to docs/images/<name>.png (the README's pictures)."""
+    if REFRESH_DOC_IMAGES:
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, DOC_IMAGES / f"{name}.png")
+
+
 def webrtc_frame(page, index: int = 0):
     """The FrameLocator of the `index`-th streamlit-webrtc component on the page."""
     return page.frame_locator('iframe[src*="streamlit_webrtc"]').nth(index)

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 from ferlib.classes import CLASSES
-from ferlib.pipeline import default_model_path
+from ferlib.inference.pipeline import default_model_path
 
 from .conftest import _make_y4m
 from .harness import (
@@ -39,7 +39,7 @@ def _ensure_a_model(data_dir) -> None:
     real) checkpoint registered in the test's store (the test checks the stream, not accuracy)."""
     if any(p.with_suffix(".json").exists() for p in (ROOT / "models").glob("*.safetensors")):
         return
-    from ferlib.checkpoint import make_card, save_checkpoint
+    from ferlib.inference.checkpoint import make_card, save_checkpoint
     from ferlib.inputs import spec_for_model
     from ferlib.models import create_model
     from ferlib.store import Store

@@ -22,6 +22,7 @@ from .harness import (
     ROOT,
     body_text,
     chromium_page,
+    doc_image,
     netns,
     prepare_studio,
     require_browser_tools,
@@ -162,7 +163,7 @@ def test_the_whole_journey_in_a_browser(app, clips):
         assert re.search(r"Session: me, \d+ samples in all \(happy \d+, sad \d+\)", text), text[:2000]
         page.get_by_role("tab", name="Review").click()
         page.wait_for_timeout(500)
-        screenshot(page, "journey-1280-studio-review")
+        doc_image(screenshot(page, "journey-1280-studio-review"), "studio")
 
         # Train from the defaults: the shipped default model, every session; one click
         _go(page, "Train")
@@ -173,7 +174,7 @@ def test_the_whole_journey_in_a_browser(app, clips):
         m = wait_for_text(page, r"Registered as (my model v\d+)", timeout=240, shot="journey-train")
         model = m.group(1)
         _check(page, srv, guard)
-        screenshot(page, "journey-1280-train-done")
+        doc_image(screenshot(page, "journey-1280-train-done"), "train")
         page.get_by_role("button", name="Make live").click()
         wait_for_text(page, rf"{re.escape(model)} is live", timeout=30, shot="journey-train")
         assert page.get_by_role("button", name="Make live").count() == 0
@@ -187,7 +188,7 @@ def test_the_whole_journey_in_a_browser(app, clips):
         assert sum(t.startswith("Counts") for t in titles) == 2, titles
         assert sum(t.startswith("Row-normalised") for t in titles) == 2, titles
         assert "shipped: " in body_text(page)
-        screenshot(page, "journey-1280-evaluate")
+        doc_image(screenshot(page, "journey-1280-evaluate"), "evaluate")
         _check(page, srv, guard)
 
         # Live: the new model by default, named, with its label
@@ -204,7 +205,7 @@ def test_the_whole_journey_in_a_browser(app, clips):
             assert label.group(1) in CLASSES
             assert any(model in t for t in _chart_titles(page)), _chart_titles(page)
             wait_for_text(page, rf"Path: (box|mesh) \({re.escape(model)}", timeout=30, shot="journey-live")
-            screenshot(page, "journey-1280-live")
+            doc_image(screenshot(page, "journey-1280-live"), "live")
         _check(page, srv, guard)
 
         # every page at 1920x1080 (the session, and so the Evaluate results, are kept)

@@ -14,11 +14,11 @@ checkpoint (Pipeline, `ferlib predict`, export and the app load it like any othe
   copies (full-batch Adam, a fixed number of steps), starting from the base layer and pulled back
   to it by an L2 penalty (`l2sp`), so emotions with no samples and faces unlike the person's keep
   the generic behaviour.
-- "full": every weight is fine-tuned (ferlib.train) for a fixed number of epochs with augmentation
+- "full": every weight is fine-tuned (ferlib.training.train) for a fixed number of epochs with augmentation
   and no early stopping (a validation split of a few images is noise); slow for image models on a CPU.
 
 `adapt` uses every sample it is given: a fixed schedule needs no validation split. The methods
-were compared on the cross-session protocol in scripts/personal_protocol.py (README, "Personal
+were compared on the cross-session protocol in scripts/personal_protocol.py (docs/results.md, "Personal
 models"); DEFAULT_METHOD is the one that won there.
 """
 from __future__ import annotations
@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 from ferlib.errors import InputError
+from ferlib.inference.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 from ferlib.inputs import Augmenter, Mirror, TensorSet
 from ferlib.models.registry import FerModel
-from ferlib.train import TrainConfig, train
+from ferlib.training.train import TrainConfig, train
 
 METHODS = ("prototype", "head", "full")
 DEFAULT_METHOD = "head"
@@ -121,7 +121,7 @@ def linear_head(model: FerModel) -> nn.Linear:
 @torch.no_grad()
 def head_inputs(model: FerModel, batch: dict[str, torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """(N, D): the embedding of a built batch — the input of the model's final linear layer — in eval
-    mode. The one definition ferlib.personal and ferlib.sequence share."""
+    mode. The one definition ferlib.training.personal and ferlib.training.sequence share."""
     head = linear_head(model)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().float()))
@@ -262,7 +262,7 @@ def personal_card(base_card: dict, config: AdaptConfig, report: dict) -> dict:
 def adapt(checkpoint, data: TensorSet, config: AdaptConfig | None = None, callback=None,
           cancel=None) -> tuple[FerModel, dict, dict]:
     """Load `checkpoint` (path or shipped name), adapt it to `data` (labels index the checkpoint's
-    classes) and return (model, card, report); save with ferlib.checkpoint.save_checkpoint."""
+    classes) and return (model, card, report); save with ferlib.inference.checkpoint.save_checkpoint."""
     config = config or AdaptConfig()
     model, card = load_checkpoint(resolve_checkpoint(checkpoint))
     if data.spec is None:

@@ -1,6 +1,6 @@
 """Head-pose bins: the yaw and pitch edges (degrees) that Studio's coverage guide, the store's
 per-sample bin and evaluation's per-pose accuracy share. Angles come from
-`ferlib.normalize.head_pose` (yaw > 0: the nose towards the image's right, pitch > 0: the face
+`ferlib.faces.normalize.head_pose` (yaw > 0: the nose towards the image's right, pitch > 0: the face
 tilts up). Bin labels read "<-30", "-30..-10", "-10..10", "10..30", ">30"."""
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
 """Export a model to ONNX / TorchScript, checked against PyTorch.
 
-`export_onnx(model)` returns ONNX bytes (opset OPSET, dynamic batch axis, one named input per
-batch key, the model card in the metadata) after checking that ONNX Runtime reproduces the PyTorch
-outputs within PARITY_ATOL on two example batches of different sizes. `export_torchscript` traces
-the model (TorchScript is deprecated in torch 2.13; ONNX is the fast path). The exported models run
-through ferlib.runners (`OnnxRunner`, `TorchScriptRunner`), which this module checks them with, or
-`ferlib.runtime.load_runner(path)`, which builds on both.
+`onnx_bytes(model)` traces a model to ONNX (opset OPSET, dynamic batch axis, one named input per
+batch key, the model card in the metadata) and `traced_torchscript(model)` to TorchScript
+(deprecated in torch 2.13; ONNX is the fast path): what `ferlib.inference.runtime.load_runner` runs,
+unchecked, since every model family's export is checked in the tests (tests/test_export.py). A model
+that cannot be traced says so (`FerModel.export_refused`) and is refused here.
+
+`export_onnx` / `export_torchscript` / `export_checkpoint` (`ferlib export`) also check that the
+export reproduces PyTorch within PARITY_ATOL on two example batches of different sizes (through
+ferlib.inference.runners, which run the files), and write the file.
 """
 from __future__ import annotations
 
@@ -19,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 from ferlib.errors import InputError, ModelFileError
+from ferlib.faces.normalize import canonical_face
 from ferlib.fsutil import atomic_write_bytes, json_default
+from ferlib.inference.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
+from ferlib.inference.runners import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
-from ferlib.normalize import canonical_face
-from ferlib.runners import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime 1.31 runs opsets up to 23)."""
@@ -168,12 +171,18 @@ def _check_parity(name: str, model: FerModel, run, spec: InputSpec | None) -> fl
     return worst
 
 
-def export_onnx(model: FerModel, out=None, card: dict | None = None, opset: int = OPSET,
-                spec: InputSpec | None = None) -> bytes:
-    """ONNX bytes of `model` (eval mode; batch axis dynamic), checked against PyTorch; written
-    atomically to `out` when given. The card (if any) and input keys go into the metadata."""
+def _refuse(model: FerModel, what: str) -> None:
+    reason = getattr(model, "export_refused", None)
+    if reason:
+        raise ModelFileError(f"{what} export of {model.registry_name or type(model).__name__} refused: {reason}")
+
+
+def onnx_bytes(model: FerModel, card: dict | None = None, opset: int = OPSET, spec: InputSpec | None = None) -> bytes:
+    """ONNX bytes of `model` (eval mode; batch axis dynamic; the card (if any) and input keys in the
+    metadata), not checked against PyTorch (export_onnx checks)."""
     import onnx
 
+    _refuse(model, "ONNX")
     model.eval()
     keys = input_keys(model)
     batch = example_batch(model, 2, 0, spec)
@@ -195,7 +204,13 @@ def export_onnx(model: FerModel, out=None, card: dict | None = None, opset: int 
     if card is not None:
         meta[CARD_KEY] = json.dumps(card, default=json_default)
     onnx.helper.set_model_props(proto, meta)
-    blob = proto.SerializeToString()
+    return proto.SerializeToString()
+
+
+def export_onnx(model: FerModel, out=None, card: dict | None = None, opset: int = OPSET,
+                spec: InputSpec | None = None) -> bytes:
+    """`onnx_bytes`, checked against PyTorch, written atomically to `out` when given."""
+    blob = onnx_bytes(model, card, opset, spec)
     _check_parity(f"ONNX export of {model.registry_name or type(model).__name__}", model,
                   OnnxRunner(blob).outputs, spec)
     if out is not None:
@@ -203,16 +218,23 @@ def export_onnx(model: FerModel, out=None, card: dict | None = None, opset: int 
     return blob
 
 
-def export_torchscript(model: FerModel, out=None, card: dict | None = None,
-                       spec: InputSpec | None = None) -> TorchScriptRunner:
-    """Trace `model` to TorchScript (positional inputs in `input_keys` order), check it against
-    PyTorch, and save it atomically to `out` when given (card and keys as extra files)."""
+def traced_torchscript(model: FerModel, spec: InputSpec | None = None) -> torch.jit.ScriptModule:
+    """`model` traced to TorchScript (positional inputs in `input_keys` order), not checked."""
+    _refuse(model, "TorchScript")
     model.eval()
     keys = input_keys(model)
     args = tuple(example_batch(model, 2, 0, spec).values())
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(_Positional(model, keys).eval(), args, check_trace=False)
+        return torch.jit.trace(_Positional(model, keys).eval(), args, check_trace=False)
+
+
+def export_torchscript(model: FerModel, out=None, card: dict | None = None,
+                       spec: InputSpec | None = None) -> TorchScriptRunner:
+    """`traced_torchscript`, checked against PyTorch, saved atomically to `out` when given (card and
+    keys as extra files); returns its runner."""
+    traced = traced_torchscript(model, spec)
+    keys = input_keys(model)
     runner = TorchScriptRunner(traced, keys, card, name=f"traced {model.registry_name or type(model).__name__}",
                                task=model.task)
     _check_parity(f"TorchScript export of {model.registry_name or type(model).__name__}", model,
@@ -246,5 +268,5 @@ def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:
     return out, _check_parity(str(out), net, loaded.outputs, spec)
 
 
-__all__ = ["FORMATS", "OPSET", "PARITY_ATOL", "example_batch",
-           "export_checkpoint", "export_onnx", "export_torchscript", "input_keys"]
+__all__ = ["FORMATS", "OPSET", "PARITY_ATOL", "example_batch", "export_checkpoint", "export_onnx",
+           "export_torchscript", "input_keys", "onnx_bytes", "traced_torchscript"]

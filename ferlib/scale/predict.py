@@ -1,168 +1,32 @@
-"""Scale-out on Ray: `ferlib predict --engine ray` and `ferlib extract --engine ray`.
-
-An actor pool: each Ray actor (one CPU) owns one `ferlib.pipeline.Pipeline` (predict) or one
-static-mode LandmarkExtractor (extract) for its whole life - MediaPipe graphs are not thread-safe
-and take a second to build, so they are made once per actor, never per task.
-
-predict: the inputs are expanded exactly as the local engine does (`ferlib.predict.expand_inputs`)
-and cut into tasks - one task per video file, runs of consecutive images in batches of
-`image_batch` - and each task runs `ferlib.predict.predict` on an actor. The local engine resets the
-pipeline before every file (tracking and smoothing never cross files), so a task per video and
-images in any grouping give the very rows of the local engine: same rows, labels and
-probabilities, same CSV bytes. Every finished task is written atomically as a JSON shard to the
-shard folder (default `<out>.shards/`), named by the task's position and a key over the model,
-the settings and the task's files (path, size, mtime); a rerun after a crash or kill skips the
-tasks whose shard is there, and the CSV is assembled from the shards in input order.
-
-extract: the landmark cache is the resume mechanism already (ferlib.data.cache writes a shard every
-`shard_size` new results); `RayExtractRunner` only replaces its process pool by actors that run
-the same per-image function, so cached entries are identical to a local run's.
-
-Ray is imported only here, inside `start_ray`, and only when the ray engine is used. A local
-cluster (no --address) gets `num_cpus` = workers, no dashboard, no usage statistics, and binds
-to 127.0.0.1 only (Ray's single-machine mode, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0); run from a
-source checkout, its workers get the checkout on PYTHONPATH, so a `ferlib/` folder in the working
-directory (which Ray puts on their sys.path) cannot shadow the package (`_import_path_env`).
-"""
+"""`ferlib predict --engine ray`: tasks, resumable JSON shards, the CSV in input order."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
-import re
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ferlib import __version__, errors, locations
-from ferlib.checkpoint import checkpoint_paths, resolve_checkpoint
-from ferlib.data import cache as landmark_cache
+from ferlib import __version__
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import atomic_write_bytes, json_default, sha256_file
+from ferlib.inference.checkpoint import checkpoint_paths, resolve_checkpoint
+from ferlib.inference.pipeline import Pipeline, default_model_path, shipped_keypoint_model
+from ferlib.inference.predict import PredictReport, columns_for, expand_inputs, predict
 from ferlib.io import is_video
-from ferlib.pipeline import Pipeline, default_model_path, shipped_keypoint_model
-from ferlib.predict import PredictReport, columns_for, expand_inputs, predict
+from ferlib.scale.cluster import _get, _pool_size, check_workers, start_ray
 
-ENGINES = ("local", "ray")
 SHARD_FORMAT = 1
 DEFAULT_IMAGE_BATCH = 16
-CONNECT_TIMEOUT_S = 5.0
-
-
-class RayMissingError(InputError):
-    """--engine ray without ray installed."""
-
-
-# ----------------------------------------------------------------------------- the cluster
-def check_workers(workers: int | None) -> None:
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
-
-
-def _check_address(address: str) -> None:
-    """A clear error when a cluster address does not answer (ray.init would retry for minutes)."""
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise InputError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as e:
-        raise InputError(f"--address {address}: cannot reach the Ray cluster ({e.strerror or e}); start it with "
-                         "`ray start --head` there, or leave --address out for a local cluster") from None
-
-
-def _import_path_env() -> dict[str, str]:
-    """PYTHONPATH for a local cluster's workers when ferlib runs from a source checkout (./setup.sh's
-    editable install): the checkout first, the driver's own PYTHONPATH after it.
-
-    Ray puts the driver's working directory at the front of every worker's sys.path. An editable
-    install is found by an import hook that runs only after sys.path has been searched, so a
-    `ferlib/` folder in the working directory (an empty one, or the checkout itself seen from its
-    parent folder) became a namespace package `ferlib` in the workers: "cannot import name
-    '__version__' from 'ferlib' (unknown location)". With the checkout on sys.path the real
-    package is found there, and a regular package wins over namespace folders wherever they are
-    on the path. An installed copy (site-packages, on every worker's sys.path) needs nothing."""
-    root = locations.source_root()
-    if root is None:
-        return {}
-    return {"PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """os.environ with `values` set inside the block, as it was after it."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def start_ray(address: str | None, workers: int | None):
-    """Import ray and connect to `address` (or start a local cluster of `workers` CPUs).
-    Returns (ray, started_here)."""
-    check_workers(workers)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage statistics, whoever starts the cluster
-    if address:  # a cluster of machines (the Linux default), whatever an earlier local run set
-        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-    else:  # Ray's single-machine mode: its node address is 127.0.0.1, every server binds there
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    try:
-        import ray
-    except ImportError:
-        raise RayMissingError("--engine ray needs Ray: pip install -e .[scale] (or the ray pin of "
-                              "requirements.txt)") from None
-    if address:
-        _check_address(address)
-    if ray.is_initialized():  # the caller's cluster (a notebook, the tests): used as it is
-        return ray, False
-    common: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                                  configure_logging=True)
-    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
-    if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):  # also when ray was imported before
-        constants.ENABLE_RAY_CLUSTER = bool(address)
-    if address:
-        env = {k: v for k, v in os.environ.items() if k.startswith("FERLIB_")}
-        env["RAY_USAGE_STATS_ENABLED"] = "0"
-        try:
-            ray.init(address=address, runtime_env={"env_vars": env}, **common)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise InputError(f"--address {address}: could not join the Ray cluster ({e})") from None
-        return ray, True
-    n = workers or min(2, os.cpu_count() or 1)
-    # the local cluster's processes, and so its workers, inherit the driver's environment: PYTHONPATH
-    # set while they start (a runtime_env would cost every actor a dedicated worker process, ~1-2 s)
-    with _environ(_import_path_env()):
-        ray.init(num_cpus=n, _node_ip_address="127.0.0.1", **common)
-    bound = {node.get("NodeManagerAddress") for node in ray.nodes()}
-    if bound != {"127.0.0.1"}:
-        ray.shutdown()
-        raise FerError(f"the local Ray cluster came up on {sorted(bound)}, not 127.0.0.1 only; not using it")
-    return ray, True
-
-
-def _pool_size(ray, workers: int | None, n_tasks: int) -> int:
-    n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, min(n, n_tasks))
 
 
 # ----------------------------------------------------------------------------- predict: tasks and shards
@@ -309,7 +173,7 @@ class RayPredictRun:
 def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *, address: str | None = None,
                 workers: int | None = None, image_batch: int = DEFAULT_IMAGE_BATCH,
                 progress: bool = True) -> RayPredictRun:
-    """`ferlib.predict.predict` over a Ray actor pool, resumable through `shard_dir`.
+    """`ferlib.inference.predict.predict` over a Ray actor pool, resumable through `shard_dir`.
 
     Returns the same DataFrame as the local engine (rows in input order). Tasks whose shard exists
     are not recomputed. A failing task (a crash inside an actor; unreadable files are reported
@@ -362,25 +226,6 @@ def predict_ray(inputs: Iterable, settings: PredictSettings, shard_dir: Path, *,
     task_s = sum(float(shards[t.index].get("seconds", 0.0)) for t in todo)
     return RayPredictRun(PredictReport(df, errors), info, len(tasks), len(tasks) - len(todo), n_workers,
                          startup, compute, frames, shard_dir, cpu, task_s)
-
-
-_REMOTE_FER_ERROR = re.compile(r"^ferlib\.errors\.(\w+): (.+)$", re.MULTILINE)
-
-
-def _get(ray, ref, what: str):
-    """ray.get; a ferlib error raised in an actor (its constructor included) comes back as itself."""
-    try:
-        return ray.get(ref)
-    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, FerError):
-            raise type(cause)(str(cause)) from None
-        found = _REMOTE_FER_ERROR.findall(str(e))
-        if found:
-            name, message = found[-1]
-            cls = getattr(errors, name, FerError)
-            raise (cls if isinstance(cls, type) and issubclass(cls, FerError) else FerError)(message) from None
-        raise FerError(f"Ray worker failed while {what}: {e}") from None
 
 
 def _run_tasks(ray, actors, todo: list[Task], shards: dict, shard_files: dict, info: dict, progress: bool,
@@ -463,97 +308,3 @@ def predict_command(args) -> int:
     return 2 if run.report.errors else 0
 
 
-# ----------------------------------------------------------------------------- extract
-class _ExtractWorker:
-    """A Ray actor running ferlib.data.cache's per-image extraction with its own extractor."""
-
-    def __init__(self, kwargs: dict, resize_to: int | None):
-        landmark_cache._init_worker(kwargs, resize_to)
-
-    def run(self, items: list) -> list:
-        return [landmark_cache._extract_one(it) for it in items]
-
-    def cpu_seconds(self) -> float:
-        """CPU seconds (every thread) this actor's process has used."""
-        return time.process_time()
-
-
-class RayExtractRunner:
-    """The `runner` of ferlib.data.cache.extract_landmarks on a Ray actor pool: same signature as
-    its local `_run` (items, n, kwargs, resize_to, workers) -> results in any order. Actors are
-    kept while the extractor settings stay the same (several datasets in one command); `close()`
-    (or the `with` block's end) shuts down a cluster started here."""
-
-    def __init__(self, address: str | None = None, workers: int | None = None, batch: int = 32):
-        check_workers(workers)
-        self.address, self.workers, self.batch = address, workers, batch
-        self._ray: Any = None  # the ray module once the pool starts
-        self._started = False
-        self._actors: list[Any] = []
-        self._key: str | None = None
-
-    def _pool(self, kwargs: dict, resize_to: int | None) -> list:
-        if self._ray is None:
-            self._ray, self._started = start_ray(self.address, self.workers)
-        key = json.dumps([kwargs, resize_to], sort_keys=True, default=str)
-        if key != self._key:
-            for a in self._actors:
-                self._ray.kill(a)
-            n = _pool_size(self._ray, self.workers, 1 << 30)
-            cls = self._ray.remote(num_cpus=1, max_restarts=0)(_ExtractWorker)
-            self._actors, self._key = [cls.remote(kwargs, resize_to) for _ in range(n)], key
-        return self._actors
-
-    def __call__(self, items: Iterable, n: int, kwargs: dict, resize_to: int | None,
-                 workers: int | None = None) -> Iterator[tuple]:
-        if n == 0:
-            return
-        actors = self._pool(kwargs, resize_to)
-        ray = self._ray
-        it = iter(items)
-        running: dict = {}
-
-        def submit(actor) -> bool:
-            chunk = [x for _, x in zip(range(self.batch), it)]
-            if chunk:
-                running[actor.run.remote(chunk)] = actor
-            return bool(chunk)
-
-        for a in actors:  # two batches in flight per actor: no idle gap while results travel
-            submit(a)
-            submit(a)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            actor = running.pop(ready[0])
-            results = _get(ray, ready[0], "extracting landmarks")
-            submit(actor)
-            yield from results
-
-    def close(self) -> None:
-        if self._ray is not None and self._started:
-            self._ray.shutdown()
-        self._ray, self._actors, self._key = None, [], None
-
-    def __enter__(self) -> "RayExtractRunner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def extract_runner(engine: str, address: str | None = None, workers: int | None = None):
-    """None for the local engine (ferlib.data.cache's process pool), else a RayExtractRunner."""
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "local":
-        if address:
-            raise InputError("--address is for --engine ray")
-        yield None
-        return
-    with RayExtractRunner(address, workers) as runner:
-        yield runner
-
-
-__all__ = ["ENGINES", "PredictSettings", "RayExtractRunner", "RayPredictRun", "Task", "default_shard_dir",
-           "extract_runner", "plan_tasks", "predict_command", "predict_ray", "start_ray", "task_key", "write_csv"]

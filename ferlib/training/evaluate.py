@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from ferlib.classes import FER7
-from ferlib.device import autocast, model_device, to_device
 from ferlib.errors import InputError
+from ferlib.faces.normalize import SUBSETS
+from ferlib.faces.pose import PITCH_EDGES, YAW_EDGES, bin_labels
 from ferlib.fsutil import atomic_write_bytes
+from ferlib.inference.runtime import Runner
 from ferlib.inputs import REGIONS, InputSpec, Mirror, TensorSet, spec_for_model
-from ferlib.normalize import SUBSETS
-from ferlib.pose import PITCH_EDGES, YAW_EDGES, bin_labels
-from ferlib.runtime import Runner
+from ferlib.training.device import autocast, model_device, to_device
 
 
 def _runner_spec(runner: Runner, spec: InputSpec | None, data: TensorSet) -> InputSpec:
@@ -46,7 +46,7 @@ def predict_outputs(model, data: TensorSet, batch_size: int = 512, tta_flip: boo
                     spec: InputSpec | None = None) -> torch.Tensor:
     """Class probabilities (N, C) of a classifier, averaged with the mirrored input when tta_flip;
     (N, P, 2) points of a keypoint regressor. `model`: a torch model (training: batches go to its
-    device, under bf16 autocast on CUDA) or any ferlib.runtime Runner (ONNX Runtime, TorchScript,
+    device, under bf16 autocast on CUDA) or any ferlib.inference.runtime Runner (ONNX Runtime, TorchScript,
     PyTorch). Float32 CPU tensors."""
     if isinstance(model, Runner):
         return _runner_outputs(model, data, batch_size, tta_flip, spec)
@@ -120,7 +120,7 @@ def evaluate(source, labels=None, classes=FER7, *, data: TensorSet | None = None
     """Metrics of a classifier.
 
     source: probabilities (N, C) (rows for undetected faces are ignored), or a model evaluated on
-    `data` (a TensorSet of the detected faces, in order): a torch model or any ferlib.runtime
+    `data` (a TensorSet of the detected faces, in order): a torch model or any ferlib.inference.runtime
     Runner (e.g. `load_runner("model.onnx")`). labels: (N,) class indices of ALL N test
     items (default data.labels). detected_mask: (N,) bool, False where no face was found; those
     count as wrong in `accuracy_all` and `macro_f1_all`; the other metrics are over detected faces.
@@ -230,7 +230,7 @@ def occlude(batch: dict[str, torch.Tensor], spec: InputSpec, region: str) -> dic
 @torch.no_grad()
 def occlusion_test(model, spec: InputSpec, data: TensorSet, region: str = "eyes", batch_size: int = 512) -> dict:
     """Accuracy with and without `region` occluded, and the drop (percentage points / 100).
-    `model`: a torch model or a ferlib.runtime Runner."""
+    `model`: a torch model or a ferlib.inference.runtime Runner."""
     model.eval()
     run = model.outputs if isinstance(model, Runner) else (lambda b: model(b).float().cpu().numpy())
     correct = correct_occ = 0

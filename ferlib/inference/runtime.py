@@ -20,10 +20,13 @@ runner caps the BLAS libraries' threads (numpy's OpenBLAS, process-wide) at `thr
 is the default because the pipeline's MediaPipe graphs run threads of their own on the same cores
 (with two torch threads a frame took 1157 ms instead of 28 ms under load on this machine).
 
-The runners themselves are in ferlib.runners (below ferlib.export, which checks its files with
-them); this module builds on both. Exporting in memory is checked against PyTorch within 1e-4;
-exports of checkpoints loaded from files are kept per weights hash for the process, so a second
-Pipeline of the same model starts without exporting again.
+The loading path is straight: the checkpoint is read once (ferlib.inference.checkpoint), traced once
+(ferlib.inference.export's `onnx_bytes` / `traced_torchscript`, unchecked: every model family's
+export is checked against PyTorch in tests/test_export.py and by `ferlib export`), and its one
+runner built (ferlib.inference.runners). A model that cannot be traced says why
+(`FerModel.export_refused`): "auto" then runs it in eager PyTorch without trying. Exports of
+checkpoints loaded from files are kept per weights hash for the process, so a second Pipeline of the
+same model starts without exporting again.
 """
 from __future__ import annotations
 
@@ -34,10 +37,10 @@ from pathlib import Path
 
 import torch
 
-from ferlib import export
-from ferlib.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
 from ferlib.errors import FerError, InputError
-from ferlib.runners import (
+from ferlib.inference import export
+from ferlib.inference.checkpoint import read_checkpoint
+from ferlib.inference.runners import (
     BACKENDS,
     CARD_KEY,
     DEFAULT_BACKEND,
@@ -55,6 +58,7 @@ from ferlib.runners import (
     set_torch_threads,
     softmax,
 )
+from ferlib.inputs import InputSpec
 
 # ----------------------------------------------------------------------------- the factory
 _EXPORTS: OrderedDict[tuple, bytes] = OrderedDict()
@@ -71,7 +75,7 @@ def _onnx_blob(model, card: dict, spec, cache: bool) -> bytes:
             if key in _EXPORTS:
                 _EXPORTS.move_to_end(key)
                 return _EXPORTS[key]
-    blob = export.export_onnx(model, card=card or None, spec=spec)
+    blob = export.onnx_bytes(model, card=card or None, spec=spec)
     if cache and key[0]:
         with _EXPORTS_LOCK:
             _EXPORTS[key] = blob
@@ -104,17 +108,18 @@ def load_runner(checkpoint, backend: str = DEFAULT_BACKEND, threads: int = DEFAU
             if backend not in ("auto", kind):
                 raise InputError(f"{checkpoint} is a {kind} export: it runs only with backend {kind} or auto, "
                                  f"not {backend}")
-            return (OnnxRunner(checkpoint, threads, max_batch) if kind == "onnx"
-                    else TorchScriptRunner.load(checkpoint, threads))
-        path = resolve_checkpoint(checkpoint)
-        model, card = load_checkpoint(path)
+            loaded = (OnnxRunner(checkpoint, threads, max_batch) if kind == "onnx"
+                      else TorchScriptRunner.load(checkpoint, threads))
+            loaded.spec = InputSpec.from_dict(loaded.card["input"]) if loaded.card and "input" in loaded.card else None
+            return loaded
+        path, model, card = read_checkpoint(checkpoint)
     elif isinstance(checkpoint, tuple) and len(checkpoint) == 2 and isinstance(checkpoint[0], torch.nn.Module):
         model, card = checkpoint
     else:
         raise InputError(f"cannot make a runner of {type(checkpoint).__name__}: give a checkpoint path or name, "
                          "an exported .onnx/.pt file, or a (model, card) pair")
     model.eval()
-    spec = card_spec(card) if card and "input" in card else None
+    spec = InputSpec.from_dict(card["input"]) if card and "input" in card else None
     name = (card or {}).get("name") or (path.stem if path else getattr(model, "registry_name", None)
                                         or type(model).__name__)
     runner: Runner
@@ -129,11 +134,12 @@ def load_runner(checkpoint, backend: str = DEFAULT_BACKEND, threads: int = DEFAU
             reason = str(e)  # e.g. distance_mlp with clarity strata: data-dependent routing
             runner = TorchRunner(model, card, threads)
     elif backend == "torchscript":
-        runner = export.export_torchscript(model, card=card, spec=spec)  # traced in memory, checked
-        runner.threads, runner.task = threads, model.task
+        runner = TorchScriptRunner(export.traced_torchscript(model, spec), export.input_keys(model), card,
+                                   threads, task=model.task)
     else:
         runner = TorchRunner(model, card, threads)
     runner.card, runner.name, runner.path, runner.fallback_reason = card, name, path, reason
+    runner.spec = spec
     return runner
 
 

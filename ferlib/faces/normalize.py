@@ -18,18 +18,22 @@ import math
 import threading
 from collections import OrderedDict
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ferlib.errors import FerError, InputError
 from ferlib.fsutil import sha256_bytes
+from ferlib.locations import ASSETS_DIR
 
 NUM_LANDMARKS = 478
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = ASSETS_DIR
 CANONICAL_PATH = ASSETS / "canonical_face.npy"
 MIRROR_PATH = ASSETS / "mirror_permutation.npy"
+
+# Face mesh indices of the points the keypoint regressor predicts (subject's right/left; iris centres
+# and lip corners): its targets, and what the keypoint-aligned retry (ferlib.faces.realign) checks.
+KEYPOINT_INDICES: dict[str, int] = {"right_eye": 468, "left_eye": 473, "mouth_right": 61, "mouth_left": 291}
 
 KEY_POINTS: tuple[int, ...] = (
     33, 263,    # outer eye corners (subject's right eye = image left, subject's left eye)
@@ -47,7 +51,7 @@ METHODS = ("proposed", "minmax", "similarity")
 
 # Named landmark index sets (sorted tuples): the points of MediaPipe's FACEMESH_LIPS, _LEFT_EYE +
 # _RIGHT_EYE, _IRISES (+ the iris centres 468 and 473, in no connection set) and _LEFT_EYEBROW +
-# _RIGHT_EYEBROW connection sets, written out so that importing ferlib.normalize does not import
+# _RIGHT_EYEBROW connection sets, written out so that importing ferlib.faces.normalize does not import
 # mediapipe (seconds at start-up); tests/test_normalize.py checks them against mediapipe's sets.
 SUBSETS: dict[str, tuple[int, ...]] = {
     "lips": (  # 40

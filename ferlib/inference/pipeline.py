@@ -17,18 +17,19 @@ from typing import Generator, Iterable, Iterator, Sequence, cast
 import numpy as np
 import torch
 
-from ferlib.checkpoint import MODELS_DIR, card_spec, existing_checkpoint
-from ferlib.crops import model_crop
 from ferlib.errors import InputError, ModelFileError
+from ferlib.faces.crops import model_crop
+from ferlib.faces.landmarks import LandmarkExtractor, face_pose
+from ferlib.inference.checkpoint import MODELS_DIR, existing_checkpoint
+from ferlib.inference.keypoints import load_realigner
+from ferlib.inference.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.inputs import InputSpec, Mirror, build_batch
 from ferlib.io import ensure_bgr, prefetch
-from ferlib.landmarks import LandmarkExtractor, face_pose
-from ferlib.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.types import Face, FrameResult, Prediction, face_landmarks
 
 # Shipped models in order of preference for the default: the one that reads every emotion best on the
 # held-out sets at once, per class (docs/results.md, 2026-12-06: resnet18_attention_ferplus, eight classes),
-# whose whole pipeline holds 30 fps on one core (README "Choosing the default"), then the FER2013-only
+# whose whole pipeline holds 30 fps on one core (docs/results.md "Choosing the default"), then the FER2013-only
 # ResNet, then the fast landmark path.
 DEFAULT_MODELS = ("resnet18_attention_ferplus", "resnet18_attention_fer2013_long", "landmark_cnn1d_fer2013_affectnet",
                   "landmark_cnn1d_fer2013", "image_cnn_fer2013")
@@ -36,7 +37,7 @@ SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
 DEFAULT_SMOOTHING_ALPHA = 0.15
 """Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
-scripts/eval_smoothing.py (README, "Recognising real faces"): the least lag at <= 0.5 label flips
+scripts/eval_smoothing.py (docs/results.md, "Recognising real faces"): the least lag at <= 0.5 label flips
 per second for the default model (resnet18_attention_ferplus: EMA 0.15, 0.20 flips/s, 0.29 s; 0.4
 flickered at 1.0 flips/s between sad and its neighbours while the person cries)."""
 
@@ -44,7 +45,7 @@ flickered at 1.0 flips/s between sad and its neighbours while the person cries).
 STREAM_AHEAD = 4
 """`Pipeline.stream`: frames whose faces may be found ahead of the one being classified."""
 
-KEYPOINT_MODEL = "keypoint_regressor_fer2013"  # the shipped keypoint regressor (ferlib.realign)
+KEYPOINT_MODEL = "keypoint_regressor_fer2013"  # the shipped keypoint regressor (ferlib.faces.realign)
 
 
 def _is_keypoint_card(path: Path) -> bool:
@@ -142,14 +143,14 @@ class Pipeline:
     """Faces and emotion probabilities for frames.
 
     model: a checkpoint path (stem, .json or .safetensors) or shipped name, an exported .onnx /
-    TorchScript file, a `(model, card)` pair, a ferlib.runtime Runner, or None for the default
+    TorchScript file, a `(model, card)` pair, a ferlib.inference.runtime Runner, or None for the default
     model. extractor: a LandmarkExtractor (one is made in `mode` if None).
-    backend, threads: the model's runner (`ferlib.runtime.load_runner`): "auto" (the default) runs
-    it under ONNX Runtime (exported in memory, checked against PyTorch within 1e-4; much faster on
+    backend, threads: the model's runner (`ferlib.inference.runtime.load_runner`): "auto" (the default) runs
+    it under ONNX Runtime (exported in memory; every family's export is checked in the tests; faster on
     CPU) where the model exports, else PyTorch; `self.backend` says which. threads: the runner's
     intra-op threads (default 1: MediaPipe's graphs run their own threads on the same cores).
     keypoint_model: a keypoint_regressor checkpoint for the made extractor's keypoint-aligned retry
-    of faces face mesh misses (ferlib.realign).
+    of faces face mesh misses (ferlib.faces.realign).
     mesh: run face mesh on every face (None: only when the model needs landmarks; image models
     classify the crop of the detector box, box -> crop -> model).
     fallback_model: for a model that needs landmarks, the image model that classifies the faces
@@ -178,7 +179,7 @@ class Pipeline:
         self.model_path: Path | None = self.runner.path
         self.card: dict = self.runner.card
         self.classes: tuple[str, ...] = tuple(self.card["classes"])
-        self.spec: InputSpec = card_spec(self.card)
+        self.spec: InputSpec = self.runner.spec or InputSpec.from_dict(self.card["input"])
         self.backend: str = self.runner.backend
         if tta_flip is None:  # as the card's figures were measured
             tta_flip = bool(self.card.get("training", {}).get("config", {}).get("tta_flip", False))
@@ -187,13 +188,23 @@ class Pipeline:
         self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
         mesh = self.needs_mesh if mesh is None else bool(mesh)
         self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score,
-                                                        keypoint_model=keypoint_model, mesh=mesh)
+                                                        mesh=mesh)
+        if extractor is None:
+            self.set_keypoint_model(keypoint_model)
         self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
         self.baseline: np.ndarray | None = None
         self.fallback: Pipeline | None = None
         self._fallback_index: np.ndarray | None = None
         if self.needs_mesh:
             self._set_fallback(fallback_model, backend, threads)
+
+    def set_keypoint_model(self, path) -> None:
+        """Turn the extractor's keypoint-aligned retry of missed faces on (a keypoint_regressor
+        checkpoint, ferlib.faces.realign) or off (None). The same checkpoint again is a no-op."""
+        if path is None:
+            self.extractor.set_realigner(None)
+        elif self.extractor.keypoint_model != str(path):
+            self.extractor.set_realigner(load_realigner(path))
 
     def _set_fallback(self, fallback_model, backend: str, threads: int) -> None:
         """The image model for faces without landmarks, and where its classes go in ours."""
@@ -319,7 +330,7 @@ class Pipeline:
             for idx, bgr, faces, ms in ahead:
                 result = self._result(bgr, faces, ms, idx)
                 t0 = time.perf_counter()
-                for f in faces:  # after the model's input: its 13-point fit is the pose's (ferlib.normalize)
+                for f in faces:  # after the model's input: its 13-point fit is the pose's (ferlib.faces.normalize)
                     f.pose = face_pose(f.landmarks)
                 result.timings_ms["landmarks"] += (t := (time.perf_counter() - t0) * 1e3)
                 result.timings_ms["total"] += t

@@ -6,8 +6,10 @@ read (low resolution, tilted, off-centre). A similarity transform then puts them
 an average FER2013 face (TEMPLATE), upright and centred, in a small square that goes through the
 extractor's small-image path once more, turned by RETRY_ANGLES in turn until a face is found whose
 key points agree with the regressor's. The points are mapped back to the input's pixels.
-`LandmarkExtractor(keypoint_model=...)` calls this for a detector box whose mesh failed, and for a
-small image (a face crop) when every other path found nothing. The gain on FER2013 is measured in
+`LandmarkExtractor(realigner=...)` calls this for a detector box whose mesh failed, and for a
+small image (a face crop) when every other path found nothing. This module holds the geometry only;
+the regressor comes in as a function (`ferlib.inference.keypoints.load_realigner` loads a
+checkpoint into one), so finding faces never loads a model file. The gain on FER2013 is measured in
 docs/models.md (`scripts/eval_realign.py`).
 """
 from __future__ import annotations
@@ -16,12 +18,9 @@ from typing import Callable
 
 import cv2
 import numpy as np
-import torch
 
-from ferlib.checkpoint import load_checkpoint
-from ferlib.errors import InputError, ModelFileError
-from ferlib.inputs import InputSpec, build_batch
-from ferlib.models.keypoints import KEYPOINT_INDICES
+from ferlib.errors import InputError
+from ferlib.faces.normalize import KEYPOINT_INDICES
 
 # Where the key points (KEYPOINT_INDICES order: right eye, left eye, mouth right, mouth left, the
 # subject's sides) lie on a FER2013 face crop, as fractions of its side: the mean of face mesh's
@@ -51,19 +50,18 @@ def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.c_[r, md - r @ ms]
 
 
+# A keypoint regressor as the realigner sees it: a square grey uint8 face crop (S, S) -> (4, 2) points
+# (KEYPOINT_INDICES order) as fractions of the side, x then y.
+Regressor = Callable[[np.ndarray], np.ndarray]
+
+
 class KeypointRealigner:
-    """Loads a keypoint_regressor checkpoint; `keypoints(bgr)` and `retry(bgr, find)`."""
+    """`keypoints(bgr)` and `retry(bgr, find)` around a keypoint regressor; `source` names it (the
+    checkpoint it came from: the extractor's `keypoint_model` and the landmark cache's key)."""
 
-    def __init__(self, path):
-        model, card = load_checkpoint(path)
-        if model.task != "keypoints":
-            raise ModelFileError(f"{path}: a {model.task} model, not a keypoint regressor")
-        if list(card.get("keypoints", [])) != list(KEYPOINT_INDICES):
-            raise ModelFileError(f"{path}: key points {card.get('keypoints')!r}, expected {list(KEYPOINT_INDICES)}")
-        self.model, self.card = model, card
-        self.spec = InputSpec.from_dict(card["input"])
+    def __init__(self, regress: Regressor, source: str = ""):
+        self.regress, self.source = regress, str(source)
 
-    @torch.no_grad()
     def keypoints(self, bgr: np.ndarray) -> np.ndarray:
         """(4, 2) key points in `bgr`'s pixels, the whole image taken as the face crop."""
         h, w = bgr.shape[:2]
@@ -72,7 +70,7 @@ class KeypointRealigner:
         if h != w:  # square it, the face centred, edges replicated
             grey = cv2.copyMakeBorder(grey, (side - h) // 2, side - h - (side - h) // 2, (side - w) // 2,
                                       side - w - (side - w) // 2, cv2.BORDER_REPLICATE)
-        out = self.model(build_batch(self.spec, crops=grey[None]))[0].numpy().astype(np.float64)
+        out = np.asarray(self.regress(grey), np.float64).reshape(len(KEYPOINT_INDICES), 2)
         return out * side - [(side - w) // 2, (side - h) // 2]
 
     def retry(self, bgr: np.ndarray, find: Callable[[np.ndarray], np.ndarray | None],

@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ferlib import graphs
-from ferlib.crops import square_crop
+from ferlib.faces import graphs
+from ferlib.faces.crops import square_crop
 
 CROP_MARGIN = 0.6
 """Square mesh crop side = (1 + CROP_MARGIN) * the longer side of the detector box."""

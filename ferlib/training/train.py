@@ -29,10 +29,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ferlib.device import DEVICES, autocast, resolve_device, to_device
+from ferlib.training.device import DEVICES, autocast, resolve_device, to_device
 from ferlib.errors import InputError
-from ferlib.evaluate import keypoint_nme, macro_f1, mean_recall, predict_outputs
-from ferlib.checkpoint import card_spec, load_checkpoint
+from ferlib.training.evaluate import keypoint_nme, macro_f1, mean_recall, predict_outputs
+from ferlib.inference.checkpoint import card_spec, load_checkpoint
 from ferlib.inputs import Augmenter, InputSpec, PoseAugmenter, TensorSet, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.fsutil import atomic_write_bytes
@@ -143,7 +143,7 @@ class TrainResult:
 
 @dataclass
 class Shard:
-    """This process's part of a data-parallel run (ferlib.ddp launches the ranks).
+    """This process's part of a data-parallel run (ferlib.training.ddp launches the ranks).
 
     Every rank draws the same global order and cuts each global batch of config.batch_size rows
     `rank::world` (a DistributedSampler shard of every batch, so a run sees the very batches of a
@@ -246,7 +246,7 @@ def train(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: T
     train_data's row order; used when config.distill_weight > 0 (`teacher_probabilities` makes it).
     raw_landmarks: (N, 478, 3) pixel landmarks of each training sample (row order), for
     config.pose_augment > 0.
-    shard: this process's rank of a data-parallel run (`Shard`; ferlib.ddp.train_ddp makes them).
+    shard: this process's rank of a data-parallel run (`Shard`; ferlib.training.ddp.train_ddp makes them).
     With a run_dir (single process), `resume.pt` there holds the state after each finished epoch
     (weights, optimizer, best so far, random generators); `resume=True` goes on from it (a fresh
     start when there is none), giving the weights an uninterrupted run gives. The settings, model

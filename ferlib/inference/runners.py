@@ -1,11 +1,12 @@
 """The runners: a model behind a small interface, whatever runs it (ONNX Runtime, TorchScript, eager
-PyTorch). `ferlib.runtime.load_runner` makes them; `ferlib.export` writes the files two of them load.
+PyTorch). `ferlib.inference.runtime.load_runner` makes them; `ferlib.inference.export` writes the
+files two of them load.
 
 A runner has `backend` ("onnx" | "torchscript" | "torch"), `task` ("classification" | "keypoints"),
 `input_keys` (the batch keys it reads, in order), `card` (the model card, or None), `classes` and
 `threads`; calling it on a batch dict (torch tensors or numpy arrays) gives numpy float32:
 class probabilities (N, C) for a classifier, the raw outputs (e.g. (N, P, 2) points) otherwise;
-`outputs(batch)` gives the raw outputs (logits) of any runner. Threads: see ferlib.runtime.
+`outputs(batch)` gives the raw outputs (logits) of any runner. Threads: see ferlib.inference.runtime.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ferlib.errors import InputError, ModelFileError
+from ferlib.inputs.spec import InputSpec
 
 BACKENDS = ("auto", "onnx", "torchscript", "torch")
 """`load_runner` backends; "auto" = ONNX Runtime where the model exports, else PyTorch."""
@@ -108,6 +110,7 @@ class Runner:
         self.name = name
         self.path: Path | None = None
         self.fallback_reason: str | None = None  # why "auto" did not give ONNX Runtime
+        self.spec: InputSpec | None = None  # the card's input spec (load_runner sets it)
         if task is not None:
             self.task = task
         elif card is not None and "keypoints" in card:
@@ -164,7 +167,7 @@ class TorchScriptRunner(Runner):
 
     @classmethod
     def load(cls, path, threads: int = DEFAULT_THREADS) -> "TorchScriptRunner":
-        """A file written by `ferlib.export.export_torchscript` (TorchScript only: no pickled Python)."""
+        """A file written by `ferlib.inference.export.export_torchscript` (TorchScript only: no pickled Python)."""
         p = Path(path)
         if not p.is_file():
             raise ModelFileError(f"TorchScript model {p}: no such file")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ferlib.errors import InputError
-from ferlib.normalize import NUM_LANDMARKS, _check
+from ferlib.faces.normalize import NUM_LANDMARKS, _check
 
 DISTANCE_POINTS: tuple[int, ...] = (
     70, 105, 107, 300, 334, 336,            # eyebrows: outer, middle, inner (right, left)

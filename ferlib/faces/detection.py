@@ -6,7 +6,7 @@
    (`upscale_pad`): it finds faces that fill the image (tight crops, aligned dataset images) and
    turned heads that the full-range model misses;
    then the same on a smoothed copy (3x3 Gaussian: dataset images' JPEG and halftone noise);
-3. (in ferlib.landmarks) for a still where both found nothing: the whole image, if a face mesh fits it.
+3. (in ferlib.faces.landmarks) for a still where both found nothing: the whole image, if a face mesh fits it.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from ferlib import graphs
 from ferlib.errors import InputError
+from ferlib.faces import graphs
 
 SMALL_SIDE = 128
 """Images whose longer side is below this skip the full-range detector (FER2013 is 48)."""

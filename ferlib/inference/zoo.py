@@ -6,7 +6,7 @@ training data, test accuracy and macro F1 (faces MediaPipe missed count as wrong
 time per face at batch 1 on one thread: from the card's ``metrics.time_per_face_ms`` when it has one,
 else from the newest ``benchmarks/*-models.json`` of a source checkout (scripts/bench_shipped_models.py),
 else None ("-"). Any name listed here is accepted by every command and by ``Pipeline(model=...)``
-(ferlib.checkpoint.resolve_checkpoint).
+(ferlib.inference.checkpoint.resolve_checkpoint).
 """
 from __future__ import annotations
 

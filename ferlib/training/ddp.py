@@ -1,8 +1,8 @@
 """Data-parallel training on CPU processes: torch DistributedDataParallel over gloo.
 
-`train_ddp` runs `ferlib.train.train` - the one training loop - in `world` spawned processes
+`train_ddp` runs `ferlib.training.train.train` - the one training loop - in `world` spawned processes
 (torch.multiprocessing, spawn: MediaPipe and torch threads must not be forked). Each rank gets a
-`ferlib.train.Shard`: every rank draws the same global order, takes rows `rank::world` of each
+`ferlib.training.train.Shard`: every rank draws the same global order, takes rows `rank::world` of each
 global batch of `config.batch_size` rows, and DistributedDataParallel averages the gradients in
 backward, so every rank steps the same weights. With equal halves and no batch statistics, that
 is the gradient of the whole batch up to float summation order: a single-process run's steps.
@@ -37,7 +37,7 @@ from ferlib.errors import InputError
 from ferlib.fsutil import atomic_file
 from ferlib.inputs import TensorSet
 from ferlib.models.registry import FerModel
-from ferlib.train import Shard, TrainConfig, TrainResult, train
+from ferlib.training.train import Shard, TrainConfig, TrainResult, train
 
 LOOPBACK = "lo0" if sys.platform == "darwin" else "lo"
 
@@ -76,7 +76,7 @@ def _rank_main(rank: int, world: int, folder: str, model: FerModel, train_data: 
 def train_ddp(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig, *, world: int = 2,
               callback: Callable[[dict], None] | None = None, cancel=None, run_dir=None,
               teacher_probs: torch.Tensor | None = None, raw_landmarks=None) -> TrainResult:
-    """`ferlib.train.train` on `world` CPU processes (DistributedDataParallel, gloo). `model` ends
+    """`ferlib.training.train.train` on `world` CPU processes (DistributedDataParallel, gloo). `model` ends
     holding the best-validation weights (rank 0's, which every rank shares), as with `train`.
     world 1 is `train` itself. cancel is not supported here (the ranks cannot stop together)."""
     if world < 1:

@@ -11,7 +11,7 @@ returns an `Outcome` whose card has one schema whatever the route:
   holds), ``n`` (samples per split), ``detection_rate`` (per split), ``studio_sessions`` when the
   data are Studio recordings, and ``adaptation`` for a personal model.
 - ``card["metrics"]``: ``val_at_best_epoch`` (the best epoch's validation figures, train and
-  fine-tune), ``val`` and ``test`` (`ferlib.evaluate.evaluate` of each split the data have, faces
+  fine-tune), ``val`` and ``test`` (`ferlib.training.evaluate.evaluate` of each split the data have, faces
   missed counted as wrong in ``*_all``) and a ``note``.
 - ``card["training"]``: ``config``, ``epochs_run``, ``best_epoch``, ``stopped_early``, ``elapsed_s``,
   ``device``, ``command`` (when the caller gives one), plus ``teacher``, ``finetuned_from`` or
@@ -32,16 +32,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ferlib.checkpoint import card_spec, load_checkpoint, make_card, resolve_checkpoint, save_checkpoint
 from ferlib.data.dataset import Dataset
 from ferlib.data.tensors import Prepared, concat_prepared, dataset_sha256, prepare, split_prepared
-from ferlib.ddp import train_ddp
 from ferlib.errors import InputError
-from ferlib.evaluate import evaluate, save_metrics
+from ferlib.inference.checkpoint import card_spec, load_checkpoint, make_card, resolve_checkpoint, save_checkpoint
 from ferlib.inputs import InputSpec, clarity_score, spec_for_model
 from ferlib.models import FerModel, count_parameters
-from ferlib.personal import AdaptConfig, adapt
-from ferlib.train import TrainConfig, TrainResult, finetune, teacher_probabilities, train
+from ferlib.training.ddp import train_ddp
+from ferlib.training.evaluate import evaluate, save_metrics
+from ferlib.training.personal import AdaptConfig, adapt
+from ferlib.training.train import TrainConfig, TrainResult, finetune, teacher_probabilities, train
 
 SPLIT_TEXT = {"train": "each dataset's train split (rows without a split train)",
               "val": "each dataset's val split, else a seeded stratified share of its train rows",
@@ -80,7 +80,7 @@ class TrainingData:
 @dataclass
 class Progress:
     """How a run reports and stops. log: one line of text per step (the CLI prints to stderr);
-    on_event: `ferlib.train.train`'s step/epoch events; on_extract(done, total): face finding in
+    on_event: `ferlib.training.train.train`'s step/epoch events; on_extract(done, total): face finding in
     data not yet in the landmark cache (raise from it to cancel); cancel: set to stop training after
     the current step; bars: tqdm bars on stderr while finding faces."""
 
@@ -166,7 +166,7 @@ def data_card(data: TrainingData, sets: dict[str, Prepared]) -> dict:
 
 def score_splits(model, sets: dict[str, Prepared], tta_flip: bool, splits: Sequence[str] = ("val", "test"),
                  device: str | None = None) -> dict[str, dict]:
-    """`ferlib.evaluate.evaluate` of each of `splits` that has a face, on `device` (the training
+    """`ferlib.training.evaluate.evaluate` of each of `splits` that has a face, on `device` (the training
     device; the model is back on the CPU afterwards)."""
     model.to(device or "cpu")
     try:
@@ -283,8 +283,8 @@ def train_new(model: FerModel, spec: InputSpec, classes: Sequence[str], data: Tr
     """Train a new model (`create_model`) with `spec` (`training_spec`) on `data`; teacher: a
     classifier to distil from (config.distill_weight); require_val False: data without a val split
     train with early stopping on the training rows (the Train page's few recordings); processes > 1:
-    data-parallel on that many CPU processes (`ferlib.ddp.train_ddp`); resume: go on from run_dir's
-    last finished epoch (`ferlib.train.train`)."""
+    data-parallel on that many CPU processes (`ferlib.training.ddp.train_ddp`); resume: go on from run_dir's
+    last finished epoch (`ferlib.training.train.train`)."""
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
     if resume and processes > 1:
@@ -344,7 +344,7 @@ def finetune_base(base, data: TrainingData, config: TrainConfig, *, classes: Seq
 
 def adapt_personal(base, data: TrainingData, config: AdaptConfig, *, run_dir=None,
                    options: PrepareOptions | None = None, progress: Progress | None = None) -> Outcome:
-    """Few-shot personal adaptation (`ferlib.personal.adapt`) of checkpoint `base` on every train
+    """Few-shot personal adaptation (`ferlib.training.personal.adapt`) of checkpoint `base` on every train
     and val row, a fixed schedule, no early stopping; the test split, when the data have one
     (Studio sessions), is scored."""
     options, progress = options or PrepareOptions(), progress or Progress()

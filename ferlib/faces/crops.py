@@ -9,8 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ferlib.detection import SMALL_SIDE
 from ferlib.errors import InputError
+from ferlib.faces.detection import SMALL_SIDE
 from ferlib.io import ensure_bgr
 from ferlib.types import Face
 

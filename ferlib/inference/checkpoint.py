@@ -18,12 +18,11 @@ from safetensors.torch import save as st_save
 from ferlib import __version__, locations
 from ferlib.classes import CLASSES
 from ferlib.errors import FerError, ModelFileError
+from ferlib.faces.normalize import KEYPOINT_INDICES, canonical_face_sha256
 from ferlib.fsutil import atomic_write_bytes, json_default, sha256_bytes
 from ferlib.inputs import InputSpec
 from ferlib.models import create_model, list_models
-from ferlib.models.keypoints import KEYPOINT_INDICES
 from ferlib.models.registry import FerModel
-from ferlib.normalize import canonical_face_sha256
 
 FORMAT = "ferlib-checkpoint"
 VERSION = 1
@@ -192,6 +191,14 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     return model, card
 
 
+def read_checkpoint(ref) -> tuple[Path, FerModel, dict]:
+    """A checkpoint path or shipped name -> (its path, the model in eval mode, its card): the one
+    call that loading a model for inference makes here."""
+    path = resolve_checkpoint(ref)
+    model, card = load_checkpoint(path)
+    return path, model, card
+
+
 def check_canonical_face(card: dict, name: str = "model") -> None:
     """Refuse a landmark model whose card names another canonical face than ferlib's own: its
     normalised inputs would silently differ from those it was trained on."""
@@ -210,4 +217,4 @@ def card_spec(card: dict) -> InputSpec:
 
 
 __all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "existing_checkpoint",
-           "load_checkpoint", "make_card", "save_checkpoint"]
+           "load_checkpoint", "make_card", "read_checkpoint", "save_checkpoint"]

@@ -1,13 +1,13 @@
 """Short-sequence model: a small temporal classifier over per-frame embeddings of one recording.
 
 The second source design's plan: instead of smoothing a per-frame model's probabilities (EMA, the
-window vote of ferlib.pipeline.Smoother), learn from a person's recording how their expressions
+window vote of ferlib.inference.pipeline.Smoother), learn from a person's recording how their expressions
 unfold over the last T frames.
 
 - `video_embeddings(video)` runs the real front end on a video (the Pipeline's extractor in video
   mode, its model crop and input batch, its model's probabilities) and returns, for every frame, the
   embedding of the main face: the input of the base model's final linear layer (`head_inputs`, the
-  embedding ferlib.personal adapts), averaged with the mirrored face's when the model is run with flip
+  embedding ferlib.training.personal adapts), averaged with the mirrored face's when the model is run with flip
   TTA, as the Pipeline runs it.
 - `SequenceClassifier`: (N, T, D) embeddings -> (N, C) logits of the *last* frame of each window:
   LayerNorm, a linear projection to `hidden` channels, two residual 1-D convolutions over time, then
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferlib.checkpoint import load_checkpoint, resolve_checkpoint
 from ferlib.errors import InputError
+from ferlib.inference.checkpoint import load_checkpoint, resolve_checkpoint
+from ferlib.inference.pipeline import Pipeline
 from ferlib.inputs import Mirror
 from ferlib.io import iter_video
-from ferlib.personal import head_inputs
-from ferlib.pipeline import Pipeline
+from ferlib.training.personal import head_inputs
 
 DEFAULT_BASE = "resnet18_attention_fer2013_long"
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ferlib.errors import FerError, InputError
+from ferlib.inference.pipeline import Pipeline
 from ferlib.io import is_image, is_video, iter_video, load_image, prefetch
-from ferlib.pipeline import Pipeline
 from ferlib.types import FrameResult
 
 BASE_COLUMNS = ("source", "frame", "face", "detected", "label")

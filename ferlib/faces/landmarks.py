@@ -1,5 +1,5 @@
-"""Faces of a frame: the detection cascade (ferlib.detection), face mesh on each face
-(ferlib.mesh), stable ids (ferlib.tracking). Docs: docs/landmarks.md.
+"""Faces of a frame: the detection cascade (ferlib.faces.detection), face mesh on each face
+(ferlib.faces.mesh), stable ids (ferlib.faces.tracking). Docs: docs/landmarks.md.
 
 Every face a detector finds is kept: where face mesh fails on it (a profile, a hand over the face,
 blur), it stays with its detector box and no landmarks (`Face.path == "box"`). For a still where no
@@ -10,12 +10,11 @@ An extractor owns its MediaPipe graphs and is NOT thread-safe: use one per strea
 """
 from __future__ import annotations
 
-import typing
-
 import numpy as np
 
-from ferlib.crops import FER_CROP_MARGIN, FER_CROP_SHIFT, box_of, face_crop, square_crop  # noqa: F401 (re-exported)
-from ferlib.detection import (  # noqa: F401
+from ferlib.errors import FerError, InputError
+from ferlib.faces.crops import FER_CROP_MARGIN, FER_CROP_SHIFT, box_of, face_crop, square_crop  # noqa: F401 (re-exported)
+from ferlib.faces.detection import (  # noqa: F401
     RETRY_PADS,
     SMALL_PAD,
     SMALL_SIDE,
@@ -26,27 +25,24 @@ from ferlib.detection import (  # noqa: F401
     clip_box,
     upscale_pad,
 )
-from ferlib.errors import FerError, InputError
+from ferlib.faces.mesh import CROP_MARGIN, MESH_INPUT, FaceMesher  # noqa: F401 (cache settings read these)
+from ferlib.faces.normalize import head_pose
+from ferlib.faces.realign import KeypointRealigner
+from ferlib.faces.tracking import FaceTracker, greedy_match
 from ferlib.io import ensure_bgr
-from ferlib.mesh import CROP_MARGIN, MESH_INPUT, FaceMesher  # noqa: F401 (cache settings read these)
-from ferlib.normalize import head_pose
-from ferlib.tracking import FaceTracker, greedy_match
 from ferlib.types import Face
-
-if typing.TYPE_CHECKING:  # ferlib.realign imports torch: loaded only when a keypoint model is set
-    from ferlib.realign import KeypointRealigner
 
 FRONT_END = 4
 """Version of the face front end (part of the landmark cache's key): 2 = the detection cascade for
 every image size, stills' whole-image stage, faces kept without landmarks; 3: RETRY_PADS; 4: the
-short-range stage's smoothed retry (ferlib.detection.SMOOTH_KERNEL)."""
+short-range stage's smoothed retry (ferlib.faces.detection.SMOOTH_KERNEL)."""
 MODES = ("video", "static")
 
 
 class LandmarkExtractor:
     """Faces (boxes, 478-point landmarks where face mesh reads them, head pose, ids) of frames.
 
-    mode "video": stable `face_id`s across consecutive frames (ferlib.tracking); "static": ids are
+    mode "video": stable `face_id`s across consecutive frames (ferlib.faces.tracking); "static": ids are
     the faces' left-to-right order, and the whole-image stage runs when no detector finds a face.
     Setting `mode` (or `mesh`) later resets the extractor.
     Video mode with `tracking=True` and `mesh=True` (frames >= SMALL_SIDE): a tracking face mesh on the
@@ -64,7 +60,8 @@ class LandmarkExtractor:
     Faces whose detector score is below `min_face_score` are dropped; the whole-image stage (score
     0.0) runs only when min_face_score is 0. Small images (< SMALL_SIDE px) go straight to the
     short-range stage; `use_detector=False` skips the detectors (the whole-image stage only).
-    `keypoint_model`: a keypoint_regressor checkpoint (ferlib.realign). A detector box whose mesh
+    `realigner`: a KeypointRealigner (ferlib.faces.realign; `ferlib.inference.keypoints.load_realigner`
+    makes one from a keypoint_regressor checkpoint). A detector box whose mesh
     fails is re-cropped FER2013-style and retried keypoint-aligned; a small image where every other
     path found nothing is retried keypoint-aligned as a whole (score 0.0).
     """
@@ -73,8 +70,8 @@ class LandmarkExtractor:
 
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
                  min_face_score: float = 0.0, use_detector: bool = True, tracking: bool = True,
-                 redetect_every: int = 30, keypoint_model=None, mesh: bool = True, keep_unmeshed: bool = True,
-                 box_every: int = 2):
+                 redetect_every: int = 30, realigner: KeypointRealigner | None = None, mesh: bool = True,
+                 keep_unmeshed: bool = True, box_every: int = 2):
         if max_faces < 1:
             raise InputError(f"max_faces must be >= 1, got {max_faces}")
         if not 0.0 <= min_detection_confidence <= 1.0 or not 0.0 <= min_face_score <= 1.0:
@@ -82,9 +79,7 @@ class LandmarkExtractor:
         for name, value in (("redetect_every", redetect_every), ("box_every", box_every)):
             if int(value) != value or value < 1:
                 raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-        self._realign: KeypointRealigner | None = None
-        self.keypoint_model: str | None = None
-        self.set_keypoint_model(keypoint_model)
+        self._realign: KeypointRealigner | None = realigner
         self.max_faces, self.min_face_score, self.use_detector = max_faces, min_face_score, use_detector
         self.keep_unmeshed = bool(keep_unmeshed)
         self.redetect_every, self.box_every = int(redetect_every), int(box_every)
@@ -124,15 +119,14 @@ class LandmarkExtractor:
         """Whether video frames take the tracking-mesh path (see the class docstring)."""
         return self._want_tracking and self._mode == "video" and self.use_detector and self._mesh_on
 
-    def set_keypoint_model(self, path) -> None:
-        """Turn the keypoint-aligned retry of missed faces on (a keypoint_regressor checkpoint,
-        ferlib.realign) or off (None). Loading the same checkpoint again is a no-op."""
-        if path is None:
-            self._realign, self.keypoint_model = None, None
-        elif self._realign is None or self.keypoint_model != str(path):
-            from ferlib.realign import KeypointRealigner  # loads torch models: only when asked for
+    @property
+    def keypoint_model(self) -> str | None:
+        """Where the realigner's regressor came from (None: the keypoint-aligned retry is off)."""
+        return None if self._realign is None else self._realign.source
 
-            self._realign, self.keypoint_model = KeypointRealigner(path), str(path)
+    def set_realigner(self, realigner: KeypointRealigner | None) -> None:
+        """Turn the keypoint-aligned retry of missed faces on (a KeypointRealigner) or off (None)."""
+        self._realign = realigner
 
     # -- public --------------------------------------------------------------------------------
     def process(self, bgr: np.ndarray, timestamp_ms: float | None = None, pose: bool = True) -> list[Face]:
