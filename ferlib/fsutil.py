@@ -84,4 +84,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-__all__ = ["atomic_file", "atomic_write_bytes", "json_default", "sha256_bytes", "sha256_file", "sha256_files"]
+__all__ = ["atomic_file", "atomic_write_bytes", "emit_report", "json_default", "sha256_bytes", "sha256_file",
+           "sha256_files"]
+
+
+def emit_report(text: str, out=None) -> None:
+    """Print a report and, when `out` is given, write it there atomically (the scripts' last step)."""
+    if out:
+        atomic_write_bytes(Path(out), text.encode("utf-8"))
+    print(text)

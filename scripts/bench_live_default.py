@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferlib.fsutil import emit_report  # noqa: E402
 from ferlib.inference.pipeline import Pipeline, shipped_models  # noqa: E402
 from ferlib.inference.predict import expand_inputs  # noqa: E402
 from ferlib.io import iter_video, load_image  # noqa: E402
@@ -76,9 +77,7 @@ def main(argv=None) -> int:
     if args.stills:
         lines += stills_table(Path(args.stills))
     text = "\n".join(lines) + "\n"
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit_report(text, args.out)
     return 0
 
 

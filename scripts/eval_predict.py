@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ferlib.classes import canonical  # noqa: E402
+from ferlib.fsutil import emit_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,9 +86,7 @@ def main(argv=None) -> int:
         df["yaw"] = [int(m.group(1)) for m in yaw]
         out["by_yaw"] = {int(y): score(g, classes) for y, g in df.groupby("yaw")}
     text = json.dumps(out, indent=1)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit_report(text, args.out)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ferlib.fsutil import emit_report  # noqa: E402
 from ferlib.inference.pipeline import Smoother  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,9 +83,7 @@ def main(argv=None) -> int:
     default_df = main_face(run_predict(args.model, Path("/tmp/smoothing-default.csv")))
     out["predict_default"] = measures(default_df["frame"].to_numpy(), list(default_df["label"]), raw)
     text = json.dumps(out, indent=1)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit_report(text, args.out)
     return 0
 
 
