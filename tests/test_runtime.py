@@ -192,3 +192,40 @@ def test_freeze_heap_takes_the_objects_alive_now_out_of_collections():
         assert gc.get_freeze_count() >= len(kept)
     finally:
         gc.unfreeze()
+
+
+def test_a_cards_output_bias_shifts_every_runners_probabilities(tmp_path):
+    torch.manual_seed(0)
+    m = create_model("landmark_cnn1d").eval()
+    spec = spec_for_model(m)
+    card = make_card(m, FER7, spec)
+    save_checkpoint(m, tmp_path / "plain", card)
+    bias = [0.0, 1.5, 0.0, -0.5, 0.0, 0.0, 0.25]
+    save_checkpoint(m, tmp_path / "biased", {**card, "output_bias": bias})
+    batch = example_batch(m, 5, 3, spec)
+    for backend in ("onnx", "torch"):
+        plain = load_runner(tmp_path / "plain", backend=backend)
+        biased = load_runner(tmp_path / "biased", backend=backend)
+        np.testing.assert_allclose(biased.outputs(batch), plain.outputs(batch))  # the logits are the model's
+        want = softmax(plain.outputs(batch) + np.array(bias, np.float32))
+        np.testing.assert_allclose(biased(batch), want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(biased(batch), plain(batch))
+    written = json.loads((tmp_path / "plain.json").read_text())
+    for bad in ([1.0] * 6, [0.0] * 6 + [float("nan")], "0.5"):
+        with pytest.raises(ModelFileError, match="output_bias"):  # refused when saved ...
+            save_checkpoint(m, tmp_path / "bad", {**card, "output_bias": bad})
+        (tmp_path / "plain.json").write_text(json.dumps({**written, "output_bias": bad}))
+        with pytest.raises(ModelFileError, match="output_bias"):  # ... and when a card says so
+            load_checkpoint(tmp_path / "plain")
+
+
+def test_a_model_made_from_a_biased_one_drops_the_bias():
+    from ferlib.inference.checkpoint import WEIGHT_BOUND_KEYS, base_of
+    from ferlib.training.personal import AdaptConfig, personal_card
+
+    m = create_model("landmark_cnn1d").eval()
+    card = {**make_card(m, FER7, spec_for_model(m)), "model": m.config(), "weights_sha256": "x",
+            "output_bias": [0.5] * 7,
+            "output_bias_note": "fitted for these weights"}
+    assert not set(WEIGHT_BOUND_KEYS) & set(base_of(card)) and base_of(card)["classes"] == list(FER7)
+    assert "output_bias" not in personal_card(card, AdaptConfig(), {})

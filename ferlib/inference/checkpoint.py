@@ -8,6 +8,7 @@ version of ferlib wrote raises ModelFileError saying which file and why.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def _validate_card(card, name: str) -> tuple[str, dict, InputSpec]:
         spec = InputSpec.from_dict(card["input"])
     except FerError as e:
         raise ModelFileError(f"{name}: bad input spec: {e}") from None
+    bias = card.get("output_bias")
+    if bias is not None and not (isinstance(bias, list) and len(bias) == len(classes)
+                                 and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bias)):
+        raise ModelFileError(f"{name}: 'output_bias' must be {len(classes)} finite numbers (one per class), "
+                             f"got {bias!r}")
     return m["name"], m["kwargs"], spec
 
 
@@ -191,6 +197,15 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     return model, card
 
 
+# Card keys that hold for these exact weights only: a model trained or adapted from this one drops them.
+WEIGHT_BOUND_KEYS = ("output_bias", "output_bias_note")
+
+
+def base_of(card: dict) -> dict:
+    """A card as the start of a derived model's card (without WEIGHT_BOUND_KEYS)."""
+    return {k: v for k, v in card.items() if k not in WEIGHT_BOUND_KEYS}
+
+
 def read_checkpoint(ref) -> tuple[Path, FerModel, dict]:
     """A checkpoint path or shipped name -> (its path, the model in eval mode, its card): the one
     call that loading a model for inference makes here."""
@@ -217,4 +232,4 @@ def card_spec(card: dict) -> InputSpec:
 
 
 __all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "existing_checkpoint",
-           "load_checkpoint", "make_card", "read_checkpoint", "save_checkpoint"]
+           "load_checkpoint", "make_card", "read_checkpoint", "save_checkpoint", "base_of", "WEIGHT_BOUND_KEYS"]

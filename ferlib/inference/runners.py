@@ -125,8 +125,13 @@ class Runner:
         raise NotImplementedError
 
     def __call__(self, batch: dict) -> np.ndarray:
+        """Class probabilities of a classifier (softmax of its outputs plus the card's `output_bias`,
+        the per-class logit adjustment fitted on validation data, if it has one); raw outputs otherwise."""
         out = self.outputs(batch)
-        return softmax(out) if self.task == "classification" else out
+        if self.task != "classification":
+            return out
+        bias = self.card.get("output_bias") if self.card else None
+        return softmax(out if bias is None else out + np.asarray(bias, np.float32))
 
     def eval(self) -> "Runner":  # models and runners alike can be put in eval mode
         return self

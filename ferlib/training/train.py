@@ -32,7 +32,7 @@ from torch import nn
 from ferlib.training.device import DEVICES, autocast, resolve_device, to_device
 from ferlib.errors import InputError
 from ferlib.training.evaluate import keypoint_nme, macro_f1, mean_recall, predict_outputs
-from ferlib.inference.checkpoint import card_spec, load_checkpoint
+from ferlib.inference.checkpoint import base_of, card_spec, load_checkpoint
 from ferlib.inputs import Augmenter, InputSpec, PoseAugmenter, TensorSet, spec_for_model
 from ferlib.models.registry import FerModel
 from ferlib.fsutil import atomic_write_bytes
@@ -616,7 +616,7 @@ def finetune(checkpoint_path, train_data: TensorSet, val_data: TensorSet, config
         train_data.spec = card_spec(card)
     result = train(model, train_data, val_data, config, callback=callback, cancel=cancel, run_dir=run_dir,
                    raw_landmarks=raw_landmarks, resume=resume)
-    card = {**card, "classes": classes,
+    card = {**base_of(card), "classes": classes,
             "training": {"config": config.to_dict(), "finetuned_from": {
                 "model": card["model"], "classes": card["classes"], "weights_sha256": card["weights_sha256"],
                 "training": card.get("training", {})}},
