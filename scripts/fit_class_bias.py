@@ -35,15 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ferlib.data.tensors import import_dataset, prepare  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes, emit_report, json_default  # noqa: E402
 from ferlib.inference.checkpoint import checkpoint_paths, resolve_checkpoint  # noqa: E402
-from ferlib.inference.runtime import load_runner  # noqa: E402
+from ferlib.inference.runtime import load_runner, softmax  # noqa: E402
 from ferlib.inputs import Mirror  # noqa: E402
 
 GRID = np.round(np.arange(-2.0, 2.0001, 0.05), 2)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def val_logits(runner, path: str, classes: list[str], spec) -> dict:

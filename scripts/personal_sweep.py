@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ferlib.data.tensors import import_dataset, prepare  # noqa: E402
-from ferlib.inference.checkpoint import card_spec, load_checkpoint, resolve_checkpoint  # noqa: E402
+from ferlib.inference.checkpoint import card_spec, read_checkpoint  # noqa: E402
 from ferlib.training.evaluate import predict_outputs  # noqa: E402
 from ferlib.training.personal import AdaptConfig, adapt_model  # noqa: E402
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default="/tmp/ferlib-sweep-cache")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    base, card = load_checkpoint(resolve_checkpoint(args.base))
+    _, base, card = read_checkpoint(args.base)
     spec, classes = card_spec(card), card["classes"]
     people = sorted(p for p in Path(args.sets).iterdir() if (p / "A").is_dir())[:args.dev]
     data = []

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.inference.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from ferlib.inference.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint  # noqa: E402
 from ferlib.inference.pipeline import DEFAULT_SMOOTHING, Smoother  # noqa: E402
 from ferlib.inputs import Mirror, TensorSet  # noqa: E402
 from ferlib.training.personal import AdaptConfig, adapt_model  # noqa: E402
@@ -116,7 +116,7 @@ def run_fold(ve, truth, train, test, windows_list, seeds, seq_config: SequenceCo
     # personal head: ferlib.training.personal's default adaptation on the training blocks' frames
     rows = np.cumsum(det) - 1  # frame -> row of ve.inputs
     tr = rows[train & det]
-    model, _card = load_checkpoint(resolve_checkpoint(base))
+    _, model, _card = read_checkpoint(base)
     data = TensorSet({k: v[torch.as_tensor(tr)] for k, v in ve.inputs.items()}, torch.as_tensor(truth[train & det]),
                      ve.spec)
     t0 = time.monotonic()

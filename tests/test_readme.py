@@ -36,12 +36,22 @@ def _commands(text: str) -> list[list[str]]:
             words = shlex.split(ln)
         except ValueError:
             continue
-        while words and ("=" in words[0] and not words[0].startswith("-") or words[0] in {"sudo", "taskset", "-c",
-                                                                                         "0", "1"}):
-            words = words[1:]
+        words = _program_and_arguments(words)
         if words:
             found.append(words)
     return found
+
+
+def _program_and_arguments(words: list[str]) -> list[str]:
+    """The words from the program on: leading VAR=value assignments, `sudo` and `taskset -c CPUS` dropped."""
+    while words:
+        if "=" in words[0] and not words[0].startswith("-") or words[0] == "sudo":
+            words = words[1:]
+        elif words[0] == "taskset":
+            words = words[3:]
+        else:
+            break
+    return words
 
 
 def _ferlib_calls(text: str) -> list[list[str]]:

@@ -25,7 +25,7 @@ from torch import nn
 from ferlib.errors import InputError, ModelFileError
 from ferlib.faces.normalize import canonical_face
 from ferlib.fsutil import atomic_write_bytes, json_default
-from ferlib.inference.checkpoint import card_spec, load_checkpoint, resolve_checkpoint
+from ferlib.inference.checkpoint import card_spec, read_checkpoint
 from ferlib.inference.runners import CARD_KEY, KEYS_KEY, OnnxRunner, TorchScriptRunner
 from ferlib.inputs import InputSpec, build_batch, spec_for_model
 from ferlib.models.registry import FerModel
@@ -255,7 +255,7 @@ def export_checkpoint(model: str, fmt: str, out) -> tuple[Path, float]:
     """Export a checkpoint (path or shipped name) -> (written path, max |diff| to PyTorch)."""
     if fmt not in FORMATS:
         raise InputError(f"export format must be one of {FORMATS}, got {fmt!r}")
-    net, card = load_checkpoint(resolve_checkpoint(model))
+    _, net, card = read_checkpoint(model)
     spec = card_spec(card)
     out = Path(out)
     loaded: OnnxRunner | TorchScriptRunner

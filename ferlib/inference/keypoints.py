@@ -32,6 +32,4 @@ def load_realigner(path: str | Path) -> KeypointRealigner:
     def regress(grey: np.ndarray) -> np.ndarray:
         return model(build_batch(spec, crops=grey[None]))[0].numpy()
 
-    realigner = KeypointRealigner(regress, str(path))
-    realigner.card = card  # type: ignore[attr-defined]
-    return realigner
+    return KeypointRealigner(regress, str(path))

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ferlib.errors import InputError
-from ferlib.inference.checkpoint import base_of, card_spec, load_checkpoint, resolve_checkpoint
+from ferlib.inference.checkpoint import base_of, card_spec, read_checkpoint
 from ferlib.inputs import Augmenter, Mirror, TensorSet
 from ferlib.models.registry import FerModel
 from ferlib.training.train import TrainConfig, train
@@ -264,7 +264,7 @@ def adapt(checkpoint, data: TensorSet, config: AdaptConfig | None = None, callba
     """Load `checkpoint` (path or shipped name), adapt it to `data` (labels index the checkpoint's
     classes) and return (model, card, report); save with ferlib.inference.checkpoint.save_checkpoint."""
     config = config or AdaptConfig()
-    model, card = load_checkpoint(resolve_checkpoint(checkpoint))
+    _, model, card = read_checkpoint(checkpoint)
     if data.spec is None:
         data = replace(data, spec=card_spec(card))
     report = adapt_model(model, data, card["classes"], config, callback=callback, cancel=cancel)

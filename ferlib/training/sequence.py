@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ferlib.errors import InputError
-from ferlib.inference.checkpoint import load_checkpoint, resolve_checkpoint
+from ferlib.inference.checkpoint import read_checkpoint
 from ferlib.inference.pipeline import Pipeline
 from ferlib.inputs import Mirror
 from ferlib.io import iter_video
@@ -243,8 +243,7 @@ def video_embeddings(video, checkpoint=DEFAULT_BASE, step: int = 1, max_frames: 
     batch gives the embedding through the checkpoint's PyTorch model."""
     if step < 1:
         raise InputError(f"step must be >= 1, got {step}")
-    path = resolve_checkpoint(checkpoint)
-    model, card = load_checkpoint(path)
+    path, model, card = read_checkpoint(checkpoint)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     frames, times, found, batches = [], [], [], []

@@ -35,7 +35,12 @@ import torch
 from ferlib.data.dataset import Dataset
 from ferlib.data.tensors import Prepared, concat_prepared, dataset_sha256, prepare, split_prepared
 from ferlib.errors import InputError
-from ferlib.inference.checkpoint import card_spec, load_checkpoint, make_card, resolve_checkpoint, save_checkpoint
+from ferlib.inference.checkpoint import (
+    card_spec,
+    make_card,
+    read_checkpoint,
+    save_checkpoint,
+)
 from ferlib.inputs import InputSpec, clarity_score, spec_for_model
 from ferlib.models import FerModel, count_parameters
 from ferlib.training.ddp import train_ddp
@@ -205,8 +210,7 @@ def teacher_targets(teacher, data: TrainingData, classes: Sequence[str], student
     computed once. The same datasets are prepared with the teacher's own input spec (e.g. face
     crops); rows align by position (checked by path). Rows the teacher has no input for get the
     one-hot label. Returns ((N_student, C) probabilities, card record)."""
-    path = resolve_checkpoint(teacher)
-    model, card = load_checkpoint(path)
+    path, model, card = read_checkpoint(teacher)
     tclasses = list(card["classes"])
     missing = [c for c in classes if c not in tclasses]
     if missing:
@@ -326,8 +330,7 @@ def finetune_base(base, data: TrainingData, config: TrainConfig, *, classes: Seq
     For big data; a person's few recordings adapt better with `adapt_personal`."""
     options, progress = options or PrepareOptions(), progress or Progress()
     config = config.resolved()
-    path = resolve_checkpoint(base)
-    base_model, base_card = load_checkpoint(path)
+    path, base_model, base_card = read_checkpoint(base)
     classes = list(classes) if classes else list(base_card["classes"])
     sets = training_splits(prepare_data(data, card_spec(base_card), classes, options, progress),
                            ("train", "val") if require_val else ("train",))
@@ -348,8 +351,7 @@ def adapt_personal(base, data: TrainingData, config: AdaptConfig, *, run_dir=Non
     and val row, a fixed schedule, no early stopping; the test split, when the data have one
     (Studio sessions), is scored."""
     options, progress = options or PrepareOptions(), progress or Progress()
-    path = resolve_checkpoint(base)
-    _, base_card = load_checkpoint(path)
+    path, _, base_card = read_checkpoint(base)
     classes = list(base_card["classes"])
     sets = split_prepared(prepare_data(data, card_spec(base_card), classes, options, progress))
     parts = [sets[k] for k in ("train", "val") if k in sets]
