@@ -60,3 +60,41 @@ class ResNet18Attention(FerModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)
         return self.head(self.features(batch["image"]))
+
+
+def widen(model: ResNet18Attention, factor: int = 2, noise: float = 0.0, seed: int = 0) -> ResNet18Attention:
+    """A `factor`-times wider copy of `model` that computes the same function (Net2WiderNet, Chen et al.
+    2016): every new channel copies an old one (new channel j copies old channel j mod C), and the
+    weights that read a copied channel are divided by its number of copies, so every activation, and
+    the output, stays as it was in eval mode. `noise` (a fraction of each weight tensor's standard
+    deviation, seeded) breaks the copies' symmetry for the training that follows; 0 keeps the function
+    exact. The copy starts a longer fine-tune with more capacity than the trained model it came from."""
+    if not isinstance(model, ResNet18Attention):
+        raise TypeError(f"widen takes a resnet18_attention model, got {type(model).__name__}")
+    if not (isinstance(factor, int) and factor >= 1):
+        raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
+    hp = dict(model.hparams)
+    wide = ResNet18Attention(**{**hp, "width": hp["width"] * factor})
+    wide.registry_name = model.registry_name
+    gen = torch.Generator().manual_seed(seed)
+    old_modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, new in wide.named_modules():
+            old = old_modules[name]
+            if isinstance(new, (nn.Conv2d, nn.Linear)):
+                w_old, w_new = old.weight, new.weight
+                out_map = torch.arange(w_new.shape[0]) % w_old.shape[0]
+                in_map = torch.arange(w_new.shape[1]) % w_old.shape[1]
+                copies = torch.bincount(in_map, minlength=w_old.shape[1]).to(w_old.dtype)
+                w = w_old[out_map][:, in_map] / copies[in_map].view(1, -1, *([1] * (w_old.dim() - 2)))
+                if noise > 0:
+                    w = w + noise * w_old.std() * torch.randn(w.shape, generator=gen)
+                new.weight.copy_(w)
+                if new.bias is not None:
+                    new.bias.copy_(old.bias[out_map])
+            elif isinstance(new, nn.BatchNorm2d):
+                out_map = torch.arange(new.num_features) % old.num_features
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(new, key).copy_(getattr(old, key)[out_map])
+                new.num_batches_tracked.copy_(old.num_batches_tracked)
+    return wide.train(model.training)
