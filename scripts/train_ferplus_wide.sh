@@ -4,18 +4,27 @@
 # fine-tuned on the same data, targets, class balance and selection as the default
 # (scripts/train_ferplus.sh): FER+ vote distributions, CK+ by subject, the AffectNet subset without its
 # held-out crops; class weights inverse frequency ** 0.5; head-turn augmentation +-30 deg; the best epoch
-# by validation mean recall. A run stopped early goes on with the same command (it passes --resume when
-# the run folder holds a resume point).
+# by validation mean recall. Two stages: 10 epochs at lr 3e-4 (runs/w32), then 5 at 1.5e-4 (runs/w32b).
+# A stage that finished is skipped; one stopped early goes on from its resume point (--resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 D=../shared/data
-RUN=${RUN:-runs/w32}
+THREADS=${THREADS:-2}
 [ -f cache/affectnet_subset_train.zip ] || $PY scripts/make_affectnet_train_zip.py $D/affectnet_subset.zip cache/affectnet_subset_train.zip
-[ -f $RUN/start.json ] || $PY scripts/widen_model.py models/resnet18_attention_ferplus --factor 2 --out $RUN/start
-RESUME=(); [ -f $RUN/resume.pt ] && RESUME=(--resume)
-$PY -m ferlib finetune $RUN/start.json --adapt train --classes all \
-    --data $D/ferplus.zip --data $D/ckplus48.zip --data cache/affectnet_subset_train.zip \
-    --epochs ${EPOCHS:-10} --lr 3e-4 --optimizer adamw --weight-decay 0.01 --schedule cosine --class-weight-power 0.5 \
-    --pose-augment 30 --tta --patience 4 --monitor val_recall --threads ${THREADS:-2} --workers 1 \
-    --out $RUN/model --run-dir $RUN "${RESUME[@]}"
+[ -f runs/w32/start.json ] || $PY scripts/widen_model.py models/resnet18_attention_ferplus --factor 2 --out runs/w32/start
+
+stage() {  # stage START RUN EPOCHS LR
+    local start=$1 run=$2 epochs=$3 lr=$4 resume=()
+    [ -f "$run/model.json" ] && { echo "$run: done"; return; }
+    [ -f "$run/resume.pt" ] && resume=(--resume)
+    $PY -m ferlib finetune "$start" --adapt train --classes all \
+        --data $D/ferplus.zip --data $D/ckplus48.zip --data cache/affectnet_subset_train.zip \
+        --epochs "$epochs" --lr "$lr" --optimizer adamw --weight-decay 0.01 --schedule cosine --class-weight-power 0.5 \
+        --pose-augment 30 --tta --patience 4 --monitor val_recall --threads "$THREADS" --workers 1 \
+        --out "$run/model" --run-dir "$run" "${resume[@]}"
+}
+stage runs/w32/start.json runs/w32 10 3e-4
+stage runs/w32/model.json runs/w32b 5 1.5e-4
+# every held-out set through `ferlib predict` (scripts/make_eval_sets.py --out /tmp/ferlib-eval first)
+scripts/eval_all_sets.sh runs/w32b/model w32b

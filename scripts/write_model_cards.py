@@ -53,6 +53,25 @@ def targets_text(card: dict) -> str:
             f"- classes ({len(card['classes'])}): {', '.join(card['classes'])}")
 
 
+def lineage(card: dict) -> str | None:
+    """Where the weights started, newest step first: the chain of `finetuned_from` / `widened_from`
+    entries the training step of each card records (None for a model trained from scratch)."""
+    steps, tr = [], card.get("training", {})
+    while True:
+        step = next(((verb, tr[key]) for key, verb in (("finetuned_from", "fine-tuned from"),
+                                                       ("widened_from", "widened (scripts/widen_model.py) from"))
+                     if isinstance(tr.get(key), dict)), None)
+        if step is None:
+            break
+        verb, base = step
+        kw = base.get("model", {}).get("kwargs", {})
+        size = f", width {kw['width']}" if "width" in kw else ""
+        steps.append(f"{verb} `{base.get('model', {}).get('name', '?')}` ({len(base.get('classes', []))} classes"
+                     f"{size}, weights sha256 `{str(base.get('weights_sha256', '?'))[:12]}...`)")
+        tr = base.get("training", {})
+    return " <- ".join(steps) or None
+
+
 def render(name: str, model, card: dict) -> str:
     inp, tr, data, met = card["input"], card.get("training", {}), card.get("data", {}), card.get("metrics", {})
     test = met.get("test") or {}
@@ -81,6 +100,8 @@ def render(name: str, model, card: dict) -> str:
     for k, v in data.items():
         lines.append(f"- {k}: `{v}`")
     lines += ["", "## Training", "", f"- command: `{tr.get('command', 'n/a')}`"]
+    if lineage(card):
+        lines.append(f"- lineage: {lineage(card)}")
     for k in ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
               "class_weight_power", "soft_targets", "label_smoothing", "weighted_sampler", "augment", "tta_flip",
               "patience", "monitor", "seed"):

@@ -116,3 +116,32 @@ def test_cli_predict(tiny_checkpoint, fixture_clip, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ferlib", "predict", str(tmp_path / "missing.jpg"), "--model",
                         str(tiny_checkpoint), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_flip_averaging_covers_small_frames_only(clip_frames):
+    """FLIP_MAX_FACES: a frame with at most that many faces gets flip averaging (the card's tta_flip),
+    a bigger group's faces are read once; several frames in one model call each follow their own count."""
+    from ferlib.inference.pipeline import FLIP_MAX_FACES
+
+    one = clip_frames[300][1]
+    group = np.hstack([clip_frames[i][1] for i in (300, 301, 302)])
+    assert FLIP_MAX_FACES < 3
+
+    def probs(**kw):
+        with Pipeline(mode="static", **kw) as pipe:
+            assert pipe._mirror is not None or kw.get("tta_flip") is False, "the default's card asks for flip TTA"
+            single = [p.probs for p in pipe.process(one).predictions]
+            crowd = [p.probs for p in pipe.process(group).predictions]
+            faces = [pipe.extractor.process(one), pipe.extractor.process(group)]
+            together = pipe.predict_frames([(one, faces[0]), (group, faces[1])])
+            return single, crowd, [[p.probs for p in ps] for ps in together]
+
+    every, never, rule = probs(flip_max_faces=None), probs(tta_flip=False), probs()
+    assert len(every[0]) == 1 and len(every[1]) == 3
+    np.testing.assert_allclose(rule[0], every[0], rtol=1e-5, atol=1e-6)     # one face: flipped
+    np.testing.assert_allclose(rule[1], never[1], rtol=1e-5, atol=1e-6)     # three faces: read once
+    assert not np.allclose(every[1], never[1], atol=1e-4), "flip averaging changes the probabilities"
+    np.testing.assert_allclose(rule[2][0], every[0], rtol=1e-5, atol=1e-6)  # per frame in a shared call
+    np.testing.assert_allclose(rule[2][1], never[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError):
+        Pipeline(flip_max_faces=-1)

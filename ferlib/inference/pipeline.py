@@ -28,19 +28,27 @@ from ferlib.io import ensure_bgr, prefetch
 from ferlib.types import Face, FrameResult, Prediction, face_landmarks
 
 # Shipped models in order of preference for the default: the one that reads every emotion best on the
-# held-out sets at once, per class (docs/results.md, 2026-12-06: resnet18_attention_ferplus, eight classes),
-# whose whole pipeline holds 30 fps on one core (docs/results.md "Choosing the default"), then the FER2013-only
-# ResNet, then the fast landmark path.
-DEFAULT_MODELS = ("resnet18_attention_ferplus", "resnet18_attention_fer2013_long", "landmark_cnn1d_fer2013_affectnet",
-                  "landmark_cnn1d_fer2013", "image_cnn_fer2013")
+# held-out sets at once, per class (docs/results.md, 2026-12-06: resnet18_attention_ferplus_w32, eight
+# classes, the width-16 default widened and fine-tuned), whose whole pipeline holds 30 fps on one core
+# (benchmarks/2026-12-06-live-w32.md), then the width-16 one it grew from, the FER2013-only ResNet, then the
+# fast landmark path.
+DEFAULT_MODELS = ("resnet18_attention_ferplus_w32", "resnet18_attention_ferplus", "resnet18_attention_fer2013_long",
+                  "landmark_cnn1d_fer2013_affectnet", "landmark_cnn1d_fer2013", "image_cnn_fer2013")
 SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
-DEFAULT_SMOOTHING_ALPHA = 0.15
+DEFAULT_SMOOTHING_ALPHA = 0.1
 """Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
-scripts/eval_smoothing.py (docs/results.md, "Recognising real faces"): the least lag at <= 0.5 label flips
-per second for the default model (resnet18_attention_ferplus: EMA 0.15, 0.20 flips/s, 0.29 s; 0.4
-flickered at 1.0 flips/s between sad and its neighbours while the person cries)."""
+scripts/eval_smoothing.py (docs/results.md, "Reading every emotion"): the least lag at <= 0.5 label flips
+per second for the default model (resnet18_attention_ferplus_w32: EMA 0.1, 0.31 flips/s, 0.29 s; 0.15
+gave 0.51 flips/s between sad and its neighbours while the person cries)."""
 
+
+FLIP_MAX_FACES = 2
+"""Flip averaging (a card's `tta_flip`) costs a second model pass per face; it runs for the faces of a frame
+that holds at most this many, and a bigger group's faces are read once, so Live keeps the camera's rate
+for five faces with the width-32 default (benchmarks/2026-12-06-browser-five-faces-w32.md; without flip
+averaging that model reads FER+ Test as the width-16 model does with it: docs/results.md). `predict` and
+Live follow the same rule, so both give a frame the same answer."""
 
 STREAM_AHEAD = 4
 """`Pipeline.stream`: frames whose faces may be found ahead of the one being classified."""
@@ -157,7 +165,8 @@ class Pipeline:
     face mesh cannot read ("auto": the shipped FALLBACK_MODEL when it is there; None: such faces get
     no prediction). Its probabilities are mapped onto the model's classes by name (renormalised).
     tta_flip: average each face's probabilities with its mirror image's (None: when the model was
-    trained and measured with it, its card's `tta_flip`).
+    trained and measured with it, its card's `tta_flip`), for the faces of frames that hold at most
+    flip_max_faces faces (FLIP_MAX_FACES; None: every frame).
     Each Prediction says which path produced it (`path`: mesh | box) and which model (`model`).
     """
 
@@ -166,7 +175,7 @@ class Pipeline:
                  smoothing_alpha: float = DEFAULT_SMOOTHING_ALPHA, smoothing_window: int = 8,
                  backend: str = DEFAULT_BACKEND,
                  keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None,
-                 threads: int = DEFAULT_THREADS):
+                 threads: int = DEFAULT_THREADS, flip_max_faces: int | None = FLIP_MAX_FACES):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.runner: Runner = load_runner(default_model_path() if model is None else model, backend, threads)
@@ -184,6 +193,9 @@ class Pipeline:
         if tta_flip is None:  # as the card's figures were measured
             tta_flip = bool(self.card.get("training", {}).get("config", {}).get("tta_flip", False))
         self._mirror = Mirror(self.spec) if tta_flip else None
+        if flip_max_faces is not None and (not isinstance(flip_max_faces, int) or flip_max_faces < 0):
+            raise InputError(f"flip_max_faces must be a whole number >= 0 or None, got {flip_max_faces!r}")
+        self.flip_max_faces = flip_max_faces
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
         self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
         mesh = self.needs_mesh if mesh is None else bool(mesh)
@@ -250,15 +262,20 @@ class Pipeline:
             raise InputError("this model needs a neutral baseline: calibrate neutral first")
         return build_batch(self.spec, landmarks_px=lm, crops=crops, baseline=base)
 
-    def probabilities(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        """Class probabilities of a built batch; with flip TTA, averaged with the mirrored faces'
-        (one runner call on both halves)."""
+    def probabilities(self, batch: dict[str, torch.Tensor], flip: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities of a built batch; with flip TTA, the rows `flip` marks (default: all)
+        averaged with their mirrored faces' (one runner call on the batch and those mirrors)."""
         n = len(next(iter(batch.values())))
-        if self._mirror is not None:
-            flipped = self._mirror(batch)
+        rows = (np.arange(n) if flip is None else np.flatnonzero(flip)) if self._mirror is not None else np.arange(0)
+        if len(rows):
+            flipped = self._mirror({k: v[torch.as_tensor(rows)] for k, v in batch.items()})
             batch = {k: torch.cat([v, flipped[k]]) for k, v in batch.items()}
         probs = self.runner(batch)
-        return (probs[:n] + probs[n:]) / 2 if self._mirror is not None else probs
+        if not len(rows):
+            return probs
+        out = probs[:n].copy()
+        out[rows] = (out[rows] + probs[n:]) / 2
+        return out
 
     def predict_faces(self, bgr: np.ndarray, faces: list[Face], timings: dict | None = None) -> list[Prediction]:
         """Predictions for already-detected faces (smoothing applied per face_id). A model that needs
@@ -299,8 +316,10 @@ class Pipeline:
         t0 = time.perf_counter()
         parts = [self.inputs_for(bgr, faces) for bgr, faces in frames if faces]
         batch = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        limit = self.flip_max_faces
+        flip = np.concatenate([np.full(len(faces), limit is None or len(faces) <= limit) for _, faces in frames])
         t1 = time.perf_counter()
-        probs = self.probabilities(batch)
+        probs = self.probabilities(batch, flip)
         t["prepare"] += (t1 - t0) * 1e3
         t["model"] += (time.perf_counter() - t1) * 1e3
         return probs
