@@ -266,9 +266,10 @@ class Pipeline:
         """Class probabilities of a built batch; with flip TTA, the rows `flip` marks (default: all)
         averaged with their mirrored faces' (one runner call on the batch and those mirrors)."""
         n = len(next(iter(batch.values())))
-        rows = (np.arange(n) if flip is None else np.flatnonzero(flip)) if self._mirror is not None else np.arange(0)
-        if len(rows):
-            flipped = self._mirror({k: v[torch.as_tensor(rows)] for k, v in batch.items()})
+        mirror = self._mirror
+        rows = (np.arange(n) if flip is None else np.flatnonzero(flip)) if mirror is not None else np.arange(0)
+        if mirror is not None and len(rows):
+            flipped = mirror({k: v[torch.as_tensor(rows)] for k, v in batch.items()})
             batch = {k: torch.cat([v, flipped[k]]) for k, v in batch.items()}
         probs = self.runner(batch)
         if not len(rows):

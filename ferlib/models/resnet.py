@@ -96,5 +96,6 @@ def widen(model: ResNet18Attention, factor: int = 2, noise: float = 0.0, seed: i
                 out_map = torch.arange(new.num_features) % old.num_features
                 for key in ("weight", "bias", "running_mean", "running_var"):
                     getattr(new, key).copy_(getattr(old, key)[out_map])
-                new.num_batches_tracked.copy_(old.num_batches_tracked)
+                if new.num_batches_tracked is not None and old.num_batches_tracked is not None:
+                    new.num_batches_tracked.copy_(old.num_batches_tracked)
     return wide.train(model.training)
