@@ -100,8 +100,8 @@ def render(name: str, model, card: dict) -> str:
     for k, v in data.items():
         lines.append(f"- {k}: `{v}`")
     lines += ["", "## Training", "", f"- command: `{tr.get('command', 'n/a')}`"]
-    if lineage(card):
-        lines.append(f"- lineage: {lineage(card)}")
+    if steps := lineage(card):
+        lines.append(f"- lineage: {steps}")
     for k in ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
               "class_weight_power", "soft_targets", "label_smoothing", "weighted_sampler", "augment", "tta_flip",
               "patience", "monitor", "seed"):

@@ -178,6 +178,8 @@ class Pipeline:
                  threads: int = DEFAULT_THREADS, flip_max_faces: int | None = FLIP_MAX_FACES):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if flip_max_faces is not None and (not isinstance(flip_max_faces, int) or flip_max_faces < 0):
+            raise InputError(f"flip_max_faces must be a whole number >= 0 or None, got {flip_max_faces!r}")
         self.runner: Runner = load_runner(default_model_path() if model is None else model, backend, threads)
         if self.runner.card is None or "classes" not in self.runner.card or "input" not in self.runner.card:
             raise ModelFileError(f"{self.runner.name}: no model card with classes and input spec; "
@@ -193,8 +195,6 @@ class Pipeline:
         if tta_flip is None:  # as the card's figures were measured
             tta_flip = bool(self.card.get("training", {}).get("config", {}).get("tta_flip", False))
         self._mirror = Mirror(self.spec) if tta_flip else None
-        if flip_max_faces is not None and (not isinstance(flip_max_faces, int) or flip_max_faces < 0):
-            raise InputError(f"flip_max_faces must be a whole number >= 0 or None, got {flip_max_faces!r}")
         self.flip_max_faces = flip_max_faces
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
         self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
@@ -266,14 +266,11 @@ class Pipeline:
         """Class probabilities of a built batch; with flip TTA, the rows `flip` marks (default: all)
         averaged with their mirrored faces' (one runner call on the batch and those mirrors)."""
         n = len(next(iter(batch.values())))
-        mirror = self._mirror
-        rows = (np.arange(n) if flip is None else np.flatnonzero(flip)) if mirror is not None else np.arange(0)
-        if mirror is not None and len(rows):
-            flipped = mirror({k: v[torch.as_tensor(rows)] for k, v in batch.items()})
-            batch = {k: torch.cat([v, flipped[k]]) for k, v in batch.items()}
-        probs = self.runner(batch)
-        if not len(rows):
-            return probs
+        rows = np.arange(n) if flip is None else np.flatnonzero(flip)
+        if self._mirror is None or not len(rows):
+            return self.runner(batch)
+        flipped = self._mirror({k: v[torch.as_tensor(rows)] for k, v in batch.items()})
+        probs = self.runner({k: torch.cat([v, flipped[k]]) for k, v in batch.items()})
         out = probs[:n].copy()
         out[rows] = (out[rows] + probs[n:]) / 2
         return out

@@ -1,10 +1,12 @@
 """`resnet18_attention`: ResNet18 for 48x48 grey faces with squeeze-and-excitation after the last stage."""
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from .registry import FerModel, register_model
+from .registry import FerModel, create_model, register_model
 
 
 class BasicBlock(nn.Module):
@@ -74,8 +76,7 @@ def widen(model: ResNet18Attention, factor: int = 2, noise: float = 0.0, seed: i
     if not (isinstance(factor, int) and factor >= 1):
         raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
     hp = dict(model.hparams)
-    wide = ResNet18Attention(**{**hp, "width": hp["width"] * factor})
-    wide.registry_name = model.registry_name
+    wide = cast(ResNet18Attention, create_model("resnet18_attention", **{**hp, "width": hp["width"] * factor}))
     gen = torch.Generator().manual_seed(seed)
     old_modules = dict(model.named_modules())
     with torch.no_grad():
