@@ -28,7 +28,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
 from ferlib.data import (  # noqa: E402,E501
     first_per_class,
@@ -40,6 +39,7 @@ from ferlib.data import (  # noqa: E402,E501
     subject_split,
 )
 from ferlib.data.importers import split_zip_path  # noqa: E402
+from ferlib.faces.frontalize import turn_face  # noqa: E402
 from ferlib.faces.landmarks import LandmarkExtractor  # noqa: E402
 from ferlib.io import load_image  # noqa: E402
 
@@ -88,38 +88,6 @@ def ferplus_test(shared: Path, out: Path) -> None:
         p = out / "ferplus_test" / c / Path(split_zip_path(path)[1]).name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(read_bytes(path))
-
-
-def turn_face(bgr: np.ndarray, pts: np.ndarray, yaw: float) -> np.ndarray:
-    """The face turned by `yaw` degrees about its vertical axis (module docstring)."""
-    centre = pts.mean(axis=0)
-    a = np.deg2rad(yaw)
-    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    moved = (pts - centre) @ rot.T + centre
-    tri = Delaunay(pts[:, :2]).simplices
-    hull = cv2.convexHull(pts[:, :2].astype(np.int32))
-    mask = np.zeros(bgr.shape[:2], np.uint8)
-    cv2.fillConvexPoly(mask, hull, 255)
-    out = cv2.inpaint(bgr, cv2.dilate(mask, np.ones((9, 9), np.uint8)), 5, cv2.INPAINT_TELEA)
-    depth = moved[tri, 2].mean(axis=1)  # MediaPipe z: smaller is nearer the camera
-    for t in tri[np.argsort(-depth)]:
-        src, dst = pts[t, :2].astype(np.float32), moved[t, :2].astype(np.float32)
-        if abs(np.cross(dst[1] - dst[0], dst[2] - dst[0])) < 1.0:
-            continue  # seen edge-on
-        x, y, w, h = cv2.boundingRect(dst)
-        if w < 1 or h < 1:
-            continue
-        m = cv2.getAffineTransform(src, (dst - [x, y]).astype(np.float32))
-        patch = cv2.warpAffine(bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        tmask = np.zeros((h, w), np.uint8)
-        cv2.fillConvexPoly(tmask, (dst - [x, y]).astype(np.int32), 255)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, out.shape[1]), min(y + h, out.shape[0])
-        if x1 <= x0 or y1 <= y0:
-            continue
-        sub = tmask[y0 - y:y1 - y, x0 - x:x1 - x] > 0
-        out[y0:y1, x0:x1][sub] = patch[y0 - y:y1 - y, x0 - x:x1 - x][sub]
-    return out
 
 
 def turns(out: Path, limit: int) -> None:

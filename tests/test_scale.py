@@ -104,7 +104,8 @@ def test_shard_keys_follow_settings_and_files(inputs, tmp_path):
     assert scale.PredictSettings(keypoint_model=None).fingerprint() == fp
     assert scale.PredictSettings(keypoint_model=None, threads=2).fingerprint() == fp  # changes no row
     for other in (dict(smoothing="none"), dict(backend="torch"), dict(max_frames=3),
-                  dict(keypoint_model=str(shipped_keypoint_model())), dict(model="landmark_cnn1d_fer2013")):
+                  dict(keypoint_model=str(shipped_keypoint_model())), dict(model="landmark_cnn1d_fer2013"),
+                  dict(frontalize=False)):
         assert scale.PredictSettings(**{"keypoint_model": None, **other}).fingerprint() != fp, other
     img = tmp_path / "a.jpg"
     img.write_bytes(Path(inputs[0], "f0000.jpg").read_bytes())

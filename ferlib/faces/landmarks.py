@@ -51,7 +51,9 @@ class LandmarkExtractor:
     than the last detector pass meshed, a face no detector pass confirmed, while a face is kept
     without landmarks, and every `redetect_every` frames (new faces). Tracked faces keep the score of
     their last matching detection, their box is the landmarks' bounding box.
-    mesh=False: no face mesh on detector boxes (faces carry boxes only: image models need no more);
+    mesh=False: no face mesh on detector boxes (faces carry boxes only: image models need no more),
+    except in frames that hold at most `mesh_max_faces` faces (default 0: none), whose boxes are
+    meshed one by one (image models frontalise such faces: ferlib.faces.crops.frontal_crop);
     in video mode the detector then runs on every `box_every`-th frame (default 2) and the frames
     between keep the last boxes and ids: at 30 fps a face moves a few pixels from one frame to the
     next, and detection is most of an image model's frame (reset, a new frame size or a timestamp
@@ -71,9 +73,12 @@ class LandmarkExtractor:
     def __init__(self, mode: str = "video", max_faces: int = 5, min_detection_confidence: float = 0.5,
                  min_face_score: float = 0.0, use_detector: bool = True, tracking: bool = True,
                  redetect_every: int = 30, realigner: KeypointRealigner | None = None, mesh: bool = True,
-                 keep_unmeshed: bool = True, box_every: int = 2):
+                 keep_unmeshed: bool = True, box_every: int = 2, mesh_max_faces: int = 0):
         if max_faces < 1:
             raise InputError(f"max_faces must be >= 1, got {max_faces}")
+        if not isinstance(mesh_max_faces, int) or mesh_max_faces < 0:
+            raise InputError(f"mesh_max_faces must be a whole number >= 0, got {mesh_max_faces!r}")
+        self.mesh_max_faces = mesh_max_faces
         if not 0.0 <= min_detection_confidence <= 1.0 or not 0.0 <= min_face_score <= 1.0:
             raise InputError("min_detection_confidence and min_face_score must lie in [0, 1]")
         for name, value in (("redetect_every", redetect_every), ("box_every", box_every)):
@@ -147,6 +152,11 @@ class LandmarkExtractor:
             faces = self._process_boxes(bgr)
         else:
             faces = self._process_detected(bgr)
+        if not self._mesh_on and max(h, w) >= SMALL_SIDE and len(faces) <= self.mesh_max_faces:
+            for f in faces:
+                if f.landmarks is None:
+                    pts = self._mesh_box(bgr, f.box, retry=False)
+                    f.landmarks = None if pts is None else pts.astype(np.float32)
         if pose:
             for f in faces:
                 f.pose = face_pose(f.landmarks)

@@ -49,6 +49,11 @@ that holds at most this many, and a bigger group's faces are read once, so Live 
 for five faces with the width-32 default (benchmarks/2026-12-06-browser-five-faces-w32.md; without flip
 averaging that model reads FER+ Test as the width-16 model does with it: docs/results.md). `predict` and
 Live follow the same rule, so both give a frame the same answer."""
+FRONTAL_MAX_FACES = 2
+"""Image models read the faces of a frame that holds at most this many faces frontalised
+(ferlib.faces.crops.frontal_crop: the face turned to face the camera with its face mesh, docs/results.md
+"Turned heads"); that costs a face mesh per face (4-9 ms), so a bigger group's faces are cropped from
+their detector boxes as they are. `predict` and Live follow the same rule."""
 
 STREAM_AHEAD = 4
 """`Pipeline.stream`: frames whose faces may be found ahead of the one being classified."""
@@ -167,6 +172,11 @@ class Pipeline:
     tta_flip: average each face's probabilities with its mirror image's (None: when the model was
     trained and measured with it, its card's `tta_flip`), for the faces of frames that hold at most
     flip_max_faces faces (FLIP_MAX_FACES; None: every frame).
+    frontalize: an image model reads the faces of frames that hold at most frontal_max_faces faces
+    (FRONTAL_MAX_FACES; None: every frame) with `model_crop(frontal=True)`: a face turned
+    FRONTAL_MIN_YAW or more frontalised from its face mesh, the others framed on their detector box
+    (the made extractor meshes those frames' boxes; a given extractor must find faces box first,
+    mesh=False, or nothing is frontalised); False: plain crops.
     Each Prediction says which path produced it (`path`: mesh | box) and which model (`model`).
     """
 
@@ -175,11 +185,13 @@ class Pipeline:
                  smoothing_alpha: float = DEFAULT_SMOOTHING_ALPHA, smoothing_window: int = 8,
                  backend: str = DEFAULT_BACKEND,
                  keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None,
-                 threads: int = DEFAULT_THREADS, flip_max_faces: int | None = FLIP_MAX_FACES):
+                 threads: int = DEFAULT_THREADS, flip_max_faces: int | None = FLIP_MAX_FACES,
+                 frontalize: bool = True, frontal_max_faces: int | None = FRONTAL_MAX_FACES):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if flip_max_faces is not None and (not isinstance(flip_max_faces, int) or flip_max_faces < 0):
-            raise InputError(f"flip_max_faces must be a whole number >= 0 or None, got {flip_max_faces!r}")
+        for name, limit in (("flip_max_faces", flip_max_faces), ("frontal_max_faces", frontal_max_faces)):
+            if limit is not None and (not isinstance(limit, int) or limit < 0):
+                raise InputError(f"{name} must be a whole number >= 0 or None, got {limit!r}")
         self.runner: Runner = load_runner(default_model_path() if model is None else model, backend, threads)
         if self.runner.card is None or "classes" not in self.runner.card or "input" not in self.runner.card:
             raise ModelFileError(f"{self.runner.name}: no model card with classes and input spec; "
@@ -199,8 +211,15 @@ class Pipeline:
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
         self.needs_mesh = self.spec.needs_landmarks or self.spec.subtract_baseline
         mesh = self.needs_mesh if mesh is None else bool(mesh)
+        # frontalised crops are for image models (a hybrid model's heatmaps follow the plain crop) whose
+        # faces are found box first: the others are framed on the detector box, as without it
+        image_model = self.spec.needs_crops and not self.needs_mesh
+        mesh_max = (0 if not (frontalize and image_model) else
+                    max_faces if frontal_max_faces is None else frontal_max_faces)
         self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score,
-                                                        mesh=mesh)
+                                                        mesh=mesh, mesh_max_faces=mesh_max)
+        self.frontalize = bool(frontalize) and image_model and not getattr(self.extractor, "mesh", True)
+        self.frontal_max_faces = frontal_max_faces
         if extractor is None:
             self.set_keypoint_model(keypoint_model)
         self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
@@ -247,15 +266,16 @@ class Pipeline:
         self.smoother.reset()
 
     # -- inference -------------------------------------------------------------------------------
-    def inputs_for(self, bgr: np.ndarray, faces: list[Face]) -> dict[str, torch.Tensor]:
-        """The model's input batch for these faces of this frame."""
+    def inputs_for(self, bgr: np.ndarray, faces: list[Face], frontal: bool = False) -> dict[str, torch.Tensor]:
+        """The model's input batch for these faces of this frame; `frontal`: crop the faces that
+        have landmarks frontalised (ferlib.faces.crops.model_crop)."""
         lm = None
         if self.spec.needs_landmarks:
             points = [f.landmarks for f in faces if f.landmarks is not None]
             if len(points) < len(faces):
                 raise InputError(f"{self.name} needs landmarks: a face without them (path 'box') cannot go in")
             lm = np.stack(points)
-        crops = (np.stack([model_crop(bgr, f, size=self.spec.image_size) for f in faces])
+        crops = (np.stack([model_crop(bgr, f, size=self.spec.image_size, frontal=frontal) for f in faces])
                  if self.spec.needs_crops else None)
         base = self.baseline if self.spec.subtract_baseline else None
         if self.spec.subtract_baseline and base is None:
@@ -312,10 +332,14 @@ class Pipeline:
         """This pipeline's model's probabilities for the faces of the frames (one model call, faces in
         frame order); adds the times to t (ms)."""
         t0 = time.perf_counter()
-        parts = [self.inputs_for(bgr, faces) for bgr, faces in frames if faces]
+
+        def within(limit: int | None, faces: list[Face]) -> bool:
+            return limit is None or len(faces) <= limit
+
+        parts = [self.inputs_for(bgr, faces, frontal=self.frontalize and within(self.frontal_max_faces, faces))
+                 for bgr, faces in frames if faces]
         batch = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        limit = self.flip_max_faces
-        flip = np.concatenate([np.full(len(faces), limit is None or len(faces) <= limit) for _, faces in frames])
+        flip = np.concatenate([np.full(len(faces), within(self.flip_max_faces, faces)) for _, faces in frames])
         t1 = time.perf_counter()
         probs = self.probabilities(batch, flip)
         t["prepare"] += (t1 - t0) * 1e3

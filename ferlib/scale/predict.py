@@ -88,16 +88,18 @@ class PredictSettings:
     backend: str = "auto"
     threads: int = 1
     max_frames: int | None = None
+    frontalize: bool = True
 
     def pipeline_kwargs(self) -> dict:
         return {"model": self.model, "smoothing": self.smoothing, "keypoint_model": self.keypoint_model,
-                "backend": self.backend, "threads": self.threads}
+                "backend": self.backend, "threads": self.threads, "frontalize": self.frontalize}
 
     def fingerprint(self) -> str:
         """sha256 over the settings and the weights they name (not the thread count: it changes no row)."""
         blob = {"format": SHARD_FORMAT, "ferlib": __version__, "model": _checkpoint_sha(self.model),
                 "keypoint_model": None if self.keypoint_model is None else _checkpoint_sha(self.keypoint_model),
-                "smoothing": self.smoothing, "backend": self.backend, "max_frames": self.max_frames}
+                "smoothing": self.smoothing, "backend": self.backend, "max_frames": self.max_frames,
+                "frontalize": self.frontalize}
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -283,7 +285,8 @@ def predict_command(args) -> int:
         model = str(Path(model).resolve())
     settings = PredictSettings(model=model, smoothing=args.smoothing,
                                keypoint_model=None if kp is None else str(Path(kp).resolve()),
-                               backend=args.backend, threads=args.threads, max_frames=args.max_frames)
+                               backend=args.backend, threads=args.threads, max_frames=args.max_frames,
+                               frontalize=not args.no_frontalize)
     shard_dir = Path(args.shard_dir) if args.shard_dir else default_shard_dir(out)
     run = predict_ray(args.inputs, settings, shard_dir, address=args.address, workers=args.workers,
                       image_batch=args.image_batch, progress=True)

@@ -1,0 +1,122 @@
+"""Frontalised crops (ferlib.faces.frontalize, ferlib.faces.crops.frontal_crop) on the committed real clip:
+the 3-D turn and its undoing, the crop rule of image models, and the extractor and Pipeline settings."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ferlib.errors import InputError
+from ferlib.faces.crops import FRONTAL_MIN_YAW, face_crop, frontal_crop, model_crop
+from ferlib.faces.frontalize import frontal_points, turn_face
+from ferlib.faces.landmarks import LandmarkExtractor
+from ferlib.faces.normalize import rotation_matrix
+
+
+@pytest.fixture(scope="module")
+def face_frame(fixture_clip):
+    """A clip frame whose one face looks nearly at the camera, with its real face mesh."""
+    from ferlib.io import iter_video
+
+    frame = next(bgr for idx, _, bgr in iter_video(fixture_clip, max_frames=301) if idx == 300)
+    with LandmarkExtractor(mode="static", max_faces=1) as ex:
+        faces = ex.process(frame)
+    assert len(faces) == 1 and faces[0].landmarks is not None
+    assert abs(faces[0].pose[0]) < 10, faces[0].pose
+    return frame, faces[0]
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(float).ravel(), b.astype(float).ravel())[0, 1])
+
+
+def test_frontal_points_undo_a_known_turn(face_frame):
+    _, face = face_frame
+    pts = face.landmarks.astype(np.float64)
+    c = pts.mean(axis=0)
+    turned = c + (pts - c) @ rotation_matrix(35.0, 0.0, 0.0).T
+    back, yaw = frontal_points(turned)
+    assert abs(yaw - (face.pose[0] + 35.0)) < 2.0, yaw  # head_pose reads the turn
+    front, _ = frontal_points(pts)
+    size = np.ptp(pts[:, 0])
+    err = np.abs(back[:, :2] - front[:, :2]) / size
+    # the same frontal face from the turned points and from the original (the head's own pitch and
+    # roll make a turn about the camera's vertical axis a little more than a yaw)
+    assert err.mean() < 0.015 and err.max() < 0.06, (err.mean(), err.max())
+
+
+def test_frontal_crop_undoes_a_turn(face_frame):
+    """A real frame turned 40 degrees in 3-D (`turn_face`, the synthetic turns' warp): frontalised with
+    the turned points, its crop is close to the original face's, much closer than its plain crop; a
+    frontal face's crop hardly changes."""
+    frame, face = face_frame
+    reference = face_crop(frame, face, 48)
+    near = frontal_crop(frame, face.landmarks, 48, pose=face.pose)
+    assert near.shape == (48, 48) and near.dtype == np.uint8
+    assert _corr(near, reference) > 0.9
+    pts = face.landmarks.astype(np.float64)
+    turned = turn_face(frame, pts, 40.0)
+    c = pts.mean(axis=0)
+    a = np.deg2rad(40.0)
+    moved = c + (pts - c) @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]).T
+    plain = face_crop(turned, replace(face, landmarks=moved.astype(np.float32)), 48)
+    front = frontal_crop(turned, moved, 48)
+    assert _corr(front, near) > 0.8 and _corr(front, near) > _corr(plain, near) + 0.1, \
+        (_corr(front, near), _corr(plain, near))
+    colour = frontal_crop(turned, moved, 32, grey=False)
+    assert colour.shape == (32, 32, 3)
+
+
+def test_model_crop_frontalises_turned_faces_only(face_frame):
+    frame, face = face_frame
+    box_only = replace(face, landmarks=None)
+    # nearly frontal: framed on the detector box, exactly as a face without landmarks
+    np.testing.assert_array_equal(model_crop(frame, face, 48, frontal=True), face_crop(frame, box_only, 48))
+    np.testing.assert_array_equal(model_crop(frame, face, 48), face_crop(frame, face, 48))
+    turned = replace(face, pose=(FRONTAL_MIN_YAW + 5.0, *face.pose[1:]))
+    np.testing.assert_array_equal(model_crop(frame, turned, 48, frontal=True),
+                                  frontal_crop(frame, face.landmarks, 48, pose=turned.pose))
+    np.testing.assert_array_equal(model_crop(frame, box_only, 48, frontal=True), face_crop(frame, box_only, 48))
+
+
+def test_frontal_crop_refuses_bad_input(face_frame):
+    frame, face = face_frame
+    with pytest.raises(InputError):
+        frontal_points(None)
+    with pytest.raises(InputError):
+        frontal_points(np.zeros((478, 2)))
+    with pytest.raises(InputError):
+        frontal_points(np.full((478, 3), np.nan))
+    with pytest.raises(InputError):
+        frontal_crop(frame, face.landmarks, 0)
+
+
+def test_extractor_meshes_the_boxes_of_small_frames_only(face_frame):
+    frame, _ = face_frame
+    group = np.hstack([frame, frame, frame])
+    with LandmarkExtractor(mode="static", mesh=False, mesh_max_faces=2) as ex:
+        one, three = ex.process(frame), ex.process(group)
+    assert len(one) == 1 and one[0].landmarks is not None and one[0].pose is not None
+    assert len(three) == 3 and all(f.landmarks is None for f in three)
+    with LandmarkExtractor(mode="static", mesh=False) as ex:
+        assert ex.process(frame)[0].landmarks is None  # the default: boxes only
+    with pytest.raises(InputError):
+        LandmarkExtractor(mesh_max_faces=-1)
+
+
+def test_pipeline_frontalises_image_models_in_small_frames(face_frame):
+    from ferlib.inference.pipeline import FRONTAL_MAX_FACES, Pipeline
+
+    frame, face = face_frame
+    turned = turn_face(frame, face.landmarks.astype(np.float64), -45.0)
+    with Pipeline(mode="static") as on, Pipeline(mode="static", frontalize=False) as off:
+        assert on.frontalize and on.extractor.mesh_max_faces == FRONTAL_MAX_FACES
+        assert not off.frontalize and off.extractor.mesh_max_faces == 0
+        a, b = on.process(turned).predictions, off.process(turned).predictions
+        assert len(a) == len(b) == 1 and a[0].face.path == "mesh" and b[0].face.path == "box"
+        assert not np.allclose(a[0].probs, b[0].probs, atol=1e-4), "the frontalised crop is read"
+        same = on.process(frame).predictions, off.process(frame).predictions  # frontal: the same crop
+        np.testing.assert_allclose(same[0][0].probs, same[1][0].probs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError):
+        Pipeline(frontal_max_faces=-1)
