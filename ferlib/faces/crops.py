@@ -17,6 +17,7 @@ import numpy as np
 from ferlib.errors import InputError
 from ferlib.faces.detection import SMALL_SIDE
 from ferlib.faces.frontalize import frontal_map, frontal_points
+from ferlib.faces.normalize import head_pose
 from ferlib.io import ensure_bgr
 from ferlib.types import Face
 
@@ -79,17 +80,26 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 def model_crop(bgr: np.ndarray, face: Face, size: int = 48, frontal: bool = False) -> np.ndarray:
     """The grey crop an image model sees: the whole image when its longer side is under SMALL_SIDE
     px (it is a face crop, e.g. FER2013: image models are trained on such images whole, by
-    ferlib.data.cache.extract_crops), else `face_crop`. frontal: a face with landmarks turned at
-    least FRONTAL_MIN_YAW degrees gets `frontal_crop`, and every other face is framed on its
-    detector box (`face.box`), landmarks or not."""
+    ferlib.data.cache.extract_crops), else `face_crop`. frontal: a `turned` face gets `frontal_crop`
+    (framed with its detector box), and every other face is framed on its detector box
+    (`face.box`), landmarks or not."""
     bgr = ensure_bgr(bgr, name="frame")
     if max(bgr.shape[:2]) < SMALL_SIDE:
         return resize_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), size)
     if not frontal:
         return face_crop(bgr, face, size=size, grey=True)
-    if face.landmarks is not None and (face.pose is None or abs(face.pose[0]) >= FRONTAL_MIN_YAW):
-        return frontal_crop(bgr, face.landmarks, size=size, grey=True, pose=face.pose)
+    if face.landmarks is not None and turned(face):
+        return frontal_crop(bgr, face.landmarks, size=size, grey=True, pose=face.pose, box=face.box)
     return face_crop(bgr, replace(face, landmarks=None), size=size, grey=True)
+
+
+def turned(face: Face) -> bool:
+    """Whether `model_crop(frontal=True)` frontalises the face: it has landmarks and is turned at least
+    FRONTAL_MIN_YAW degrees (its `pose`, else measured from the landmarks)."""
+    if face.landmarks is None:
+        return False
+    yaw = face.pose[0] if face.pose is not None else head_pose(np.asarray(face.landmarks, np.float64))[0]
+    return abs(yaw) >= FRONTAL_MIN_YAW
 
 
 def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
@@ -113,23 +123,35 @@ def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
     return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if grey else crop
 
 
+def _frame(box: tuple[float, float, float, float], margin: float) -> tuple[tuple[float, float], float]:
+    """((cx, cy), side) of the square `face_crop` cuts for a landmark box."""
+    x0, y0, x1, y1 = box
+    longer = max(x1 - x0, y1 - y0)
+    return ((x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer), (1 + margin) * longer
+
+
 def frontal_crop(bgr: np.ndarray, landmarks: np.ndarray, size: int = 48, grey: bool = True,
-                 margin: float = FER_CROP_MARGIN, pose: tuple[float, float, float] | None = None) -> np.ndarray:
+                 margin: float = FER_CROP_MARGIN, pose: tuple[float, float, float] | None = None,
+                 box: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The face of `landmarks` (478, 3 frame pixels) in `bgr`, frontalised (ferlib.faces.frontalize) and
     framed on the frontal points as `face_crop` frames a face on its landmarks: uint8 (size, size)
     when grey, else (size, size, 3) BGR. pose: the face's (yaw, pitch, roll) when known
-    (`Face.pose`), else measured here."""
+    (`Face.pose`), else measured here. box: the face's detector box: the frame then moves and
+    scales with the frontal points as the detector box's frame differs from the landmarks' one (so a
+    face looking at the camera is framed exactly on its detector box)."""
     bgr = ensure_bgr(bgr, name="frame")
     if size < 1:
         raise InputError(f"face crop size must be >= 1, got {size}")
     pts = np.asarray(landmarks, dtype=np.float64)
     front, _ = frontal_points(pts, pose)
-    x0, y0, x1, y1 = box_of(front)
-    longer = max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer
-    side = (1 + margin) * longer
+    (cx, cy), side = _frame(box_of(front), margin)
     if not side >= 1:
         raise InputError("the face's landmarks span no area")
+    if box is not None:
+        (lx, ly), l_side = _frame(box_of(pts), margin)
+        (bx, by), b_side = _frame(landmark_box(Face(landmarks=None, box=box, score=0.0)), margin)
+        cx, cy = cx + (bx - lx) * side / l_side, cy + (by - ly) * side / l_side
+        side *= b_side / l_side
     ox, oy = cx - side / 2, cy - side / 2
     map_x, map_y = frontal_map(pts, front, (ox, oy), side, size)
     # cut the region the map reads, shrunk so that the remap samples about one pixel per output pixel

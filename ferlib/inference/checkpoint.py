@@ -197,8 +197,9 @@ def load_checkpoint(path) -> tuple[FerModel, dict]:
     return model, card
 
 
-# Card keys that hold for these exact weights only: a model trained or adapted from this one drops them.
-WEIGHT_BOUND_KEYS = ("output_bias", "output_bias_note")
+# Card keys that hold for these exact weights only: a model trained or adapted from this one drops them
+# (a personal model must read turned faces itself, not hand them to its base's expert).
+WEIGHT_BOUND_KEYS = ("output_bias", "output_bias_note", "turned_expert")
 
 
 def base_of(card: dict) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ferlib.errors import InputError, ModelFileError
-from ferlib.faces.crops import model_crop
+from ferlib.faces.crops import model_crop, turned
 from ferlib.faces.landmarks import LandmarkExtractor, face_pose
 from ferlib.inference.checkpoint import MODELS_DIR, existing_checkpoint
 from ferlib.inference.keypoints import load_realigner
@@ -96,13 +96,27 @@ FALLBACK_MODEL = "resnet18_attention_fer2013_long"
 """The shipped image model that classifies faces face mesh cannot read, for landmark models."""
 
 
+def turned_expert_of(card: dict) -> Path | None:
+    """Card path of the shipped model a card names as its `turned_expert`, or None: the image model that
+    reads the faces it would frontalise (`ferlib.faces.crops.turned`), trained on such faces."""
+    name = card.get("turned_expert")
+    if not name:
+        return None
+    if not isinstance(name, str) or Path(name).name != name:
+        raise ModelFileError(f"card's turned_expert must be a shipped model's name, got {name!r}")
+    return existing_checkpoint(MODELS_DIR / name)
+
+
 def shipped_fallback_model() -> Path | None:
     """Card path of the shipped FALLBACK_MODEL, or None when it is absent."""
     return existing_checkpoint(MODELS_DIR / FALLBACK_MODEL)
 
 
 class _NoExtractor:
-    """The extractor of a fallback pipeline: it classifies faces another pipeline found."""
+    """The extractor of a fallback or turned-face pipeline: it classifies faces another pipeline found
+    (box first, as an image model's pipeline finds them)."""
+
+    mesh = False
 
     def process(self, *a, **k):
         raise InputError("a fallback pipeline has no extractor of its own")
@@ -176,7 +190,9 @@ class Pipeline:
     (FRONTAL_MAX_FACES; None: every frame) with `model_crop(frontal=True)`: a face turned
     FRONTAL_MIN_YAW or more frontalised from its face mesh, the others framed on their detector box
     (the made extractor meshes those frames' boxes; a given extractor must find faces box first,
-    mesh=False, or nothing is frontalised); False: plain crops.
+    mesh=False, or nothing is frontalised); False: plain crops. turned_model: the image model that
+    reads the faces this one would frontalise, with the same classes ("auto": the one the card names
+    as its `turned_expert`, trained on frontalised turned faces; None: this model reads them too).
     Each Prediction says which path produced it (`path`: mesh | box) and which model (`model`).
     """
 
@@ -186,7 +202,8 @@ class Pipeline:
                  backend: str = DEFAULT_BACKEND,
                  keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None,
                  threads: int = DEFAULT_THREADS, flip_max_faces: int | None = FLIP_MAX_FACES,
-                 frontalize: bool = True, frontal_max_faces: int | None = FRONTAL_MAX_FACES):
+                 frontalize: bool = True, frontal_max_faces: int | None = FRONTAL_MAX_FACES,
+                 turned_model="auto"):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         for name, limit in (("flip_max_faces", flip_max_faces), ("frontal_max_faces", frontal_max_faces)):
@@ -220,6 +237,9 @@ class Pipeline:
                                                         mesh=mesh, mesh_max_faces=mesh_max)
         self.frontalize = bool(frontalize) and image_model and not getattr(self.extractor, "mesh", True)
         self.frontal_max_faces = frontal_max_faces
+        self.turned: Pipeline | None = None
+        if self.frontalize:
+            self._set_turned(turned_model, backend, threads)
         if extractor is None:
             self.set_keypoint_model(keypoint_model)
         self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
@@ -251,6 +271,21 @@ class Pipeline:
         index = np.array([ours.get(c, -1) for c in fb.classes])
         if (index >= 0).any():
             self.fallback, self._fallback_index = fb, index
+
+    def _set_turned(self, turned_model, backend: str, threads: int) -> None:
+        """The image model for the faces this one would frontalise ("auto": the card's turned_expert)."""
+        if isinstance(turned_model, str) and turned_model == "auto":
+            turned_model = turned_expert_of(self.card)
+        if turned_model is None:
+            return
+        no_extractor = cast(LandmarkExtractor, _NoExtractor())
+        expert = Pipeline(turned_model, extractor=no_extractor, backend=backend, fallback_model=None, threads=threads,
+                          frontal_max_faces=self.frontal_max_faces, flip_max_faces=self.flip_max_faces,
+                          turned_model=None)
+        if expert.classes != self.classes or not expert.frontalize:
+            raise ModelFileError(f"turned-face model {expert.name} must be an image model with the classes of "
+                                 f"{self.name} {self.classes}, got {expert.classes}")
+        self.turned = expert
 
     # -- configuration ---------------------------------------------------------------------------
     def set_smoothing(self, kind: str, alpha: float = DEFAULT_SMOOTHING_ALPHA, window: int = 8) -> None:
@@ -309,12 +344,22 @@ class Pipeline:
         if not any(faces for _, faces in frames):
             return [[] for _ in frames]
         t = {"prepare": 0.0, "model": 0.0}
-        ours = [(bgr, [f for f in faces if f.landmarks is not None or not self.needs_mesh]) for bgr, faces in frames]
+        expert = self.turned
+
+        def to_expert(f: Face, faces: list[Face]) -> bool:  # the faces this model would frontalise
+            return expert is not None and self._within(self.frontal_max_faces, faces) and turned(f)
+
+        ours = [(bgr, [f for f in faces
+                       if (f.landmarks is not None or not self.needs_mesh) and not to_expert(f, faces)])
+                for bgr, faces in frames]
+        aside = [(bgr, [f for f in faces if to_expert(f, faces)]) for bgr, faces in frames]
         rest = [(bgr, [f for f in faces if f.landmarks is None and self.needs_mesh and self.fallback is not None])
                 for bgr, faces in frames]
         probs: dict[int, tuple[np.ndarray, str]] = {}
         if any(fs for _, fs in ours):
             probs.update((id(f), (p, self.name)) for f, p in zip(_faces_of(ours), self._classify(ours, t)))
+        if expert is not None and any(fs for _, fs in aside):
+            probs.update((id(f), (p, expert.name)) for f, p in zip(_faces_of(aside), expert._classify(aside, t)))
         fallback, index = self.fallback, self._fallback_index
         if any(fs for _, fs in rest) and fallback is not None and index is not None:  # none without a fallback
             fb = fallback._classify(rest, t)
@@ -328,18 +373,19 @@ class Pipeline:
         return [[Prediction(face=f, probs=self.smoother(f.face_id, probs[id(f)][0]), classes=self.classes,
                             model=probs[id(f)][1]) for f in faces if id(f) in probs] for _, faces in frames]
 
+    @staticmethod
+    def _within(limit: int | None, faces: list[Face]) -> bool:
+        """Whether a frame holding `faces` is small enough for a per-frame rule (FLIP_MAX_FACES, FRONTAL_MAX_FACES)."""
+        return limit is None or len(faces) <= limit
+
     def _classify(self, frames: list[tuple[np.ndarray, list[Face]]], t: dict) -> np.ndarray:
         """This pipeline's model's probabilities for the faces of the frames (one model call, faces in
         frame order); adds the times to t (ms)."""
         t0 = time.perf_counter()
-
-        def within(limit: int | None, faces: list[Face]) -> bool:
-            return limit is None or len(faces) <= limit
-
-        parts = [self.inputs_for(bgr, faces, frontal=self.frontalize and within(self.frontal_max_faces, faces))
+        parts = [self.inputs_for(bgr, faces, frontal=self.frontalize and self._within(self.frontal_max_faces, faces))
                  for bgr, faces in frames if faces]
         batch = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        flip = np.concatenate([np.full(len(faces), within(self.flip_max_faces, faces)) for _, faces in frames])
+        flip = np.concatenate([np.full(len(faces), self._within(self.flip_max_faces, faces)) for _, faces in frames])
         t1 = time.perf_counter()
         probs = self.probabilities(batch, flip)
         t["prepare"] += (t1 - t0) * 1e3
@@ -369,11 +415,17 @@ class Pipeline:
 
         with closing(prefetch(faces_of(), depth=STREAM_AHEAD)) as ahead:
             for idx, bgr, faces, ms in ahead:
+                t0 = time.perf_counter()
+                if self.frontalize:  # the crop rule reads the pose (ferlib.faces.crops.turned)
+                    for f in faces:
+                        f.pose = face_pose(f.landmarks)
+                t = (time.perf_counter() - t0) * 1e3
                 result = self._result(bgr, faces, ms, idx)
                 t0 = time.perf_counter()
-                for f in faces:  # after the model's input: its 13-point fit is the pose's (ferlib.faces.normalize)
-                    f.pose = face_pose(f.landmarks)
-                result.timings_ms["landmarks"] += (t := (time.perf_counter() - t0) * 1e3)
+                if not self.frontalize:
+                    for f in faces:  # after the model's input: its 13-point fit is the pose's (ferlib.faces.normalize)
+                        f.pose = face_pose(f.landmarks)
+                result.timings_ms["landmarks"] += (t := t + (time.perf_counter() - t0) * 1e3)
                 result.timings_ms["total"] += t
                 yield result
 
