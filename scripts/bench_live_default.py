@@ -54,11 +54,16 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=None, help="card paths (default: every shipped model)")
     ap.add_argument("--stills", default=None, help="a folder of images: also time the default model on them "
                                                     "without and with face mesh (what skipping it saves)")
+    ap.add_argument("--frontalize-off-too", action="store_true",
+                    help="also time each model with Pipeline(frontalize=False): what reading turned faces costs")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     frames = [(ts, bgr) for _, ts, bgr in iter_video(CLIP)]
     models = [Path(m) for m in args.models] if args.models else shipped_models()
     pipes = {m.stem: Pipeline(m, backend="auto", fallback_model=None) for m in models}
+    if args.frontalize_off_too:
+        pipes.update({f"{m.stem}, frontalize off": Pipeline(m, backend="auto", fallback_model=None, frontalize=False)
+                      for m in models})
     times = {k: [] for k in pipes}
     for ts, bgr in frames:
         for k, p in pipes.items():
@@ -67,11 +72,13 @@ def main(argv=None) -> int:
             times[k].append((time.perf_counter() - t0) * 1e3)
     lines = [f"# Live pipeline per frame, every shipped model ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)",
              "", f"`{' '.join(sys.argv)}`; {len(frames)} frames of the committed 640x360 clip, models interleaved "
-             "per frame, torch 1 thread; face mesh runs only for models that need landmarks.", "",
+             "per frame, torch 1 thread; face mesh runs for models that need landmarks, and for image models "
+             "on frames of at most FRONTAL_MAX_FACES faces (ferlib.faces.crops.turned faces are frontalised).", "",
              "| model | runtime | face mesh | median ms/frame | p95 ms | fps at the median |", "|---|---|---|---|---|---|"]
     for k, p in sorted(pipes.items(), key=lambda kv: np.median(times[kv[0]])):
         t = np.asarray(times[k][5:])  # the first frames start the graphs
-        lines.append(f"| `{k}` | {p.backend} | {'yes' if p.extractor.mesh else 'no'} | {np.median(t):.1f} | "
+        mesh = "yes" if p.extractor.mesh else f"<= {p.extractor.mesh_max_faces} faces" if p.extractor.mesh_max_faces else "no"
+        lines.append(f"| `{k}` | {p.backend} | {mesh} | {np.median(t):.1f} | "
                      f"{np.percentile(t, 95):.1f} | {1000 / np.median(t):.0f} |")
         p.close()
     if args.stills:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from ferlib.faces.crops import FRONTAL_MIN_YAW  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes  # noqa: E402
 from ferlib.inference.checkpoint import load_checkpoint  # noqa: E402
-from ferlib.inference.pipeline import shipped_models  # noqa: E402
+from ferlib.inference.pipeline import FRONTAL_MAX_FACES, shipped_models  # noqa: E402
 from ferlib.models import count_parameters  # noqa: E402
 
 
@@ -72,7 +73,7 @@ def lineage(card: dict) -> str | None:
     return " <- ".join(steps) or None
 
 
-def render(name: str, model, card: dict) -> str:
+def render(name: str, model, card: dict, expert_for: str | None = None) -> str:
     inp, tr, data, met = card["input"], card.get("training", {}), card.get("data", {}), card.get("metrics", {})
     test = met.get("test") or {}
     val = met.get("val") or {}
@@ -85,6 +86,14 @@ def render(name: str, model, card: dict) -> str:
              "Facial expression classification of one face at a time, as the default or a base model for "
              "fine-tuning on a person's own recordings (Studio -> Train). Trained on posed and in-the-wild "
              "research datasets of mostly frontal faces; it is not a measure of anyone's inner state.", "",
+             *([f"In `ferlib predict` and Live, faces turned {FRONTAL_MIN_YAW:.0f} degrees or more (in images and "
+                f"frames of at most {FRONTAL_MAX_FACES} faces) are frontalised and read by `{card['turned_expert']}` "
+                "(the card's `turned_expert`; docs/results.md, \"Turned heads\").", ""]
+               if card.get("turned_expert") else []),
+             *([f"It is the `turned_expert` of `{expert_for}`: fine-tuned with 3-D turned, frontalised crops of the "
+                "training images (scripts/make_turned_train.py), it reads the faces that model hands over, "
+                f"frontalised (turned {FRONTAL_MIN_YAW:.0f} degrees or more); on frontal faces the other model reads "
+                "better (docs/results.md, \"Turned heads\").", ""] if expert_for else []),
              "## Input", "",
              f"- classes, in output order: {', '.join(card['classes'])}",
              f"- kind: {inp['kind']}; keys: {', '.join(inp['keys'])}"]
@@ -143,10 +152,11 @@ def render(name: str, model, card: dict) -> str:
 
 
 def main() -> None:
-    for cpath in shipped_models():
-        model, card = load_checkpoint(cpath)
+    loaded = {cpath: load_checkpoint(cpath) for cpath in shipped_models()}
+    expert_for = {card["turned_expert"]: cpath.stem for cpath, (_, card) in loaded.items() if card.get("turned_expert")}
+    for cpath, (model, card) in loaded.items():
         out = cpath.with_suffix(".md")
-        atomic_write_bytes(out, render(cpath.stem, model, card).encode())
+        atomic_write_bytes(out, render(cpath.stem, model, card, expert_for.get(cpath.stem)).encode())
         print(f"wrote {out}")
 
 

@@ -76,7 +76,10 @@ def test_model_crop_frontalises_turned_faces_only(face_frame):
     np.testing.assert_array_equal(model_crop(frame, face, 48), face_crop(frame, face, 48))
     turned = replace(face, pose=(FRONTAL_MIN_YAW + 5.0, *face.pose[1:]))
     np.testing.assert_array_equal(model_crop(frame, turned, 48, frontal=True),
-                                  frontal_crop(frame, face.landmarks, 48, pose=turned.pose))
+                                  frontal_crop(frame, face.landmarks, 48, pose=turned.pose, box=face.box))
+    # framed with the detector box, a frontal face's frontalised crop is its detector-box crop, nearly
+    boxed = frontal_crop(frame, face.landmarks, 48, pose=face.pose, box=face.box)
+    assert _corr(boxed, face_crop(frame, box_only, 48)) > 0.95
     np.testing.assert_array_equal(model_crop(frame, box_only, 48, frontal=True), face_crop(frame, box_only, 48))
 
 
@@ -120,3 +123,29 @@ def test_pipeline_frontalises_image_models_in_small_frames(face_frame):
         np.testing.assert_allclose(same[0][0].probs, same[1][0].probs, rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError):
         Pipeline(frontal_max_faces=-1)
+
+
+def test_turned_faces_go_to_the_turned_expert(face_frame):
+    """The default's card names a turned-face expert: a face the default would frontalise is read by it
+    (Prediction.model says so), a frontal face and the faces of a bigger group by the default."""
+    from ferlib.errors import ModelFileError
+    from ferlib.inference.checkpoint import base_of
+    from ferlib.inference.pipeline import Pipeline, turned_expert_of
+
+    frame, face = face_frame
+    turned_frame = turn_face(frame, face.landmarks.astype(np.float64), -45.0)
+    with Pipeline(mode="static") as pipe:
+        expert = turned_expert_of(pipe.card)
+        assert expert is not None and pipe.turned is not None and pipe.turned.name == expert.stem
+        assert "turned_expert" not in base_of(pipe.card), "a model tuned from the default reads turned faces itself"
+        (a,) = pipe.process(turned_frame).predictions
+        (b,) = pipe.process(frame).predictions
+        assert (a.model, b.model) == (pipe.turned.name, pipe.name)
+        crowd = pipe.process(np.hstack([turned_frame] * 3)).predictions
+        assert len(crowd) == 3 and {p.model for p in crowd} == {pipe.name}  # a group: no mesh, one model
+    with Pipeline(mode="static", turned_model=None) as alone:
+        assert alone.turned is None
+        (c,) = alone.process(turned_frame).predictions
+        assert c.model == alone.name and not np.allclose(c.probs, a.probs, atol=1e-4)
+    with pytest.raises(ModelFileError):  # an expert must be an image model with the same classes
+        Pipeline(mode="static", turned_model="landmark_cnn1d_fer2013")
