@@ -23,10 +23,10 @@ from ferlib.types import Face
 
 FRONTAL_MIN_YAW = 20.0
 """`model_crop(frontal=True)`: faces whose yaw is at least this many degrees are frontalised; the others
-are cropped on their detector box as they are. Measured through `ferlib predict` with the default model
-(docs/results.md, "Turned heads"): the image models read nearly frontal faces best framed on the detector
-box (AffectNet held-out crops under 10 degrees: 0.60 box-framed, 0.53 landmark-framed), and faces turned
-further read better frontalised (synthetic 45 degree turns: 0.48 -> 0.58)."""
+are cropped on their detector box as they are. Measured with the default model (scripts/eval_crop_rules.py,
+docs/results.md "Turned heads"): on AffectNet held-out faces under 10 degrees the plain detector-box crop
+reads best (0.60; frontalised 0.57, landmark-framed 0.53), from 20 degrees the frontalised one (20-30:
+0.50 against 0.47)."""
 FER_CROP_MARGIN = 0.11
 FER_CROP_SHIFT = -0.05
 """face_crop defaults, measured on FER2013 PublicTest: there the landmark box's longer side is a median
