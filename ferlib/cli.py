@@ -43,7 +43,7 @@ def cmd_predict(args) -> int:
     set_torch_threads(args.threads)  # torch's own ops (inputs); the model runner gets args.threads too
     keypoint_model = {"auto": shipped_keypoint_model(), "none": None}.get(args.keypoint_model, args.keypoint_model)
     with Pipeline(args.model, smoothing=args.smoothing, keypoint_model=keypoint_model,
-                  backend=args.backend, threads=args.threads, frontalize=not args.no_frontalize) as pipe:
+                  backend=args.backend, threads=args.threads, frontalize=False if args.no_frontalize else None) as pipe:
         fb = f"; faces without landmarks: {pipe.fallback.name}" if pipe.fallback else ""
         print(f"model: {pipe.name} ({pipe.model_path or 'in memory'}, {pipe.backend}, {args.threads} thread(s){fb}), "
               f"classes: {', '.join(pipe.classes)}; video smoothing: {pipe.smoother.kind}", file=sys.stderr)
@@ -520,9 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "or face mesh missed; default auto = the shipped one (FER2013 PrivateTest: faces "
                         "found 97.1 -> 97.9 %%; it runs only on misses), none = off")
     p.add_argument("--no-frontalize", action="store_true",
-                   help="image models: crop turned faces as they are (default: a face turned 20 degrees or more, "
-                        "in an image or frame of at most 2 faces, is frontalised with its face mesh first; "
-                        "docs/results.md 'Turned heads')")
+                   help="crop turned faces as they are (default, for a model whose card names a turned_expert as "
+                        "the default's does: a face turned 20 degrees or more, in an image or frame of at most 2 "
+                        "faces, is frontalised with its face mesh and read by that expert; docs/results.md "
+                        "'Turned heads')")
     _engine_options(p)
     p.add_argument("--workers", type=int, default=None,
                    help="--engine ray: actors, one Pipeline and one CPU each (default: local cluster 2 at most, "

@@ -149,3 +149,16 @@ def test_turned_faces_go_to_the_turned_expert(face_frame):
         assert c.model == alone.name and not np.allclose(c.probs, a.probs, atol=1e-4)
     with pytest.raises(ModelFileError):  # an expert must be an image model with the same classes
         Pipeline(mode="static", turned_model="landmark_cnn1d_fer2013")
+
+
+def test_frontalisation_follows_the_card_unless_asked():
+    """frontalize=None: on for a model whose card names a turned_expert (the default), off for one that
+    does not (a personal model trained on plain crops, the width-16 model); True or False overrides."""
+    from ferlib.inference.pipeline import Pipeline
+
+    with Pipeline("resnet18_attention_ferplus", mode="static") as plain, \
+            Pipeline("resnet18_attention_ferplus", mode="static", frontalize=True) as forced, \
+            Pipeline(mode="static", frontalize=False) as off:
+        assert not plain.frontalize and plain.extractor.mesh_max_faces == 0 and plain.turned is None
+        assert forced.frontalize and forced.turned is None  # no expert named: it reads turned faces itself
+        assert not off.frontalize and off.turned is None

@@ -190,9 +190,11 @@ class Pipeline:
     (FRONTAL_MAX_FACES; None: every frame) with `model_crop(frontal=True)`: a face turned
     FRONTAL_MIN_YAW or more frontalised from its face mesh, the others framed on their detector box
     (the made extractor meshes those frames' boxes; a given extractor must find faces box first,
-    mesh=False, or nothing is frontalised); False: plain crops. turned_model: the image model that
-    reads the faces this one would frontalise, with the same classes ("auto": the one the card names
-    as its `turned_expert`, trained on frontalised turned faces; None: this model reads them too).
+    mesh=False, or nothing is frontalised). None (default): when the card names a `turned_expert`
+    (the model was measured that way; a personal model, trained on plain crops, is not); False:
+    plain crops. turned_model: the image model that reads the faces this one would frontalise, with
+    the same classes ("auto": the card's `turned_expert`, trained on frontalised turned faces; None:
+    this model reads them too).
     Each Prediction says which path produced it (`path`: mesh | box) and which model (`model`).
     """
 
@@ -202,7 +204,7 @@ class Pipeline:
                  backend: str = DEFAULT_BACKEND,
                  keypoint_model=None, mesh: bool | None = None, fallback_model="auto", tta_flip: bool | None = None,
                  threads: int = DEFAULT_THREADS, flip_max_faces: int | None = FLIP_MAX_FACES,
-                 frontalize: bool = True, frontal_max_faces: int | None = FRONTAL_MAX_FACES,
+                 frontalize: bool | None = None, frontal_max_faces: int | None = FRONTAL_MAX_FACES,
                  turned_model="auto"):
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -231,6 +233,8 @@ class Pipeline:
         # frontalised crops are for image models (a hybrid model's heatmaps follow the plain crop) whose
         # faces are found box first: the others are framed on the detector box, as without it
         image_model = self.spec.needs_crops and not self.needs_mesh
+        if frontalize is None:
+            frontalize = bool(self.card.get("turned_expert"))
         mesh_max = (0 if not (frontalize and image_model) else
                     max_faces if frontal_max_faces is None else frontal_max_faces)
         self.extractor = extractor or LandmarkExtractor(mode=mode, max_faces=max_faces, min_face_score=min_face_score,
@@ -281,7 +285,7 @@ class Pipeline:
         no_extractor = cast(LandmarkExtractor, _NoExtractor())
         expert = Pipeline(turned_model, extractor=no_extractor, backend=backend, fallback_model=None, threads=threads,
                           frontal_max_faces=self.frontal_max_faces, flip_max_faces=self.flip_max_faces,
-                          turned_model=None)
+                          frontalize=True, turned_model=None)
         if expert.classes != self.classes or not expert.frontalize:
             raise ModelFileError(f"turned-face model {expert.name} must be an image model with the classes of "
                                  f"{self.name} {self.classes}, got {expert.classes}")

@@ -88,7 +88,7 @@ class PredictSettings:
     backend: str = "auto"
     threads: int = 1
     max_frames: int | None = None
-    frontalize: bool = True
+    frontalize: bool | None = None
 
     def pipeline_kwargs(self) -> dict:
         return {"model": self.model, "smoothing": self.smoothing, "keypoint_model": self.keypoint_model,
@@ -286,7 +286,7 @@ def predict_command(args) -> int:
     settings = PredictSettings(model=model, smoothing=args.smoothing,
                                keypoint_model=None if kp is None else str(Path(kp).resolve()),
                                backend=args.backend, threads=args.threads, max_frames=args.max_frames,
-                               frontalize=not args.no_frontalize)
+                               frontalize=False if args.no_frontalize else None)
     shard_dir = Path(args.shard_dir) if args.shard_dir else default_shard_dir(out)
     run = predict_ray(args.inputs, settings, shard_dir, address=args.address, workers=args.workers,
                       image_batch=args.image_batch, progress=True)
