@@ -97,9 +97,10 @@ def live_panel() -> None:
                 shipped = last["model"] == Path(choice.path).stem
                 used = choice.label.removeprefix("shipped: ") if shipped else last["model"]
                 st.markdown(f"Path: {last['path']} ({used})", help=(
-                    "mesh: the face's 478 face-mesh landmarks reached the model (or framed its crop); box: "
-                    "the detector's box alone (image models run no face mesh, and a landmark model's "
-                    "fallback image model classifies faces face mesh cannot read)"))
+                    "mesh: the face's 478 face-mesh landmarks reached the model (or framed its crop: the "
+                    "default meshes the faces of frames with at most 2 faces and frontalises a turned one "
+                    "for its turned-face expert); box: the detector's box alone (a bigger group's faces, "
+                    "and a landmark model's fallback image model reads faces face mesh cannot read)"))
             if show_pose and last["pose"]:
                 yaw, pitch, roll = last["pose"]
                 st.markdown(f"Head pose: yaw {yaw:+.0f}°, pitch {pitch:+.0f}°, roll {roll:+.0f}°")

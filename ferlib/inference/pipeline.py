@@ -50,10 +50,11 @@ for five faces with the width-32 default (benchmarks/2026-12-06-browser-five-fac
 averaging that model reads FER+ Test as the width-16 model does with it: docs/results.md). `predict` and
 Live follow the same rule, so both give a frame the same answer."""
 FRONTAL_MAX_FACES = 2
-"""Image models read the faces of a frame that holds at most this many faces frontalised
-(ferlib.faces.crops.frontal_crop: the face turned to face the camera with its face mesh, docs/results.md
-"Turned heads"); that costs a face mesh per face (4-9 ms), so a bigger group's faces are cropped from
-their detector boxes as they are. `predict` and Live follow the same rule."""
+"""A frontalising Pipeline (the default model's: `Pipeline(frontalize=...)`) reads the turned faces of a
+frame that holds at most this many faces frontalised (ferlib.faces.crops.frontal_crop: the face turned
+to face the camera with its face mesh, docs/results.md "Turned heads"); that costs a face mesh per face
+(4-9 ms), so a bigger group's faces are cropped from their detector boxes as they are. `predict` and
+Live follow the same rule."""
 
 STREAM_AHEAD = 4
 """`Pipeline.stream`: frames whose faces may be found ahead of the one being classified."""
