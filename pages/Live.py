@@ -105,8 +105,9 @@ def live_panel() -> None:
                 yaw, pitch, roll = last["pose"]
                 st.markdown(f"Head pose: yaw {yaw:+.0f}°, pitch {pitch:+.0f}°, roll {roll:+.0f}°")
             elif show_pose:
-                st.caption("Head pose needs face mesh: image models run without it (faster on stills); "
-                           "turn on the face-mesh overlay to see it.")
+                st.caption("Head pose needs face mesh, which this model skips here (image models run it only "
+                           "to frontalise turned faces, when their card names a turned-face expert); turn on "
+                           "the face-mesh overlay to see it.")
         elif last:
             st.markdown("Prediction: no face")
         elif playing:
