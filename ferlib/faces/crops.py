@@ -102,6 +102,13 @@ def turned(face: Face) -> bool:
     return abs(yaw) >= FRONTAL_MIN_YAW
 
 
+def _frame(box: tuple[float, float, float, float], margin: float) -> tuple[tuple[float, float], float]:
+    """((cx, cy), side) of the square `face_crop` cuts for a landmark box."""
+    x0, y0, x1, y1 = box
+    longer = max(x1 - x0, y1 - y0)
+    return ((x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer), (1 + margin) * longer
+
+
 def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
               margin: float = FER_CROP_MARGIN) -> np.ndarray:
     """Square face crop for image models, framed like FER2013 (tight face) and resized to size x size.
@@ -113,21 +120,12 @@ def face_crop(bgr: np.ndarray, face: Face, size: int = 48, grey: bool = True,
     bgr = ensure_bgr(bgr, name="frame")
     if size < 1:
         raise InputError(f"face crop size must be >= 1, got {size}")
-    x0, y0, x1, y1 = landmark_box(face)
-    longer = max(x1 - x0, y1 - y0)
-    side = (1 + margin) * longer
+    (cx, cy), side = _frame(landmark_box(face), margin)
     if not side >= 1:
         raise InputError(f"face box {face.box} is empty")
-    crop, _, _ = square_crop(bgr, (x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer, side)
+    crop, _, _ = square_crop(bgr, cx, cy, side)
     crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR)
     return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if grey else crop
-
-
-def _frame(box: tuple[float, float, float, float], margin: float) -> tuple[tuple[float, float], float]:
-    """((cx, cy), side) of the square `face_crop` cuts for a landmark box."""
-    x0, y0, x1, y1 = box
-    longer = max(x1 - x0, y1 - y0)
-    return ((x0 + x1) / 2, (y0 + y1) / 2 + FER_CROP_SHIFT * longer), (1 + margin) * longer
 
 
 def frontal_crop(bgr: np.ndarray, landmarks: np.ndarray, size: int = 48, grey: bool = True,
