@@ -129,6 +129,14 @@ class _NoExtractor:
         pass
 
 
+def _set_poses(faces: list[Face]) -> float:
+    """Fill in each face's `pose` from its landmarks; the time it took (ms)."""
+    t0 = time.perf_counter()
+    for f in faces:
+        f.pose = face_pose(f.landmarks)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def _faces_of(frames: list[tuple[np.ndarray, list[Face]]]) -> list[Face]:
     return [f for _, faces in frames for f in faces]
 
@@ -350,20 +358,18 @@ class Pipeline:
             return [[] for _ in frames]
         t = {"prepare": 0.0, "model": 0.0}
         expert = self.turned
-
-        def to_expert(f: Face, faces: list[Face]) -> bool:  # the faces this model would frontalise
-            return expert is not None and self._within(self.frontal_max_faces, faces) and turned(f)
-
-        ours = [(bgr, [f for f in faces
-                       if (f.landmarks is not None or not self.needs_mesh) and not to_expert(f, faces)])
+        # the faces this model would frontalise go to its turned-face expert
+        sent = {id(f) for _, faces in frames if expert is not None and self._within(self.frontal_max_faces, faces)
+                for f in faces if turned(f)}
+        ours = [(bgr, [f for f in faces if (f.landmarks is not None or not self.needs_mesh) and id(f) not in sent])
                 for bgr, faces in frames]
-        aside = [(bgr, [f for f in faces if to_expert(f, faces)]) for bgr, faces in frames]
+        aside = [(bgr, [f for f in faces if id(f) in sent]) for bgr, faces in frames]
         rest = [(bgr, [f for f in faces if f.landmarks is None and self.needs_mesh and self.fallback is not None])
                 for bgr, faces in frames]
         probs: dict[int, tuple[np.ndarray, str]] = {}
         if any(fs for _, fs in ours):
             probs.update((id(f), (p, self.name)) for f, p in zip(_faces_of(ours), self._classify(ours, t)))
-        if expert is not None and any(fs for _, fs in aside):
+        if expert is not None and sent:
             probs.update((id(f), (p, expert.name)) for f, p in zip(_faces_of(aside), expert._classify(aside, t)))
         fallback, index = self.fallback, self._fallback_index
         if any(fs for _, fs in rest) and fallback is not None and index is not None:  # none without a fallback
@@ -420,17 +426,12 @@ class Pipeline:
 
         with closing(prefetch(faces_of(), depth=STREAM_AHEAD)) as ahead:
             for idx, bgr, faces, ms in ahead:
-                t0 = time.perf_counter()
-                if self.frontalize:  # the crop rule reads the pose (ferlib.faces.crops.turned)
-                    for f in faces:
-                        f.pose = face_pose(f.landmarks)
-                t = (time.perf_counter() - t0) * 1e3
+                # a frontalising model's crop rule reads the pose (ferlib.faces.crops.turned); for the
+                # others it comes after the model's input: its 13-point fit is the pose's (ferlib.faces.normalize)
+                t = _set_poses(faces) if self.frontalize else 0.0
                 result = self._result(bgr, faces, ms, idx)
-                t0 = time.perf_counter()
-                if not self.frontalize:
-                    for f in faces:  # after the model's input: its 13-point fit is the pose's (ferlib.faces.normalize)
-                        f.pose = face_pose(f.landmarks)
-                result.timings_ms["landmarks"] += (t := t + (time.perf_counter() - t0) * 1e3)
+                t += 0.0 if self.frontalize else _set_poses(faces)
+                result.timings_ms["landmarks"] += t
                 result.timings_ms["total"] += t
                 yield result
 
