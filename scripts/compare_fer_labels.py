@@ -25,6 +25,19 @@ def thumbs(paths) -> np.ndarray:
     return (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, keepdims=True), 1e-3)
 
 
+def match(paths_a, paths_b, *, block: int = 2048, threshold: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """For each image of `paths_a`, the index of its nearest image in `paths_b` by z-scored 16x16 thumbnail
+    and whether it is a match (mean squared z-difference below `threshold`); computed in blocks of rows."""
+    a, b = thumbs(paths_a), thumbs(paths_b)
+    bb = (b ** 2).sum(1)[None]
+    j = np.empty(len(a), np.int64)
+    best = np.empty(len(a), np.float32)
+    for s in range(0, len(a), block):
+        d = (a[s:s + block] ** 2).sum(1)[:, None] + bb - 2 * a[s:s + block] @ b.T
+        j[s:s + block], best[s:s + block] = d.argmin(1), d.min(1) / a.shape[1]
+    return j, best < threshold
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
@@ -35,10 +48,7 @@ def main(argv=None) -> int:
     fe = import_fer2013(data / "fer2013.zip").table
     fp = fp[fp["split"] == args.split].reset_index(drop=True)
     fe = fe[fe["split"] == args.split].reset_index(drop=True)
-    a, b = thumbs(fp["path"]), thumbs(fe["path"])
-    d = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
-    j, best = d.argmin(1), d.min(1) / a.shape[1]
-    ok = best < 0.2
+    j, ok = match(fp["path"], fe["path"])
     ours, theirs = fp["label"].to_numpy()[ok], fe["label"].to_numpy()[j[ok]]
     print(f"{int(ok.sum())} of {len(fp)} FER+ {args.split} images (with a majority label) matched a FER2013 image; "
           f"the labels agree on {float((ours == theirs).mean()):.1%}")

@@ -216,3 +216,53 @@ def test_real_ferplus_counts_match_the_reference_rule():
     assert test == {"neutral": 1083, "happy": 892, "surprise": 394, "sad": 382, "angry": 269, "fear": 86,
                     "disgust": 16, "contempt": 15}
     assert sum(v for k, v in ds.skipped.items() if k.startswith("test")) == 3573 - 3137
+
+
+def test_fer2013_labels_as_extra_votes(tmp_path):
+    """scripts/make_ferplus_fer2013_votes.py: each FER+ Train image matched to its FER2013 JPEG gets K votes
+    for FER2013's label; Valid, Test and the images themselves are copied unchanged."""
+    import importlib.util
+    import sys
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location("make_votes", scripts / "make_ferplus_fer2013_votes.py")
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(scripts))
+    rng = np.random.default_rng(1)
+    data = tmp_path / "shared" / "data"
+    folder = make_ferplus(tmp_path / "fp")
+    fer = tmp_path / "fe" / "fer2013"
+    fer2013_label = {"a.png": "sad", "b.png": "happy", "c.png": "sad", "d.png": "angry", "e.png": "neutral"}
+    for name, label in fer2013_label.items():  # smooth faces-to-be: the same pixels in both sets
+        img = cv2.GaussianBlur(rng.integers(0, 255, (48, 48)).astype(np.uint8), (0, 0), 3)
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+        cv2.imwrite(str(folder / "FER2013Train" / name), img)
+        (fer / "Training" / label).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(fer / "Training" / label / f"Training_{name[0]}.jpg"), img)
+    (fer / "PublicTest" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(fer / "PublicTest" / "happy" / "PublicTest_1.jpg"), np.full((48, 48), 99, np.uint8))
+    data.mkdir(parents=True)
+    zip_folder(folder, data / "ferplus.zip")
+    zip_folder(fer, data / "fer2013.zip")
+    out = tmp_path / "ferplus_v3.zip"
+    assert mod.main(["--shared", str(tmp_path / "shared"), "--votes", "3", "--out", str(out)]) == 0
+    before, after = import_ferplus(data / "ferplus.zip"), import_ferplus(out)
+    b = before.table.set_index(before.table["path"].str.rsplit("/", n=1).str[-1])
+    a = after.table.set_index(after.table["path"].str.rsplit("/", n=1).str[-1])
+    assert "a.png" not in a.index  # 6 neutral + 6 sad (3 of them FER2013's): no majority any more
+    assert a.loc["b.png", "votes_happiness"] == 12 and a.loc["b.png", "t_happy"] == 1
+    assert a.loc["c.png", "label"] == "sad"  # 4 neutral, 4 + 3 sad, 2 angry: FER2013's label decides
+    assert a.loc["d.png", "label"] == "contempt" and a.loc["d.png", "t_angry"] == pytest.approx(5 / 12)
+    assert "e.png" not in a.index  # still not a face
+    for name in ("f.png", "g.png"):  # Valid and Test keep FER+'s votes
+        assert a.loc[name].filter(like="votes_").tolist() == b.loc[name].filter(like="votes_").tolist()
+    with zipfile.ZipFile(data / "ferplus.zip") as z1, zipfile.ZipFile(out) as z2:
+        assert sorted(z1.namelist()) == sorted(z2.namelist())
+        assert all(z1.read(n) == z2.read(n) for n in z1.namelist() if n.endswith(".png"))
+    with pytest.raises(SystemExit):  # the name decides the kind
+        mod.main(["--shared", str(tmp_path / "shared"), "--out", str(tmp_path / "votes.zip")])
