@@ -3,6 +3,7 @@ frontalise them, written as class folders for `ferlib finetune --extra-train` (o
 are made from dataset images with research-only licences and must never be committed).
 
     .venv/bin/python scripts/make_turned_train.py --out /tmp/ferlib-turned [--shared ../shared]
+    .venv/bin/python scripts/make_turned_train.py --split val --ferplus 1500 --out /tmp/ferlib-turned-val
 
 Only the TRAIN rows of each dataset, split exactly as `ferlib finetune --data` splits them
 (`ferlib.data.import_dataset`, seed 0): the CK+ train subjects, the AffectNet subset without its
@@ -33,15 +34,15 @@ from ferlib.faces.landmarks import LandmarkExtractor
 SIDE = 350
 
 
-def rows(shared: Path, ferplus: int, seed: int) -> list[tuple[str, str]]:
-    """(path, label) of the train rows to turn."""
+def rows(shared: Path, ferplus: int, seed: int, split: str = "train") -> list[tuple[str, str]]:
+    """(path, label) of the rows of one split (train or val) to turn."""
     out: list[tuple[str, str]] = []
     for path, take in ((shared / "data" / "ckplus48.zip", None), (Path("cache/affectnet_subset_train.zip"), None),
                        (shared / "data" / "ferplus.zip", ferplus)):
         if not path.exists():
             sys.exit(f"no {path} (the AffectNet train zip: scripts/make_affectnet_train_zip.py)")
         df = import_dataset(path).table
-        df = df[(df["split"] == "train") & df["label"].notna()]
+        df = df[(df["split"] == split) & df["label"].notna()]
         if take is not None:
             df = df.sample(n=min(take, len(df)), random_state=seed)
         out += list(zip(df["path"], df["label"]))
@@ -52,14 +53,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
-    ap.add_argument("--ferplus", type=int, default=4000, help="FER+ Train images to draw (majority labels)")
+    ap.add_argument("--ferplus", type=int, default=4000, help="FER+ images of the split to draw (majority labels)")
+    ap.add_argument("--split", default="train", choices=("train", "val"),
+                    help="val: the validation rows (CK+ validation subjects, AffectNet's validation share, FER+ "
+                         "Valid) turned the same way, to choose a turned-face expert on (never trained on)")
     ap.add_argument("--min-yaw", type=float, default=15.0)
     ap.add_argument("--max-yaw", type=float, default=50.0)
     ap.add_argument("--shard", default="0/1", help="K/N: this process takes every N-th row from the K-th")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     k, n = (int(v) for v in args.shard.split("/"))
-    todo = rows(Path(args.shared), args.ferplus, args.seed)[k::n]
+    todo = rows(Path(args.shared), args.ferplus, args.seed, args.split)[k::n]
     rng = np.random.default_rng(args.seed + k)
     out = Path(args.out)
     made = skipped = 0
