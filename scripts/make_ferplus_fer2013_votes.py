@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import zipfile
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,7 +27,7 @@ from compare_fer_labels import match  # noqa: E402
 
 from ferlib.classes import canonical  # noqa: E402
 from ferlib.data import import_fer2013  # noqa: E402
-from ferlib.data.importers import FERPLUS_VOTES, open_zip, zip_path  # noqa: E402
+from ferlib.data.importers import FERPLUS_VOTES, open_zip, write_zip_subset, zip_path  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -50,37 +49,24 @@ def main(argv=None) -> int:
     with open_zip(src) as zf:
         names = zf.namelist()
         label_csv = next(n for n in names if PurePosixPath(n).parts[-2:] == ("FER2013Train", "label.csv"))
-        prefix = label_csv[: -len("label.csv")]
-        rows = list(csv.reader(zf.read(label_csv).decode("utf-8").splitlines()))
-        rows = [r for r in rows if r]
-        present = set(names)
-        listed = [r for r in rows if prefix + r[0].strip() in present]
-        j, ok = match([zip_path(src, prefix + r[0].strip()) for r in listed], fe["path"])
-        added = dict.fromkeys(column, 0)
-        by_name = {}
-        for r, jj, good in zip(listed, j, ok):
-            if good:
-                label = fe["label"].iat[int(jj)]
-                by_name[r[0].strip()] = label
-                added[label] += 1
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for r in rows:
-            label = by_name.get(r[0].strip())
-            if label is not None:
-                votes = [float(x) for x in r[2:]]
-                votes[column[label]] += args.votes
-                r = r[:2] + [f"{v:g}" for v in votes]
-            w.writerow(r)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
-            for m in names:
-                info = zf.getinfo(m)
-                dst.writestr(info, buf.getvalue().encode("utf-8") if m == label_csv else zf.read(m))
-        os.replace(tmp, out)
+        rows = [r for r in csv.reader(zf.read(label_csv).decode("utf-8").splitlines()) if r]
+    prefix, present = label_csv[: -len("label.csv")], set(names)
+    listed = [r[0].strip() for r in rows if prefix + r[0].strip() in present]
+    j, ok = match([zip_path(src, prefix + name) for name in listed], fe["path"])
+    by_name = {name: fe["label"].iat[int(jj)] for name, jj, good in zip(listed, j, ok) if good}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        label = by_name.get(r[0].strip())
+        if label is not None:
+            votes = [float(x) for x in r[2:]]
+            votes[column[label]] += args.votes
+            r = r[:2] + [f"{v:g}" for v in votes]
+        w.writerow(r)
+    write_zip_subset(src, names, out, contents={label_csv: buf.getvalue().encode("utf-8")})
+    added = Counter(by_name.values())
     print(f"wrote {out}: {len(by_name)} of {len(rows)} FER+ Train rows matched a FER2013 Training image and "
-          f"count its label as {args.votes:g} more votes ({added}); Valid and Test unchanged")
+          f"count its label as {args.votes:g} more votes ({dict(added)}); Valid and Test unchanged")
     return 0
 
 

@@ -178,15 +178,18 @@ def _dataset_zip(root: Path) -> zipfile.ZipFile:
     return _cached_zip(str(root.resolve()))
 
 
-def write_zip_subset(source: str | os.PathLike, members: Iterable[str], out: str | os.PathLike) -> Path:
+def write_zip_subset(source: str | os.PathLike, members: Iterable[str], out: str | os.PathLike,
+                     contents: dict[str, bytes] | None = None) -> Path:
     """Copy `members` of the zip `source` byte for byte into a new zip `out` (same layout), atomically:
-    a dataset's part (CK+ train subjects, AffectNet without its held-out crops) for `--data`/`--extra-train`."""
+    a dataset's part (CK+ train subjects, AffectNet without its held-out crops) for `--data`/`--extra-train`.
+    contents: new bytes for some of the members (a rewritten label file), the rest copied as they are."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
+    contents = contents or {}
     with open_zip(source) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
         for m in members:
-            dst.writestr(src.getinfo(m), src.read(m))
+            dst.writestr(src.getinfo(m), contents[m] if m in contents else src.read(m))
     tmp.replace(out)
     return out
 
