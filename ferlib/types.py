@@ -55,16 +55,19 @@ class Face:
 @dataclass
 class Prediction:
     """A model's output for one face: probabilities over `classes` (same order). model: the name of
-    the model that produced them (a landmark model's image fallback classifies faces without landmarks)."""
+    the model that produced them (a landmark model's image fallback classifies faces without landmarks).
+    path: the face's `Face.path` when the model read it (default: now); landmarks added afterwards (the
+    Live page's face-mesh overlay) do not change it."""
 
     face: Face
     probs: np.ndarray
     classes: tuple[str, ...]
     model: str = ""
+    path: str = ""
 
-    @property
-    def path(self) -> str:
-        return self.face.path
+    def __post_init__(self) -> None:
+        if not self.path:
+            self.path = self.face.path
 
     @property
     def label(self) -> str:

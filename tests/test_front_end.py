@@ -130,12 +130,37 @@ def test_image_model_runs_no_face_mesh(frames):
         assert pipe.extractor._mesher is None  # never built: box -> crop -> model
     with Pipeline(IMAGE_MODEL, mode="static", mesh=True) as pipe:  # asked for
         assert [p.path for p in pipe.process(frames[120]).predictions] == ["mesh"]
-    with Pipeline(IMAGE_MODEL, mode="video") as pipe:  # the Live overlay turns face mesh on mid-stream
-        assert [p.path for p in pipe.process(frames[120], 0.0).predictions] == ["box"]
-        pipe.extractor.mesh = True
-        assert pipe.extractor.tracking
-        assert [p.path for p in pipe.process(frames[120], 40.0).predictions] == ["mesh"]
-        assert [p.path for p in pipe.process(frames[120], 80.0).predictions] == ["mesh"]  # the tracking mesh
+    with Pipeline(IMAGE_MODEL, mode="video") as pipe:  # the Live overlay turned on mid-stream
+        plain = pipe.process(frames[120], 0.0).predictions
+        assert [p.path for p in plain] == ["box"] and plain[0].face.pose is None
+        pipe.set_overlay_mesh(True)
+        res = pipe.process(frames[120], 40.0)
+        assert [p.path for p in res.predictions] == ["box"]  # what reached the model
+        assert res.predictions[0].face.landmarks is not None and res.predictions[0].face.pose is not None
+        assert not pipe.extractor.tracking and res.timings_ms["overlay_mesh"] > 0
+        # meshed after the model read the face: the same crop of the same detector box, the same output
+        assert res.predictions[0].face.box == plain[0].face.box
+        np.testing.assert_allclose(res.predictions[0].probs, plain[0].probs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", [None, IMAGE_MODEL], ids=["default", "image_cnn"])
+def test_live_overlay_leaves_the_models_input_as_predicts(fixture_clip, model):
+    """The face-mesh overlay only draws: an image model reads the same crops of a video with it as without
+    it (as `predict` does). It used to switch the extractor to the tracking mesh, whose boxes are the
+    landmarks' (15 % narrower than the detector's): the default then changed its label on 12 % of the
+    clip's frames."""
+    clip = list(iter_video(fixture_clip, max_frames=40))
+    outputs = []
+    for overlay in (False, True):
+        with Pipeline(model, mode="video") as pipe:
+            pipe.set_overlay_mesh(overlay)
+            outputs.append([pipe.process(bgr, ts, i).predictions for i, ts, bgr in clip])
+    plain, drawn = outputs
+    assert all(len(a) == len(b) == 1 for a, b in zip(plain, drawn))
+    assert all(b[0].face.landmarks is not None for b in drawn)  # every face drawn with its mesh
+    for a, b in zip(plain, drawn):
+        assert a[0].face.box == b[0].face.box
+        np.testing.assert_allclose(a[0].probs, b[0].probs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(shipped_fallback_model() is None, reason="the shipped fallback image model is absent")

@@ -68,8 +68,8 @@ def chosen_face(predictions, face_id: int | None):
 class LiveProcessor(VideoProcessorBase):
     """Runs a Pipeline on each frame, draws its result and queues per-frame stats.
 
-    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh`` (the overlay; it turns face
-    mesh on for image models), ``keypoint_model`` (a
+    Settings (set by the page): ``model_path``, ``smoothing``, ``mesh`` (the overlay; an image model's faces
+    are meshed after the model has read them, `Pipeline.set_overlay_mesh`), ``keypoint_model`` (a
     keypoint_regressor checkpoint path for the retry of missed faces, or None); ``request_calibration()``
     averages the main face's normalised landmarks over CALIBRATION_FRAMES frames and passes them to
     ``pipeline.set_neutral_baseline``; ``clear_calibration()`` passes None. ``main_face_id``: the tracked
@@ -112,8 +112,8 @@ class LiveProcessor(VideoProcessorBase):
             self._pipeline.set_smoothing(smoothing)
         self._built = (model_path, smoothing)
         self._pipeline.set_keypoint_model(self.keypoint_model)  # pooled pipelines keep theirs: a no-op then
-        # image models run face mesh only for the overlay (and then report head pose too)
-        self._pipeline.extractor.mesh = self._pipeline.needs_mesh or self.mesh
+        # image models run face mesh for the overlay after the model has read the faces (head pose too)
+        self._pipeline.set_overlay_mesh(self.mesh)
         return self._pipeline
 
     def _calibrate(self, pipe, result: FrameResult) -> None:

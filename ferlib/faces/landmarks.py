@@ -153,14 +153,21 @@ class LandmarkExtractor:
         else:
             faces = self._process_detected(bgr)
         if not self._mesh_on and max(h, w) >= SMALL_SIDE and len(faces) <= self.mesh_max_faces:
-            for f in faces:
-                if f.landmarks is None:
-                    pts = self._mesh_box(bgr, f.box, retry=False)
-                    f.landmarks = None if pts is None else pts.astype(np.float32)
+            self.mesh_faces(bgr, faces, pose=False)
         if pose:
             for f in faces:
                 f.pose = face_pose(f.landmarks)
         return faces
+
+    def mesh_faces(self, bgr: np.ndarray, faces: list[Face], pose: bool = True) -> None:
+        """Mesh, in place, the detector box of each face of this frame that has no landmarks (the face
+        mesh of one box, no retry; a face it cannot read keeps none); pose: fill in their `Face.pose`."""
+        for f in faces:
+            if f.landmarks is None:
+                pts = self._mesh_box(bgr, f.box, retry=False)
+                f.landmarks = None if pts is None else pts.astype(np.float32)
+                if pose:
+                    f.pose = face_pose(f.landmarks)
 
     def close(self) -> None:
         """Release the MediaPipe graphs (idempotent)."""

@@ -256,6 +256,7 @@ class Pipeline:
         if extractor is None:
             self.set_keypoint_model(keypoint_model)
         self.smoother = Smoother(smoothing, smoothing_alpha, smoothing_window)
+        self.overlay_mesh = False
         self.baseline: np.ndarray | None = None
         self.fallback: Pipeline | None = None
         self._fallback_index: np.ndarray | None = None
@@ -303,6 +304,12 @@ class Pipeline:
     # -- configuration ---------------------------------------------------------------------------
     def set_smoothing(self, kind: str, alpha: float = DEFAULT_SMOOTHING_ALPHA, window: int = 8) -> None:
         self.smoother = Smoother(kind, alpha, window)
+
+    def set_overlay_mesh(self, on: bool) -> None:
+        """Landmarks on every face, to draw (the Live page's face-mesh overlay). A model that reads
+        landmarks has them anyway. An image model's faces are meshed after it has read them, so the
+        overlay never changes what the model sees: its input stays `predict`'s (detector-box crops)."""
+        self.overlay_mesh = bool(on) and not self.extractor.mesh
 
     def set_neutral_baseline(self, landmarks_px: np.ndarray | None) -> None:
         """The person's neutral face (478, 3) pixels, subtracted by models trained with it."""
@@ -448,6 +455,10 @@ class Pipeline:
         t0 = time.perf_counter()
         timings: dict[str, float] = {"landmarks": landmarks_ms}
         preds = self.predict_faces(bgr, faces, timings)
+        if self.overlay_mesh:  # after the model: the overlay's landmarks are for drawing only
+            t1 = time.perf_counter()
+            self.extractor.mesh_faces(bgr, faces)
+            timings["overlay_mesh"] = (time.perf_counter() - t1) * 1e3
         timings["total"] = landmarks_ms + (time.perf_counter() - t0) * 1e3
         return FrameResult(predictions=preds, timings_ms=timings, frame_index=frame_index)
 
