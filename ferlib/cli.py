@@ -15,7 +15,8 @@ from ferlib.errors import FerError, InputError
 from ferlib.locations import runs_dir
 from ferlib.training.personal import DEFAULT_METHOD
 from ferlib.training.personal import METHODS as ADAPT_METHODS
-from ferlib.inference.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model
+from ferlib.faces.crops import FRONTAL_MIN_YAW
+from ferlib.inference.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model, turned_expert_of
 
 
 def _write_csv(df, out: Path) -> None:
@@ -290,7 +291,7 @@ def _finetune_personal(args, method: str, base: dict, data) -> int:
 def cmd_evaluate(args) -> int:
     from ferlib.inference.checkpoint import card_spec
     from ferlib.data.tensors import prepare
-    from ferlib.training.evaluate import confusion_figure, evaluate, occlusion_test, save_metrics
+    from ferlib.training.evaluate import confusion_figure, evaluate_prepared, occlusion_test, save_metrics
     from ferlib.inference.runtime import load_runner
 
     model = load_runner(args.checkpoint, backend=args.backend, threads=args.threads)
@@ -312,12 +313,17 @@ def cmd_evaluate(args) -> int:
             raise InputError(f"dataset {args.data[0]} has no {args.split!r} rows (splits: {present}); "
                              "choose another --split or --split all")
         df = df.with_table(df.table[df.table["split"] == args.split].reset_index(drop=True))
+    expert = None if args.no_frontalize or not spec.box_framed else turned_expert_of(card)
     prep = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
-                   cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args))
-    inputs = prep.eval_inputs()
-    metrics = evaluate(model, classes=classes, tta_flip=args.tta, **inputs)
+                   cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args),
+                   framing="frontal" if expert is not None else None)
+    runner = None if expert is None else load_runner(expert, backend=args.backend, threads=args.threads)
+    if runner is not None and list((runner.card or {}).get("classes", [])) != classes:
+        raise InputError(f"turned-face expert {runner.name} lacks the classes of {model.name} {classes}")
+    metrics = evaluate_prepared(model, prep, tta_flip=args.tta, expert=runner)
     if regions:
-        metrics["occlusion"] = {r: occlusion_test(model, spec, inputs["data"], region=r) for r in regions}
+        data = prep.tensor_set()
+        metrics["occlusion"] = {r: occlusion_test(model, spec, data, region=r) for r in regions}
     metrics.update({"checkpoint": str(args.checkpoint), "backend": model.backend,
                     "dataset": df.root, "kind": df.kind,
                     "split": args.split, "tta_flip": bool(args.tta), "dropped_labels": prep.info["dropped_labels"]})
@@ -352,6 +358,9 @@ def _report(m: dict) -> str:
     for axis, bins in m.get("pose_accuracy", {}).items():
         lines.append(f"accuracy by {axis}: " + ", ".join(
             f"{b['bin']} {b['accuracy']:.3f} (n={b['n']})" for b in bins if b["n"]))
+    if m.get("turned_expert"):
+        lines.append(f"faces turned {FRONTAL_MIN_YAW:.0f} degrees or more, frontalised and read by the turned-face "
+                     f"expert {m['turned_expert']['model']}: {m['turned_expert']['faces']}")
     for r, o in m.get("occlusion", {}).items():
         lines.append(f"occlusion {r}: accuracy {o['accuracy']:.4f} -> {o['accuracy_occluded']:.4f} "
                      f"(drop {o['drop']:.4f})")
@@ -593,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p, multiple=False)
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     p.add_argument("--tta", action="store_true", help="test-time flip averaging")
+    p.add_argument("--no-frontalize", action="store_true",
+                   help="one model, plain crops (default, as `ferlib predict`: for a model whose card names a "
+                        "turned_expert, a face in a large image turned 20 degrees or more is frontalised and read by "
+                        "that expert; the occlusion test reads plain crops with the model alone)")
     p.add_argument("--occlusion", default=None, help="comma list of regions to occlude: eyes,mouth")
     p.add_argument("--out", default=None, help="metrics JSON to write (atomically)")
     p.add_argument("--figure", default=None, help="confusion matrix as a plotly HTML file")

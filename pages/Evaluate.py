@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from ferlib.errors import FerError
-from ferlib.inference.checkpoint import card_spec
-from ferlib.training.evaluate import confusion_figure, evaluate
+from ferlib.inference.checkpoint import card_spec, card_tta_flip
+from ferlib.inference.pipeline import turned_expert_of
+from ferlib.training.evaluate import confusion_figure, evaluate, evaluate_prepared
 from webapp import figures, ui
-from webapp.datasets import folder_inputs, folder_table, split_sets, studio_table, tensor_set
+from webapp.datasets import folder_prepared, folder_table, split_sets, studio_table, tensor_set
 from webapp.resources import get_store, load_model, require_models
 
 st.title("Evaluate")
@@ -55,13 +56,17 @@ def _studio_inputs(spec, classes) -> dict:
 
 
 def _run(choice) -> dict:
+    """The model's metrics, each face read as Live reads it: flip averaging as its card says, and for a
+    folder's large images the crop Live cuts (the detector box; turned faces frontalised for the
+    turned-face expert a card names). Studio samples are read from their stored crops."""
     model, card = load_model(choice.path)
-    spec, classes = card_spec(card), list(card["classes"])
+    spec, classes, tta = card_spec(card), list(card["classes"]), card_tta_flip(card)
     if source == "Studio sessions":
-        inp = _studio_inputs(spec, classes)
-    else:
-        inp = folder_inputs(folder_table(folder, int(limit)), spec, classes)
-    return evaluate(model, classes=classes, **inp)
+        return evaluate(model, classes=classes, tta_flip=tta, **_studio_inputs(spec, classes))
+    expert_path = turned_expert_of(card) if spec.box_framed else None
+    prepared = folder_prepared(folder_table(folder, int(limit)), spec, classes, frontal=expert_path is not None)
+    expert = None if expert_path is None else load_model(str(expert_path))[0]
+    return evaluate_prepared(model, prepared, tta_flip=tta, expert=expert)
 
 
 ready = bool(picked) and (bool(session_ids) if source == "Studio sessions" else bool(folder.strip()))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ferlib.data.tensors import import_dataset, prepare  # noqa: E402
-from ferlib.inference.checkpoint import card_spec, read_checkpoint  # noqa: E402
+from ferlib.inference.checkpoint import card_spec, card_tta_flip, read_checkpoint  # noqa: E402
 from ferlib.training.evaluate import predict_outputs  # noqa: E402
 from ferlib.training.personal import AdaptConfig, adapt_model  # noqa: E402
 
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     grid += [{"method": "prototype", "strength": s, "copies": c} for s, c in itertools.product((0.5, 1.0, 2.0, 4.0), (0, 8))]
     grid += [{"method": "head", "l2sp": l2, "steps": st, "copies": c}
              for l2, st, c in itertools.product((0.001, 0.01, 0.1), (100, 300), (0, 8))]
-    tta = bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
+    tta = card_tta_flip(card)
     for setting in grid:
         accs = []
         for a, b in data:

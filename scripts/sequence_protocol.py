@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlib.inference.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint  # noqa: E402
+from ferlib.inference.checkpoint import card_tta_flip, load_checkpoint, read_checkpoint, resolve_checkpoint  # noqa: E402
 from ferlib.inference.pipeline import DEFAULT_SMOOTHING, Smoother  # noqa: E402
 from ferlib.inputs import Mirror, TensorSet  # noqa: E402
 from ferlib.training.personal import AdaptConfig, adapt_model  # noqa: E402
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     index = {c: i for i, c in enumerate(ve.classes)}
     truth = np.array([index.get(e, -1) for e in emotion])
     _, card = load_checkpoint(resolve_checkpoint(args.base))
-    flip = bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
+    flip = card_tta_flip(card)
     cfg = SequenceConfig()
     folds = []
     for fold in (0, 1):

@@ -543,12 +543,19 @@ def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, mon
     at = _app("Evaluate")
     at.radio(key="eval_source").set_value("Folder or zip dataset").run()
     at.text_input(key="eval_folder").input(str(root)).run()
+    default_index = at.selectbox(key="eval_model_2").index  # the shipped default
     at.selectbox(key="eval_model_2").select_index(0).run()  # this model alone
     at.button(key="eval_run").click().run()
     assert not at.exception and not at.error
     row = at.dataframe[0].value.iloc[0]
     assert row["samples"] == 7 and abs(row["detection rate"] - 6 / 7) < 1e-9  # the blank image has no face
     assert sum(f["data"][0]["type"] == "heatmap" for f in _plotly(at)) == 2
+    # beside the shipped default, read as Live reads it (flip averaging; a turned face to its expert)
+    at.selectbox(key="eval_model_2").select_index(default_index).run()
+    assert at.selectbox(key="eval_model_2").value.label.startswith("shipped: ")
+    at.button(key="eval_run").click().run()
+    assert not at.exception and not at.error
+    assert list(at.dataframe[0].value["samples"]) == [7, 7]
 
 
 def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, clip_faces, streamer):

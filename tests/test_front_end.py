@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ferlib.errors import InputError, ModelFileError
+from ferlib.faces.crops import face_crop
 from ferlib.faces.landmarks import LandmarkExtractor
 from ferlib.inference.pipeline import Pipeline, shipped_fallback_model
 from ferlib.inference.predict import columns_for, predict
@@ -161,6 +162,24 @@ def test_live_overlay_leaves_the_models_input_as_predicts(fixture_clip, model):
     for a, b in zip(plain, drawn):
         assert a[0].face.box == b[0].face.box
         np.testing.assert_allclose(a[0].probs, b[0].probs, rtol=1e-5, atol=1e-6)
+
+
+def test_studio_crop_is_framed_on_the_detector_box(frames):
+    """The Studio stores a sample's crop framed as Live and `predict` frame it for image models: on the
+    detector's box, not on the tracking mesh's landmark box."""
+    from webapp.video import STUDIO_CROP_SIZE, studio_crop
+
+    with LandmarkExtractor(mode="static", mesh=False) as plain:
+        (found,) = plain.process(frames[120])
+    with LandmarkExtractor(mode="video", max_faces=1, keep_unmeshed=False) as ex:  # as webapp.resources makes it
+        ex.process(frames[120], 0.0)
+        (face,) = ex.process(frames[120], 40.0)
+        assert ex.tracking and face.landmarks is not None and face.box != found.box  # the landmarks' box
+        assert ex.detector_box(frames[120], face) == found.box
+        crop = studio_crop(ex, frames[120], face)
+    assert crop.shape == (STUDIO_CROP_SIZE, STUDIO_CROP_SIZE, 3)
+    np.testing.assert_array_equal(crop, face_crop(frames[120], found, size=STUDIO_CROP_SIZE, grey=False))
+    assert not np.array_equal(crop, face_crop(frames[120], face, size=STUDIO_CROP_SIZE, grey=False))
 
 
 @pytest.mark.skipif(shipped_fallback_model() is None, reason="the shipped fallback image model is absent")

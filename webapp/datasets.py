@@ -14,7 +14,7 @@ import pandas as pd
 from ferlib.data.dataset import Dataset
 from ferlib.data.importers import import_image_folder, import_recordings
 from ferlib.data.splits import chunked_split
-from ferlib.data.tensors import import_dataset, prepare, split_prepared
+from ferlib.data.tensors import Prepared, import_dataset, prepare, split_prepared
 from ferlib.errors import InputError
 from ferlib.inputs import InputSpec, TensorSet
 from ferlib.store import Store
@@ -72,7 +72,7 @@ def folder_table(path: str, limit: int = 500, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def folder_inputs(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str]) -> dict:
-    """`ferlib.training.evaluate.evaluate` keyword arguments of a folder dataset (`Prepared.eval_inputs`):
-    labels of every image, data of the detected faces, detected_mask, poses."""
-    return prepare(df, spec, classes, drop_unknown=True, workers=1).eval_inputs()
+def folder_prepared(df: pd.DataFrame, spec: InputSpec, classes: Sequence[str], frontal: bool = False) -> Prepared:
+    """A folder dataset's model inputs (for `ferlib.training.evaluate.evaluate_prepared`), its large images'
+    faces cut as `predict` cuts them; frontal: turned faces frontalised, for a model with a turned-face expert."""
+    return prepare(df, spec, classes, drop_unknown=True, workers=1, framing="frontal" if frontal else None)

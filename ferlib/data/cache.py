@@ -35,7 +35,7 @@ from ferlib import locations
 from ferlib.errors import FerError, InputError
 from ferlib.faces import landmarks as lm
 from ferlib.faces import realign
-from ferlib.faces.crops import face_crop
+from ferlib.faces.crops import framed_crop, turned
 from ferlib.faces.detection import SMALL_SIDE
 from ferlib.faces.landmarks import LandmarkExtractor
 from ferlib.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
@@ -373,32 +373,49 @@ def _spawn_without_main():
 @dataclass
 class Crops:
     """Grey face crops row-aligned with a DataFrame: images (N, size, size) uint8; `cropped` is
-    False where the whole image was used (small tight crops, or no face found)."""
+    False where the whole image was used (small tight crops, or no face found); `frontal` is True where
+    the crop was frontalised (framing "frontal": the faces a frontalising model hands its turned-face expert);
+    `found` (the boxed framings; True everywhere for "landmarks") is False where `predict`'s face finding for
+    image models finds no face: neither face mesh nor the detector (a miss, which counts as wrong)."""
 
     images: np.ndarray
     cropped: np.ndarray
+    frontal: np.ndarray
+    found: np.ndarray
     n_cached: int = 0
+
+
+FRAMINGS = ("landmarks", "box", "frontal")
+"""extract_crops' framings of a found face (ferlib.faces.crops.framed_crop): on its landmarks (models that
+read landmarks too), on its detector box (image-only models: `InputSpec.box_framed`, as `predict` and Live
+cut them), or frontalised when turned 20 degrees or more and on the detector box otherwise (a model whose
+card names a turned-face expert)."""
 
 
 def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
                   landmarks: Extraction | None = None, resize_to: int | None = None,
                   cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                  **extract_kw: Any) -> Crops:
+                  framing: str = "landmarks", **extract_kw: Any) -> Crops:
     """Grey size x size face crops for image models, cached by content.
 
-    mode "image": the whole image resized (FER2013-like tight crops); "face": ferlib.faces.landmarks
-    .face_crop around the landmarks (from `landmarks`, else `extract_landmarks(df, **extract_kw)`),
-    the whole image where no face was found; "auto": "image" for images whose longer side is below
-    ferlib.faces.landmarks.SMALL_SIDE, else "face". `resize_to`: as in `extract_landmarks`.
+    mode "image": the whole image resized (FER2013-like tight crops); "face": the found face
+    (landmarks from `landmarks`, else `extract_landmarks(df, **extract_kw)`) cut by
+    ferlib.faces.crops.framed_crop as `framing` (FRAMINGS) says, the whole image where no face was found;
+    "auto": "image" for images whose longer side is below ferlib.faces.landmarks.SMALL_SIDE, else "face".
+    `resize_to`: as in `extract_landmarks`.
     """
     if mode not in ("auto", "image", "face"):
         raise InputError(f"crop mode {mode!r}: expected 'auto', 'image' or 'face'")
+    if framing not in FRAMINGS:
+        raise InputError(f"crop framing {framing!r}: expected one of {FRAMINGS}")
     if size < 1:
         raise InputError(f"crop size must be >= 1, got {size}")
     root = Path(cache_dir) if cache_dir else default_cache_dir("crops")
     lm_settings = extractor_settings(extract_kw.get("extractor_kwargs"), resize_to) if mode != "image" else None
-    store = ShardStore(_settings_dir(root, {"format": CACHE_FORMAT, "size": size, "mode": mode,
-                                            "resize_to": resize_to, "landmarks": lm_settings}))
+    settings = {"format": CACHE_FORMAT, "size": size, "mode": mode, "resize_to": resize_to, "landmarks": lm_settings}
+    if framing != "landmarks" and mode != "image":  # the landmark framing keeps the caches made before framings
+        settings.update(framing=framing, faces="as predict finds them")
+    store = ShardStore(_settings_dir(root, settings))
     index, arrays = store.load()
     rows = df.to_dict("records")
     payloads = [_payload(r) for r in rows]
@@ -406,6 +423,7 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     n = len(rows)
     images = np.zeros((n, size, size), np.uint8)
     cropped = np.zeros(n, bool)
+    frontal = np.zeros(n, bool)
     first_row: dict[str, int] = {}
     for i, k in enumerate(keys):
         if k not in index:
@@ -413,6 +431,8 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     use_face = {k: mode == "face" or (mode == "auto" and _longer_side(payloads[i], resize_to) >= SMALL_SIDE)
                 for k, i in first_row.items()}
     face_rows = [i for k, i in first_row.items() if use_face[k]]
+    all_rows = landmarks is not None  # given: row-aligned with df (small images' rows too)
+    lm_row: dict[int, int] = {}
     if landmarks is not None:
         if len(landmarks.detected) != n:
             raise InputError(f"extract_crops: landmarks for {len(landmarks.detected)} rows, DataFrame has {n}")
@@ -420,21 +440,56 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
     elif face_rows:
         landmarks = extract_landmarks(df.iloc[face_rows], resize_to=resize_to, progress=progress, **extract_kw)
         lm_row = {i: j for j, i in enumerate(face_rows)}
-    new: dict[str, tuple[np.ndarray, bool]] = {}
-    for k, i in tqdm(first_row.items(), desc="crops", unit="img", disable=not progress or not first_row):
-        img = _decode(payloads[i], resize_to, str(rows[i]["path"]))
-        j = lm_row[i] if use_face[k] else None
-        if j is not None and landmarks is not None and landmarks.detected[j]:
-            face = Face(landmarks=landmarks.landmarks[j], box=tuple(landmarks.box[j]), score=float(landmarks.score[j]))
-            new[k] = (face_crop(img, face, size=size, grey=True), True)
-        else:
-            new[k] = (resize_square(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), size), False)
+    boxed = framing != "landmarks" and mode != "image"
+    finder: LandmarkExtractor | None = None  # boxed: `predict`'s face finding for image models (no face mesh)
+    new: dict[str, tuple[np.ndarray, bool, bool, bool]] = {}
+    try:
+        for k, i in tqdm(first_row.items(), desc="crops", unit="img", disable=not progress or not first_row):
+            img = _decode(payloads[i], resize_to, str(rows[i]["path"]))
+            j = lm_row[i] if use_face[k] else (i if all_rows else None)
+            meshed = j is not None and landmarks is not None and bool(landmarks.detected[j])
+            face = None
+            if meshed and use_face[k]:
+                assert landmarks is not None and j is not None
+                face = Face(landmarks=landmarks.landmarks[j], box=tuple(landmarks.box[j]),
+                            score=float(landmarks.score[j]))
+            found = meshed
+            # boxed: find the face as `predict` does for image models when face mesh missed it on every
+            # detector box (the detector alone may find it), and when only the whole image was meshed (score
+            # 0, the landmarks' box: `predict` crops on a detector box if the detector finds one)
+            if boxed and (not meshed or (face is not None and face.score == 0.0)):
+                finder = finder or make_extractor({**DEFAULT_EXTRACTOR, **(extract_kw.get("extractor_kwargs") or {}),
+                                                   "mesh": False, "keep_unmeshed": True})
+                faces = finder.process(img)
+                found = found or bool(faces)
+                best = largest_face(faces)
+                if use_face[k] and best is not None and (face is None or best.score > 0.0):
+                    face = best
+            if face is not None:
+                front = framing == "frontal" and turned(face)
+                crop = framed_crop(img, face, size, frontal=framing == "frontal", on_box=framing == "box")
+                new[k] = (crop, True, front, found)
+            else:
+                new[k] = (resize_square(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), size), False, False, found)
+    finally:
+        if finder is not None:
+            finder.close()
+    # only the boxed framings' shards hold "frontal" and "found"
+    stored_front = arrays.get("frontal", np.zeros(len(index), bool))
+    stored_found = arrays.get("found", np.ones(len(index), bool))
+    found_rows = np.ones(n, bool)
     for i, k in enumerate(keys):
-        images[i], cropped[i] = new[k] if k in new else (arrays["images"][index[k]], arrays["cropped"][index[k]])
+        images[i], cropped[i], frontal[i], found_rows[i] = new[k] if k in new else (
+            arrays["images"][index[k]], arrays["cropped"][index[k]], stored_front[index[k]], stored_found[index[k]])
+    if not boxed:
+        found_rows[:] = True
     if new:
+        extra = ({"frontal": np.array([v[2] for v in new.values()], bool),
+                  "found": np.array([v[3] for v in new.values()], bool)} if boxed else {})
         store.write(list(new), images=np.stack([v[0] for v in new.values()]),
-                    cropped=np.array([v[1] for v in new.values()], bool))
-    return Crops(images=images, cropped=cropped, n_cached=n - sum(k in new for k in keys))
+                    cropped=np.array([v[1] for v in new.values()], bool), **extra)
+    return Crops(images=images, cropped=cropped, frontal=frontal, found=found_rows,
+                 n_cached=n - sum(k in new for k in keys))
 
 
 def _longer_side(payload: bytes | np.ndarray, resize_to: int | None) -> int:

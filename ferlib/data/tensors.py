@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ferlib.classes import canonical
-from ferlib.data.cache import detection_summary, extract_crops, extract_landmarks
+from ferlib.data.cache import Crops, detection_summary, extract_crops, extract_landmarks
 from ferlib.data.dataset import Dataset
 from ferlib.data.importers import (
     TARGET_PREFIX,
@@ -69,7 +69,11 @@ class Prepared:
     its neutral samples' normalised landmarks), None when the spec subtracts none.
     info: counts of dropped rows and where the data came from. targets: (N, C) float32 soft targets
     over `classes` (each row sums to 1) when the data carry label distributions (FER+'s ``t_<class>``
-    columns; rows of other sources get their one-hot label), else None.
+    columns; rows of other sources get their one-hot label), else None. frontal: (N,) bool, the rows
+    whose crop was frontalised (framing "frontal": a frontalising model's turned-face expert reads them),
+    None without crops. missed: (N,) bool, for image-only models (`InputSpec.box_framed`), the rows where
+    `predict`'s face finding finds no face (neither face mesh nor the detector): they train on the whole
+    image, and evaluation counts them as wrong (`evaluated`); None otherwise.
     """
 
     df: pd.DataFrame
@@ -84,9 +88,16 @@ class Prepared:
     baselines: dict[str, np.ndarray] | None = None
     info: dict = field(default_factory=dict)
     targets: np.ndarray | None = None
+    frontal: np.ndarray | None = None
+    missed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def evaluated(self) -> np.ndarray:
+        """(N,) bool: the rows evaluation reads (`detected`, less the `missed` ones)."""
+        return self.detected if self.missed is None else self.detected & ~self.missed
 
     @property
     def detection_rate(self) -> float:
@@ -101,7 +112,9 @@ class Prepared:
                        landmarks=self.landmarks[idx], face_found=self.face_found[idx],
                        detected=self.detected[idx], crops=None if self.crops is None else self.crops[idx],
                        poses=self.poses[idx], info=dict(self.info),
-                       targets=None if self.targets is None else self.targets[idx])
+                       targets=None if self.targets is None else self.targets[idx],
+                       frontal=None if self.frontal is None else self.frontal[idx],
+                       missed=None if self.missed is None else self.missed[idx])
 
     def tensor_set(self, mask=None) -> TensorSet:
         """TensorSet of the detected rows (and `mask`, (N,) bool), in row order."""
@@ -132,8 +145,8 @@ class Prepared:
         labels of every row, data = TensorSet of the detected ones, detected_mask, poses."""
         m = np.ones(len(self), bool) if mask is None else np.asarray(mask, bool)
         poses = self.poses[m]
-        return {"labels": self.labels[m], "data": self.tensor_set(m), "detected_mask": self.detected[m],
-                "poses": poses if np.isfinite(poses).any() else None}
+        return {"labels": self.labels[m], "data": self.tensor_set(m & self.evaluated),
+                "detected_mask": self.evaluated[m], "poses": poses if np.isfinite(poses).any() else None}
 
     def summary(self) -> pd.DataFrame:
         """Images / usable faces / misses / rate per split and label (ferlib.data.detection_summary)."""
@@ -196,15 +209,18 @@ def landmarks_of(data: Dataset | pd.DataFrame, resize_to=None, **extract_kw):
     return lm, found, ex
 
 
-def _crops(df: pd.DataFrame, ex, size: int, resize_to, extract_kw: dict) -> np.ndarray:
-    """Grey crops: stored crop PNGs resized whole (recordings), else extract_crops' auto mode (the
-    live pipeline's face_crop around the landmarks for large images, the image itself for small)."""
+def _crops(df: pd.DataFrame, ex, size: int, resize_to, extract_kw: dict, framing: str) -> Crops:
+    """Grey crops: stored crop PNGs resized whole (recordings), else extract_crops' auto mode (the found
+    face cut as `framing` says for large images, as the live pipeline cuts it; the image itself for small)."""
     if _is_recording(df):  # the studio's own crops: read, never copied into the cache
-        return np.stack([resize_square(cv2.cvtColor(read_image(str(p)), cv2.COLOR_BGR2GRAY), size)
-                         for p in df["path"]]) if len(df) else np.zeros((0, size, size), np.uint8)
+        crops = (np.stack([resize_square(cv2.cvtColor(read_image(str(p)), cv2.COLOR_BGR2GRAY), size)
+                           for p in df["path"]]) if len(df) else np.zeros((0, size, size), np.uint8))
+        return Crops(crops, cropped=np.zeros(len(df), bool), frontal=np.zeros(len(df), bool),
+                     found=np.ones(len(df), bool))
     root = extract_kw.get("cache_dir")
     return extract_crops(df, size=size, landmarks=ex, resize_to=resize_to, progress=extract_kw.get("progress", False),
-                         cache_dir=None if root is None else Path(root) / "crops").images
+                         cache_dir=None if root is None else Path(root) / "crops", framing=framing,
+                         extractor_kwargs=extract_kw.get("extractor_kwargs"))
 
 
 def _poses(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -236,7 +252,8 @@ def _neutral_baselines(df: pd.DataFrame, lm: np.ndarray, found: np.ndarray, spec
 
 def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str], *, resize_to: int | None = None,
             baseline=None, drop_unknown: bool = False, workers: int | None = None,
-            cache_dir=None, progress: bool = False, callback=None, extractor_kwargs: dict | None = None) -> Prepared:
+            cache_dir=None, progress: bool = False, callback=None, extractor_kwargs: dict | None = None,
+            framing: str | None = None) -> Prepared:
     """Labels, landmarks, detected mask, crops and poses of every row of a Dataset (or bare DataFrame).
 
     Rows whose label is not in `classes`: InputError naming them, or dropped with `drop_unknown`
@@ -249,6 +266,9 @@ def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str
     `landmarks/` and `crops/` hold the caches (default `ferlib.data.default_cache_dir`).
     extractor_kwargs: LandmarkExtractor options of the extraction (e.g. ``{"keypoint_model": PATH}``,
     the keypoint-aligned retry of misses, ferlib.faces.realign).
+    framing: how a face found in a large image is cropped (ferlib.data.cache.FRAMINGS); default: on its
+    detector box for image-only models (`InputSpec.box_framed`), else on its landmarks, as `predict` cuts
+    them; "frontal" for a model whose card names a turned-face expert (`Prepared.frontal`).
     """
     classes = tuple(canonical(c) for c in classes)
     ds = Dataset.of(data)
@@ -268,7 +288,12 @@ def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str
     extract_kw = {"workers": workers, "cache_dir": cache_dir, "progress": progress, "callback": callback}
     lm, found, ex = landmarks_of(ds.with_table(df), resize_to, extractor_kwargs=extractor_kwargs, **extract_kw)
     info["errors"] = ex.errors if ex is not None else {}
-    crops = _crops(df, ex, spec.image_size, resize_to, extract_kw) if spec.needs_crops else None
+    crops = frontal = missed = None
+    if spec.needs_crops:
+        framing = framing or ("box" if spec.box_framed else "landmarks")
+        got = _crops(df, ex, spec.image_size, resize_to, {**extract_kw, "extractor_kwargs": extractor_kwargs}, framing)
+        crops, frontal = got.images, got.frontal
+        missed = ~got.found if spec.box_framed else None
     detected = found.copy() if spec.needs_landmarks else np.ones(len(df), bool)
     baselines = None
     if spec.subtract_baseline:
@@ -280,7 +305,7 @@ def prepare(data: Dataset | pd.DataFrame, spec: InputSpec, classes: Sequence[str
             baselines = _neutral_baselines(df, lm, found, spec)
     return Prepared(df=df, spec=spec, classes=classes, labels=labels, landmarks=lm, face_found=found,
                     detected=detected, crops=crops, poses=_poses(df, lm, found), baselines=baselines, info=info,
-                    targets=soft_targets(df, labels, classes))
+                    targets=soft_targets(df, labels, classes), frontal=frontal, missed=missed)
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -324,10 +349,15 @@ def concat_prepared(parts: Sequence[Prepared]) -> Prepared:
     if any(p.targets is not None for p in parts):  # hard-label parts join as one-hot rows
         targets = np.concatenate([p.targets if p.targets is not None else one_hot(p.labels, len(first.classes))
                                   for p in parts])
+    frontal = (None if first.crops is None else
+               np.concatenate([p.frontal if p.frontal is not None else np.zeros(len(p), bool) for p in parts]))
+    missed = None if first.missed is None else np.concatenate(
+        [p.missed if p.missed is not None else np.zeros(len(p), bool) for p in parts])
     return Prepared(df=df, spec=first.spec, classes=first.classes, labels=cat("labels"), landmarks=cat("landmarks"),
                     face_found=cat("face_found"), detected=cat("detected"),
                     crops=None if first.crops is None else cat("crops"), poses=cat("poses"),
-                    baselines=baselines, info={"parts": [p.info for p in parts]}, targets=targets)
+                    baselines=baselines, info={"parts": [p.info for p in parts]}, targets=targets, frontal=frontal,
+                    missed=missed)
 
 
 def split_prepared(prepared: Prepared, df: pd.DataFrame | None = None) -> dict[str, Prepared]:

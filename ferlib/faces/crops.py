@@ -77,20 +77,28 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
-def model_crop(bgr: np.ndarray, face: Face, size: int = 48, frontal: bool = False) -> np.ndarray:
-    """The grey crop an image model sees: the whole image when its longer side is under SMALL_SIDE
+def model_crop(bgr: np.ndarray, face: Face, size: int = 48, frontal: bool = False, on_box: bool = False) -> np.ndarray:
+    """The grey crop a model sees: the whole image when its longer side is under SMALL_SIDE
     px (it is a face crop, e.g. FER2013: image models are trained on such images whole, by
-    ferlib.data.cache.extract_crops), else `face_crop`. frontal: a `turned` face gets `frontal_crop`
-    (framed with its detector box), and every other face is framed on its detector box
-    (`face.box`), landmarks or not."""
+    ferlib.data.cache.extract_crops), else `face_crop`. on_box: frame the face on its detector box
+    (`face.box`), landmarks or not (an image-only model: `InputSpec.box_framed`); else on its landmarks
+    where it has them. frontal: a `turned` face gets `frontal_crop` (framed with its detector box), and
+    every other face is framed on its detector box."""
     bgr = ensure_bgr(bgr, name="frame")
     if max(bgr.shape[:2]) < SMALL_SIDE:
         return resize_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), size)
-    if not frontal:
-        return face_crop(bgr, face, size=size, grey=True)
-    if face.landmarks is not None and turned(face):
+    return framed_crop(bgr, face, size, frontal=frontal, on_box=on_box)
+
+
+def framed_crop(bgr: np.ndarray, face: Face, size: int = 48, frontal: bool = False, on_box: bool = False) -> np.ndarray:
+    """`model_crop`'s grey face crop of a face in any image (no whole-image rule): frontalised when
+    `frontal` and the face is `turned`, else framed on its detector box when `frontal` or `on_box`, else on
+    its landmarks where it has them."""
+    if frontal and face.landmarks is not None and turned(face):
         return frontal_crop(bgr, face.landmarks, size=size, grey=True, pose=face.pose, box=face.box)
-    return face_crop(bgr, replace(face, landmarks=None), size=size, grey=True)
+    if frontal or on_box:
+        face = replace(face, landmarks=None)
+    return face_crop(bgr, face, size=size, grey=True)
 
 
 def turned(face: Face) -> bool:

@@ -159,6 +159,19 @@ class LandmarkExtractor:
                 f.pose = face_pose(f.landmarks)
         return faces
 
+    def detector_box(self, bgr: np.ndarray, face: Face) -> tuple[float, float, float, float] | None:
+        """The detector's box of `face` in this frame: the detection that overlaps its box most (IoU of at
+        least TRACK_IOU), None when none does. Image models crop a face on its detector box
+        (ferlib.faces.crops.model_crop); a face of the tracking path carries its landmarks' box instead, so
+        the Studio asks for this one when it stores a sample's crop."""
+        bgr = ensure_bgr(bgr, name="frame")
+        h, w = bgr.shape[:2]
+        if self._detector is None or max(h, w) < SMALL_SIDE:
+            return None
+        dets = self._detector.detect(bgr)
+        pairs = greedy_match([face.box], [d.box for d in dets])
+        return clip_box(dets[pairs[0][1]].box, w, h) if pairs else None
+
     def mesh_faces(self, bgr: np.ndarray, faces: list[Face], pose: bool = True) -> None:
         """Mesh, in place, the detector box of each face of this frame that has no landmarks (the face
         mesh of one box, no retry; a face it cannot read keeps none); pose: fill in their `Face.pose`."""

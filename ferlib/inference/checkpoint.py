@@ -232,5 +232,12 @@ def card_spec(card: dict) -> InputSpec:
     return InputSpec.from_dict(card["input"])
 
 
-__all__ = ["FORMAT", "VERSION", "card_spec", "check_canonical_face", "checkpoint_paths", "existing_checkpoint",
-           "load_checkpoint", "make_card", "read_checkpoint", "save_checkpoint", "base_of", "WEIGHT_BOUND_KEYS"]
+def card_tta_flip(card: dict) -> bool:
+    """Whether the card's figures were measured with flip averaging (its training config's `tta_flip`):
+    `predict`, Live, the Evaluate page and personal training read the model that way."""
+    return bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
+
+
+__all__ = ["FORMAT", "VERSION", "card_spec", "card_tta_flip", "check_canonical_face", "checkpoint_paths",
+           "existing_checkpoint", "load_checkpoint",
+           "make_card", "read_checkpoint", "save_checkpoint", "base_of", "WEIGHT_BOUND_KEYS"]

@@ -20,7 +20,7 @@ import torch
 from ferlib.errors import InputError, ModelFileError
 from ferlib.faces.crops import model_crop, turned
 from ferlib.faces.landmarks import LandmarkExtractor, face_pose
-from ferlib.inference.checkpoint import MODELS_DIR, existing_checkpoint
+from ferlib.inference.checkpoint import MODELS_DIR, card_tta_flip, existing_checkpoint
 from ferlib.inference.keypoints import load_realigner
 from ferlib.inference.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Runner, load_runner
 from ferlib.inputs import InputSpec, Mirror, build_batch
@@ -233,7 +233,7 @@ class Pipeline:
         self.spec: InputSpec = self.runner.spec or InputSpec.from_dict(self.card["input"])
         self.backend: str = self.runner.backend
         if tta_flip is None:  # as the card's figures were measured
-            tta_flip = bool(self.card.get("training", {}).get("config", {}).get("tta_flip", False))
+            tta_flip = card_tta_flip(self.card)
         self._mirror = Mirror(self.spec) if tta_flip else None
         self.flip_max_faces = flip_max_faces
         self.name = self.card.get("name") or (self.model_path.stem if self.model_path else self.card["model"]["name"])
@@ -241,7 +241,7 @@ class Pipeline:
         mesh = self.needs_mesh if mesh is None else bool(mesh)
         # frontalised crops are for image models (a hybrid model's heatmaps follow the plain crop) whose
         # faces are found box first: the others are framed on the detector box, as without it
-        image_model = self.spec.needs_crops and not self.needs_mesh
+        image_model = self.spec.box_framed
         if frontalize is None:
             frontalize = bool(self.card.get("turned_expert"))
         mesh_max = (0 if not (frontalize and image_model) else
@@ -330,7 +330,8 @@ class Pipeline:
             if len(points) < len(faces):
                 raise InputError(f"{self.name} needs landmarks: a face without them (path 'box') cannot go in")
             lm = np.stack(points)
-        crops = (np.stack([model_crop(bgr, f, size=self.spec.image_size, frontal=frontal) for f in faces])
+        crops = (np.stack([model_crop(bgr, f, size=self.spec.image_size, frontal=frontal, on_box=self.spec.box_framed)
+                           for f in faces])
                  if self.spec.needs_crops else None)
         base = self.baseline if self.spec.subtract_baseline else None
         if self.spec.subtract_baseline and base is None:

@@ -71,6 +71,14 @@ class InputSpec:
         return any(k in self.keys for k in ("image", "patches")) or (
             "stratum" in self.keys and bool(self.clarity_edges))
 
+    @property
+    def box_framed(self) -> bool:
+        """Whether the model's face crops are framed on the face's detector box (`model_crop(on_box=True)`):
+        image-only models, which learn tight crops framed as a face detector frames them (FER2013), so
+        `predict`, Live, training and evaluation all cut those. Models that read landmarks too frame on the
+        landmarks (a hybrid's heatmaps follow that crop)."""
+        return self.needs_crops and not (self.needs_landmarks or self.subtract_baseline)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -181,6 +181,43 @@ def evaluate(source, labels=None, classes=FER7, *, data: TensorSet | None = None
     return metrics
 
 
+def read_prepared(model, prepared, *, tta_flip: bool = False, expert=None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (D, C), read by the expert (D,) bool) of the D evaluated rows of a prepared dataset
+    (ferlib.data.tensors.Prepared), each face read as `predict` reads it: with a turned-face `expert` (a
+    model or Runner with the same classes), the rows whose crop was frontalised (`prepared.frontal`,
+    framing "frontal") are read by it and the others by `model`."""
+    data = prepared.eval_inputs()["data"]
+    probs = predict_outputs(model, data, tta_flip=tta_flip).numpy()
+    theirs = np.zeros(len(probs), bool)
+    if expert is None:
+        return probs, theirs
+    if prepared.frontal is None:
+        raise InputError("a turned-face expert reads frontalised crops: prepare the data with framing='frontal'")
+    theirs = prepared.frontal[prepared.evaluated]
+    rows = np.flatnonzero(theirs)
+    if len(rows):
+        out = predict_outputs(expert, data.subset(rows), tta_flip=tta_flip).numpy()
+        if out.shape[1] != probs.shape[1]:
+            raise InputError(f"the turned-face expert gives {out.shape[1]} classes, the model {probs.shape[1]}")
+        probs[rows] = out
+    return probs, theirs
+
+
+def evaluate_prepared(model, prepared, *, tta_flip: bool = False, expert=None) -> dict:
+    """`evaluate` (misses count as wrong, accuracy per pose bin) of a prepared dataset read as `predict`
+    reads it (`read_prepared`); with an expert, metrics["turned_expert"] = {"model", "faces"} says which
+    model read how many faces."""
+    inputs = prepared.eval_inputs()
+    if expert is None:
+        return evaluate(model, classes=prepared.classes, tta_flip=tta_flip, **inputs)
+    probs, theirs = read_prepared(model, prepared, tta_flip=tta_flip, expert=expert)
+    inputs.pop("data")
+    metrics = evaluate(probs, classes=prepared.classes, **inputs)
+    metrics["turned_expert"] = {"model": str(getattr(expert, "name", None) or type(expert).__name__),
+                                "faces": int(theirs.sum())}
+    return metrics
+
+
 def save_metrics(metrics: dict, path) -> Path:
     """Write metrics JSON atomically."""
     path = Path(path)

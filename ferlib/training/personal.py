@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ferlib.errors import InputError
-from ferlib.inference.checkpoint import base_of, card_spec, read_checkpoint
+from ferlib.inference.checkpoint import base_of, card_spec, card_tta_flip, read_checkpoint
 from ferlib.inputs import Augmenter, Mirror, TensorSet
 from ferlib.models.registry import FerModel
 from ferlib.training.train import TrainConfig, train
@@ -249,7 +249,7 @@ def adapt_model(model: FerModel, data: TensorSet, classes, config: AdaptConfig |
 
 def personal_card(base_card: dict, config: AdaptConfig, report: dict) -> dict:
     """The personal model's card: the base card with what it was adapted from and how."""
-    tta = bool(base_card.get("training", {}).get("config", {}).get("tta_flip", False))
+    tta = card_tta_flip(base_card)
     return {**base_of(base_card),
             "training": {"config": {"tta_flip": tta},  # the Pipeline flips as the base was measured
                          "personal": {"config": config.to_dict(), "report": report},

@@ -37,6 +37,7 @@ from ferlib.data.tensors import Prepared, concat_prepared, dataset_sha256, prepa
 from ferlib.errors import InputError
 from ferlib.inference.checkpoint import (
     card_spec,
+    card_tta_flip,
     make_card,
     read_checkpoint,
     save_checkpoint,
@@ -215,7 +216,7 @@ def teacher_targets(teacher, data: TrainingData, classes: Sequence[str], student
     missing = [c for c in classes if c not in tclasses]
     if missing:
         raise InputError(f"teacher {teacher} has classes {tclasses}; it has no {missing}")
-    tta = bool(card.get("training", {}).get("config", {}).get("tta_flip", False))
+    tta = card_tta_flip(card)
     progress.log(f"teacher {card['model']['name']} ({path}; flip TTA {tta}): preparing its inputs")
     tt = training_splits(prepare_data(data, card_spec(card), classes, options, progress))["train"]
     if len(tt) != len(student_train) or not np.array_equal(tt.df["path"].astype(str).to_numpy(),
