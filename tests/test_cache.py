@@ -120,6 +120,17 @@ def test_shards_survive_a_corrupt_shard(tmp_path, dataset):
     assert res.n_extracted == 1 and res.n_cached == 2
 
 
+def test_an_array_some_shards_lack_is_left_out(tmp_path):
+    """Shards written by another version may lack an array: it is left out, never misaligned with the keys."""
+    from ferlib.data.cache import ShardStore
+
+    store = ShardStore(tmp_path)
+    store.write(["a", "b"], images=np.zeros((2, 2)))
+    store.write(["c"], images=np.ones((1, 2)), frontal=np.array([True]))
+    index, arrays = store.load()
+    assert index == {"a": 0, "b": 1, "c": 2} and set(arrays) == {"images"} and arrays["images"].shape == (3, 2)
+
+
 def test_cancel_from_callback_keeps_finished_work(tmp_path, dataset):
     df = import_image_folder(dataset).table
 

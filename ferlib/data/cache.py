@@ -104,7 +104,8 @@ class ShardStore:
             return {}, {}
         all_keys = np.concatenate(keys)
         index = {str(k): i for i, k in enumerate(all_keys)}  # later shards win on duplicates
-        return index, {k: np.concatenate(v) for k, v in arrays.items()}
+        # an array some shards lack (written by another version) is left out, never misaligned
+        return index, {k: np.concatenate(v) for k, v in arrays.items() if len(v) == len(keys)}
 
     def write(self, keys: list[str], **arrays: np.ndarray) -> Path:
         """Write one shard atomically; returns its path."""
@@ -475,8 +476,9 @@ def extract_crops(df: pd.DataFrame, size: int = 48, *, mode: str = "auto",
         if finder is not None:
             finder.close()
     # only the boxed framings' shards hold "frontal" and "found"
-    stored_front = arrays.get("frontal", np.zeros(len(index), bool))
-    stored_found = arrays.get("found", np.ones(len(index), bool))
+    stored = len(arrays["images"]) if arrays else 0  # shard rows (a key written twice has two)
+    stored_front = arrays.get("frontal", np.zeros(stored, bool))
+    stored_found = arrays.get("found", np.ones(stored, bool))
     found_rows = np.ones(n, bool)
     for i, k in enumerate(keys):
         images[i], cropped[i], frontal[i], found_rows[i] = new[k] if k in new else (
