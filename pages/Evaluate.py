@@ -1,4 +1,6 @@
 """Evaluate: metrics, confusion matrices, per-class report and per-pose accuracy of one or two models."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -62,7 +64,10 @@ def _run(choice) -> dict:
     model, card = load_model(choice.path)
     spec, classes, tta = card_spec(card), list(card["classes"]), card_tta_flip(card)
     if source == "Studio sessions":
-        return evaluate(model, classes=classes, tta_flip=tta, **_studio_inputs(spec, classes))
+        metrics = evaluate(model, classes=classes, tta_flip=tta, **_studio_inputs(spec, classes))
+        if spec.box_framed and turned_expert_of(card) is not None:  # Live would hand turned faces to it
+            metrics["turned_expert"] = {"model": Path(str(turned_expert_of(card))).stem, "faces": None}
+        return metrics
     expert_path = turned_expert_of(card) if spec.box_framed else None
     prepared = folder_prepared(folder_table(folder, int(limit)), spec, classes, frontal=expert_path is not None)
     expert = None if expert_path is None else load_model(str(expert_path))[0]
@@ -88,7 +93,17 @@ if results:
     table = pd.DataFrame([{"model": k, "samples": m["n"], "detection rate": m["detection_rate"],
                            "accuracy": m["accuracy"], "macro F1": m["macro_f1"],
                            "accuracy (misses wrong)": m["accuracy_all"]} for k, m in results.items()])
+    experts = {k: m["turned_expert"] for k, m in results.items() if m.get("turned_expert")}
+    if experts:
+        table["turned faces read by the expert"] = [
+            "" if k not in experts else "not here" if experts[k]["faces"] is None else str(experts[k]["faces"])
+            for k in results]
     st.dataframe(table, hide_index=True, key="eval_table", width="stretch")
+    if experts:
+        st.caption("In Live and `ferlib predict` this model hands a face turned 20° or more to its turned-face "
+                   "expert, frontalised. A folder's images are read the same way here. Studio samples are read "
+                   "from their stored crops, plain, by the model alone (\"not here\"): its figures on turned "
+                   "faces can differ from what Live shows.")
     n = min(int(m["n"]) for m in results.values())
     note = ui.few_samples_note(n, st.session_state.get("eval_what", "samples"))
     if note:

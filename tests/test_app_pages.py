@@ -555,7 +555,9 @@ def test_evaluate_on_a_folder_dataset(store, clip_faces, streamer, tmp_path, mon
     assert at.selectbox(key="eval_model_2").value.label.startswith("shipped: ")
     at.button(key="eval_run").click().run()
     assert not at.exception and not at.error
-    assert list(at.dataframe[0].value["samples"]) == [7, 7]
+    table = at.dataframe[0].value
+    assert list(table["samples"]) == [7, 7]
+    assert list(table["turned faces read by the expert"]) == ["", "0"]  # the clip's faces look at the camera
 
 
 def test_train_defaults_fine_tune_the_shipped_default_on_every_session(store, clip_faces, streamer):
