@@ -322,7 +322,7 @@ def cmd_evaluate(args) -> int:
         raise InputError(f"turned-face expert {runner.name} lacks the classes of {model.name} {classes}")
     metrics = evaluate_prepared(model, prep, tta_flip=args.tta, expert=runner)
     if regions:
-        data = prep.tensor_set()
+        data = prep.eval_inputs()["data"]  # the faces the metrics above read
         metrics["occlusion"] = {r: occlusion_test(model, spec, data, region=r) for r in regions}
     metrics.update({"checkpoint": str(args.checkpoint), "backend": model.backend,
                     "dataset": df.root, "kind": df.kind,
