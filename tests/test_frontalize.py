@@ -210,3 +210,45 @@ def test_evaluate_reads_large_images_as_predict_does(tmp_path, face_frame):
     assert metrics["turned_expert"] == {"model": load_runner(expert_path).name, "faces": 2}
     labels = prep.df["label"].astype(str).to_numpy()
     assert metrics["accuracy_all"] == pytest.approx(np.mean(np.array(classes)[theirs.argmax(1)] == labels))
+
+
+def test_evaluate_frames_a_plain_image_model_as_predict_does(tmp_path, face_frame):
+    """An image model without a turned-face expert: `prepare` crops a large image's face on its detector box,
+    as `predict` does, and an image where nobody finds a face is a miss in both (it used to be read whole)."""
+    import cv2
+
+    from ferlib.data.importers import import_image_folder
+    from ferlib.data.tensors import prepare
+    from ferlib.faces.frontalize import turn_face
+    from ferlib.inference.checkpoint import card_spec, card_tta_flip
+    from ferlib.inference.pipeline import Pipeline
+    from ferlib.inference.predict import predict
+    from ferlib.inference.runtime import load_runner
+    from ferlib.training.evaluate import evaluate_prepared, read_prepared
+    from tests.helpers import ROOT
+
+    frame, face = face_frame
+    images = {"happy/front.png": frame, "sad/left60.png": turn_face(frame, face.landmarks.astype(np.float64), 60.0),
+              "sad/blank.png": np.full((360, 640, 3), 90, np.uint8)}
+    for name, img in images.items():
+        (tmp_path / "set" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "set" / name), img)
+    model = load_runner(ROOT / "models" / "image_cnn_fer2013")
+    spec, classes, tta = card_spec(model.card), list(model.card["classes"]), card_tta_flip(model.card)
+    assert spec.box_framed
+    with Pipeline(ROOT / "models" / "image_cnn_fer2013", mode="static") as pipe:
+        assert not pipe.frontalize
+        table = predict([tmp_path / "set"], pipe).table
+    prep = prepare(import_image_folder(tmp_path / "set"), spec, classes, cache_dir=tmp_path / "cache", workers=1)
+    names = prep.df["path"].map(lambda p: "/".join(str(p).split("/")[-2:])).to_numpy()
+    assert prep.missed is not None and list(names[prep.missed]) == ["sad/blank.png"]
+    assert prep.detected.all()  # training still reads every row (the miss whole)
+    probs, by_expert = read_prepared(model, prep, tta_flip=tta)
+    assert not by_expert.any() and len(probs) == 2
+    ours = table.assign(name=table["source"].map(lambda p: "/".join(p.split("/")[-2:]))).set_index("name")
+    assert ours.loc["sad/blank.png", "detected"] == 0
+    found = names[prep.evaluated]
+    np.testing.assert_allclose(probs, ours.loc[list(found), [f"p_{c}" for c in classes]].to_numpy(),
+                               rtol=1e-4, atol=1e-5)
+    metrics = evaluate_prepared(model, prep, tta_flip=tta)
+    assert metrics["n"] == 3 and metrics["n_detected"] == 2
