@@ -26,6 +26,7 @@ import pandas as pd
 
 from ferlib.classes import canonical  # noqa: E402
 from ferlib.fsutil import emit_report  # noqa: E402
+from ferlib.training.evaluate import macro_f1  # noqa: E402 (one definition: ferlib evaluate's)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,19 +39,16 @@ def score(df: pd.DataFrame, classes: list[str]) -> dict:
     found = df["detected"] == 1
     right = found & (df["label"] == df["true"])
     recall = {c: float(right[df["true"] == c].mean()) for c in classes if (df["true"] == c).any()}
-    f1s = []
-    for c in recall:
-        tp = int((right & (df["true"] == c)).sum())
-        fp = int((found & (df["label"] == c) & (df["true"] != c)).sum())
-        fn = int((df["true"] == c).sum()) - tp
-        f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+    index = {c: i for i, c in enumerate(classes)}
+    y = df["true"].map(index).to_numpy(int)
+    pred = np.where(found, df["label"].map(lambda c: index.get(c, -1)), -1).astype(int)
     # a class-balanced test built from the set: each true class weighs the same, so a class's
     # predicted share is the mean over true classes of how often it is predicted (K x that = ratio)
     balanced = {c: round(float(len(recall) * np.mean([(found & (df["label"] == c))[df["true"] == k].mean()
                                                        for k in recall])), 3) for c in recall}
     return {"images": n, "found": float(found.mean()), "accuracy_all": float(right.mean()),
             "accuracy_found": float(right[found].mean()) if found.any() else float("nan"),
-            "macro_f1_all": float(np.mean(f1s)) if f1s else float("nan"), "recall": recall,
+            "macro_f1_all": macro_f1(y, pred, len(classes)) if n else float("nan"), "recall": recall,
             "balanced_predicted_over_true_share": balanced,
             "path": df.loc[found, "path"].value_counts().to_dict()}
 
