@@ -27,7 +27,7 @@ from ferlib.inference.checkpoint import base_of, read_checkpoint, save_checkpoin
 from ferlib.models.resnet import ResNet18Attention, widen  # noqa: E402
 
 
-def widen_checkpoint(ref, out, factor: int = 2, noise: float = 0.01, seed: int = 0) -> dict:
+def widen_checkpoint(ref, out, factor: float = 2, noise: float = 0.01, seed: int = 0) -> dict:
     """Read the checkpoint `ref`, widen it by `factor` and save it at `out`; returns the new card."""
     path, model, card = read_checkpoint(ref)
     if not isinstance(model, ResNet18Attention):
@@ -50,7 +50,7 @@ def widen_checkpoint(ref, out, factor: int = 2, noise: float = 0.01, seed: int =
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a resnet18_attention checkpoint (.json/.safetensors) or shipped name")
-    p.add_argument("--factor", type=int, default=2, help="width multiplier (default 2: width 16 -> 32)")
+    p.add_argument("--factor", type=float, default=2, help="width multiplier (default 2: width 16 -> 32; 1.5: 32 -> 48)")
     p.add_argument("--noise", type=float, default=0.01,
                    help="symmetry-breaking noise, a fraction of each weight tensor's std (0 = exact copy)")
     p.add_argument("--seed", type=int, default=0)

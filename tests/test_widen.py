@@ -28,7 +28,7 @@ def _trained_like(width=8, seed=0):
     return m.eval()
 
 
-@pytest.mark.parametrize("factor", [2, 3])
+@pytest.mark.parametrize("factor", [2, 3, 1.5])
 def test_widen_keeps_the_function_and_adds_capacity(factor):
     m = _trained_like()
     w = widen(m, factor).eval()
@@ -36,7 +36,7 @@ def test_widen_keeps_the_function_and_adds_capacity(factor):
     with torch.no_grad():
         torch.testing.assert_close(w(x), m(x), rtol=1e-4, atol=1e-4)
     assert w.hparams["width"] == 8 * factor and w.registry_name == "resnet18_attention"
-    assert count_parameters(w) > 3 * count_parameters(m)
+    assert count_parameters(w) > 0.9 * factor ** 2 * count_parameters(m)
 
 
 def test_widen_noise_breaks_the_copies_but_stays_close():
@@ -55,6 +55,8 @@ def test_widen_refuses_other_models_and_bad_factors():
         widen(create_model("image_cnn", num_classes=7), 2)
     with pytest.raises(ValueError):
         widen(_trained_like(), 0)
+    with pytest.raises(ValueError):  # width 8 * 1.3 is not whole
+        widen(_trained_like(), 1.3)
 
 
 def test_widen_script_writes_a_checkpoint_finetune_reads(tmp_path):

@@ -64,19 +64,21 @@ class ResNet18Attention(FerModel):
         return self.head(self.features(batch["image"]))
 
 
-def widen(model: ResNet18Attention, factor: int = 2, noise: float = 0.0, seed: int = 0) -> ResNet18Attention:
+def widen(model: ResNet18Attention, factor: float = 2, noise: float = 0.0, seed: int = 0) -> ResNet18Attention:
     """A `factor`-times wider copy of `model` that computes the same function (Net2WiderNet, Chen et al.
     2016): every new channel copies an old one (new channel j copies old channel j mod C), and the
     weights that read a copied channel are divided by its number of copies, so every activation, and
-    the output, stays as it was in eval mode. `noise` (a fraction of each weight tensor's standard
+    the output, stays as it was in eval mode. `factor` >= 1 need not be whole (width 32 -> 48: 1.5) as long
+    as the new width is. `noise` (a fraction of each weight tensor's standard
     deviation, seeded) breaks the copies' symmetry for the training that follows; 0 keeps the function
     exact. The copy starts a longer fine-tune with more capacity than the trained model it came from."""
     if not isinstance(model, ResNet18Attention):
         raise TypeError(f"widen takes a resnet18_attention model, got {type(model).__name__}")
-    if not (isinstance(factor, int) and factor >= 1):
-        raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
     hp = dict(model.hparams)
-    wide = cast(ResNet18Attention, create_model("resnet18_attention", **{**hp, "width": hp["width"] * factor}))
+    width = hp["width"] * factor if isinstance(factor, (int, float)) and not isinstance(factor, bool) else None
+    if width is None or factor < 1 or width != int(width):
+        raise ValueError(f"factor must be >= 1 and make a whole width (width {hp['width']}), got {factor!r}")
+    wide = cast(ResNet18Attention, create_model("resnet18_attention", **{**hp, "width": int(width)}))
     gen = torch.Generator().manual_seed(seed)
     old_modules = dict(model.named_modules())
     with torch.no_grad():
