@@ -313,13 +313,11 @@ def cmd_evaluate(args) -> int:
             raise InputError(f"dataset {args.data[0]} has no {args.split!r} rows (splits: {present}); "
                              "choose another --split or --split all")
         df = df.with_table(df.table[df.table["split"] == args.split].reset_index(drop=True))
-    expert = None if args.no_frontalize or not spec.box_framed else turned_expert_of(card)
+    expert = None if args.no_frontalize else turned_expert_of(card)
     prep = prepare(df, spec, classes, drop_unknown=args.drop_unknown, workers=args.workers,
                    cache_dir=args.cache_dir, progress=True, extractor_kwargs=_extractor_kwargs(args),
                    framing="frontal" if expert is not None else None)
     runner = None if expert is None else load_runner(expert, backend=args.backend, threads=args.threads)
-    if runner is not None and list((runner.card or {}).get("classes", [])) != classes:
-        raise InputError(f"turned-face expert {runner.name} lacks the classes of {model.name} {classes}")
     metrics = evaluate_prepared(model, prep, tta_flip=args.tta, expert=runner)
     if regions:
         data = prep.eval_inputs()["data"]  # the faces the metrics above read

@@ -63,12 +63,12 @@ def _run(choice) -> dict:
     turned-face expert a card names). Studio samples are read from their stored crops."""
     model, card = load_model(choice.path)
     spec, classes, tta = card_spec(card), list(card["classes"]), card_tta_flip(card)
+    expert_path = turned_expert_of(card)
     if source == "Studio sessions":
         metrics = evaluate(model, classes=classes, tta_flip=tta, **_studio_inputs(spec, classes))
-        if spec.box_framed and turned_expert_of(card) is not None:  # Live would hand turned faces to it
-            metrics["turned_expert"] = {"model": Path(str(turned_expert_of(card))).stem, "faces": None}
+        if expert_path is not None:  # Live would hand turned faces to it
+            metrics["turned_expert"] = {"model": Path(str(expert_path)).stem, "faces": None}
         return metrics
-    expert_path = turned_expert_of(card) if spec.box_framed else None
     prepared = folder_prepared(folder_table(folder, int(limit)), spec, classes, frontal=expert_path is not None)
     expert = None if expert_path is None else load_model(str(expert_path))[0]
     return evaluate_prepared(model, prepared, tta_flip=tta, expert=expert)

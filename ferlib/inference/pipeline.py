@@ -99,9 +99,10 @@ FALLBACK_MODEL = "resnet18_attention_fer2013_long"
 
 def turned_expert_of(card: dict) -> Path | None:
     """Card path of the shipped model a card names as its `turned_expert`, or None: the image model that
-    reads the faces it would frontalise (`ferlib.faces.crops.turned`), trained on such faces."""
+    reads the faces it would frontalise (`ferlib.faces.crops.turned`), trained on such faces. Only an
+    image-only model (`InputSpec.box_framed`) frontalises, so the others have none."""
     name = card.get("turned_expert")
-    if not name:
+    if not name or "input" not in card or not InputSpec.from_dict(card["input"]).box_framed:
         return None
     if not isinstance(name, str) or Path(name).name != name:
         raise ModelFileError(f"card's turned_expert must be a shipped model's name, got {name!r}")

@@ -186,11 +186,14 @@ def read_prepared(model, prepared, *, tta_flip: bool = False, expert=None) -> tu
     (ferlib.data.tensors.Prepared), each face read as `predict` reads it: with a turned-face `expert` (a
     model or Runner with the same classes), the rows whose crop was frontalised (`prepared.frontal`,
     framing "frontal") are read by it and the others by `model`."""
-    data = prepared.eval_inputs()["data"]
+    return _read(model, prepared, prepared.eval_inputs()["data"], tta_flip, expert)
+
+
+def _read(model, prepared, data: TensorSet, tta_flip: bool, expert) -> tuple[np.ndarray, np.ndarray]:
+    """`read_prepared` of `data`, the TensorSet of `prepared`'s evaluated rows."""
     probs = predict_outputs(model, data, tta_flip=tta_flip).numpy()
-    theirs = np.zeros(len(probs), bool)
     if expert is None:
-        return probs, theirs
+        return probs, np.zeros(len(probs), bool)
     if prepared.frontal is None:
         raise InputError("a turned-face expert reads frontalised crops: prepare the data with framing='frontal'")
     theirs = prepared.frontal[prepared.evaluated]
@@ -198,7 +201,8 @@ def read_prepared(model, prepared, *, tta_flip: bool = False, expert=None) -> tu
     if len(rows):
         out = predict_outputs(expert, data.subset(rows), tta_flip=tta_flip).numpy()
         if out.shape[1] != probs.shape[1]:
-            raise InputError(f"the turned-face expert gives {out.shape[1]} classes, the model {probs.shape[1]}")
+            raise InputError(f"turned-face expert {getattr(expert, 'name', '')} gives {out.shape[1]} classes, "
+                             f"the model {probs.shape[1]} ({list(prepared.classes)})")
         probs[rows] = out
     return probs, theirs
 
@@ -208,13 +212,11 @@ def evaluate_prepared(model, prepared, *, tta_flip: bool = False, expert=None) -
     reads it (`read_prepared`); with an expert, metrics["turned_expert"] = {"model", "faces"} says which
     model read how many faces."""
     inputs = prepared.eval_inputs()
-    if expert is None:
-        return evaluate(model, classes=prepared.classes, tta_flip=tta_flip, **inputs)
-    probs, theirs = read_prepared(model, prepared, tta_flip=tta_flip, expert=expert)
-    inputs.pop("data")
+    probs, theirs = _read(model, prepared, inputs.pop("data"), tta_flip, expert)
     metrics = evaluate(probs, classes=prepared.classes, **inputs)
-    metrics["turned_expert"] = {"model": str(getattr(expert, "name", None) or type(expert).__name__),
-                                "faces": int(theirs.sum())}
+    if expert is not None:
+        metrics["turned_expert"] = {"model": str(getattr(expert, "name", None) or type(expert).__name__),
+                                    "faces": int(theirs.sum())}
     return metrics
 
 
