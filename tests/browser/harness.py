@@ -362,6 +362,22 @@ def wait_for_number(page, label: str, above: float, timeout: float = 60.0, shot:
                 f"{body_text(page)[:3000]}", pytrace=False)
 
 
+def wait_for_count(page, selector: str, n: int, timeout: float = 30.0, shot: str | None = None):
+    """Poll until at least `n` elements match CSS `selector` (charts draw after the text beside them:
+    plotly renders asynchronously, and a rerun redraws them); returns the locator. On timeout saves a
+    screenshot (test-artifacts/<shot>-timeout.png) and fails with the page text."""
+    found = page.locator(selector)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found.count() >= n:
+            return found
+        page.wait_for_timeout(250)
+    if shot:
+        screenshot(page, f"{shot}-timeout")
+    pytest.fail(f"fewer than {n} elements matching {selector!r} within {timeout:.0f} s (last: {found.count()}); "
+                f"page text:\n{body_text(page)[:3000]}", pytrace=False)
+
+
 def prepare_studio(page, session: str, emotion: str) -> None:
     """On the Studio page: give consent, name the session and choose the emotion."""
     page.get_by_text("I understand and agree to record my face").click()

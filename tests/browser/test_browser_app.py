@@ -24,6 +24,7 @@ from .harness import (
     require_browser_tools,
     screenshot,
     streamlit_server,
+    wait_for_count,
     wait_for_number,
     wait_for_script_idle,
     wait_for_text,
@@ -106,9 +107,14 @@ def test_live_page_processes_frames_and_shows_probabilities_and_fps(app, y4m_cli
             page.get_by_text("Face-mesh overlay", exact=True).click()
             wait_for_text(page, r"Head pose: yaw [+-]\d+°", timeout=30, shot="app-live")
             wait_for_text(page, r"Path: mesh", timeout=30, shot="app-live")
-            charts = page.locator(".js-plotly-plot")
-            assert charts.count() >= 2, "the probability and performance charts are missing"
-            legend = charts.first.inner_text()
+            # the probability and performance charts (drawn after the text, and redrawn by the toggle's rerun)
+            charts = wait_for_count(page, ".js-plotly-plot", 2, timeout=30, shot="app-live")
+            legend = ""
+            for _ in range(120):  # the legend is drawn with the chart, each redraw a moment after its element
+                legend = charts.first.inner_text()
+                if sum(c in legend for c in CLASSES) >= 2:
+                    break
+                page.wait_for_timeout(250)
             assert sum(c in legend for c in CLASSES) >= 2, f"probability chart legend: {legend!r}"
             screenshot(page, "app-live")
         _no_exception(page)
