@@ -15,6 +15,7 @@ from ferlib.errors import FerError, InputError
 from ferlib.locations import runs_dir
 from ferlib.training.personal import DEFAULT_METHOD
 from ferlib.training.personal import METHODS as ADAPT_METHODS
+from ferlib.training.train import OPTIMIZERS, SCHEDULES
 from ferlib.faces.crops import FRONTAL_MIN_YAW
 from ferlib.inference.pipeline import BACKENDS, DEFAULT_SMOOTHING, SMOOTHING, shipped_keypoint_model, turned_expert_of
 
@@ -434,9 +435,9 @@ def _train_options(p, lr: float | None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=lr,
                    help="default: train 1e-3; finetune --adapt train/full 1e-4")
-    p.add_argument("--optimizer", default="adam", choices=("adam", "adamw"))
-    p.add_argument("--schedule", default="linear", choices=("linear", "cosine", "constant"))
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam) or decoupled decay (adamw)")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    p.add_argument("--schedule", default="linear", choices=SCHEDULES)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adam, sgd) or decoupled decay (adamw)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--weighted-sampler", action="store_true", help="WeightedRandomSampler-style class balancing")
     p.add_argument("--no-class-weights", action="store_true",

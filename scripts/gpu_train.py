@@ -1,28 +1,47 @@
-"""One short training on a CUDA GPU, and the compact FER2013 copy it trains on.
+"""The wide model on a CUDA GPU: the shipped default's data and targets, a wider net, many more epochs.
 
-Here (no GPU needed), build the copy, which travels to a GPU machine that cannot see ../shared:
+A device machine sees neither ../shared nor the cache, and the whole tree that travels to it, this
+compact copy of the training data included, must stay under 64 MiB. Three steps:
 
-    .venv/bin/python scripts/gpu_train.py --pack            # -> data/fer2013_compact.npz (about 38 MB)
+1. Here, pack the training data exactly as the default's run prepared it (its input spec and eight
+   classes; FER+ vote distributions, CK+ train subjects, the AffectNet subset less its held-out part;
+   every dataset's train and val rows, no test rows):
 
-On a machine with one CUDA GPU (a python3 with torch, numpy, opencv, pandas and safetensors; the
-repository as the working directory):
+       .venv/bin/python scripts/gpu_train.py --pack          # -> data/gpu_pack.npz, about 45 MB
 
-    python3 scripts/gpu_train.py --data data/fer2013_compact.npz --json gpu_train.json
+   The grey 48x48 crops travel as one JPEG mosaic (quality 95: lossless would be 60 MB; the pack
+   records the PSNR), labels and soft targets as arrays, and the data card of the run.
 
-trains `resnet18_attention` (width 64, the standard ResNet18) with --device cuda (bf16 autocast) and
-prints the time per epoch, the total time and the accuracy on PublicTest (validation) and
-PrivateTest (test, flip TTA). The copy holds the FER2013 images as the CLI's image models see them
-(grey 48x48 uint8, ferlib's own reader), labels as FER7 indices, PublicTest and PrivateTest whole and
-a seeded random --max-train share of Training (all 28709 would be about 66 MB after compression,
-too big to travel beside the repository).
+2. On the GPU machine (a python3 with torch, numpy, opencv and safetensors; no MediaPipe), with the
+   shipped models' weights set aside here first so that tree and pack fit (`mkdir -p /tmp/aside && mv
+   models/*.safetensors /tmp/aside/`, and back afterwards):
+
+       PYTHONUNBUFFERED=1 python3 scripts/gpu_train.py --data data/gpu_pack.npz --out $OUT
+
+   trains `resnet18_attention` width 64 (11.2 M parameters) from scratch: SGD lr 0.1, one-cycle, batch
+   128, weight decay 5e-4, soft targets with the default's class balance (power 0.5), augmentation,
+   bf16 autocast, 60 epochs or --time-limit seconds, whichever ends first (then the best epoch so far).
+   The best epoch by validation mean recall (the default's yardstick) is kept. It writes to --out:
+   the card (model.json), the weights cut into parts of at most 15 MiB (model.safetensors.partN; a
+   device returns files of at most 16 MiB) and report.json.
+
+3. Here, join the parts into a checkpoint (the card's sha256 is checked) and measure it as users do:
+
+       .venv/bin/python scripts/gpu_train.py --assemble FOLDER --out runs/gpu/model
+       scripts/eval_all_sets.sh runs/gpu/model gpu
+
+`--device cpu` runs the same on the CPU (the tests do, on a tiny pack).
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import shlex
 import sys
+import tempfile
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -32,168 +51,265 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ferlib.classes import FER7  # noqa: E402
 from ferlib.errors import InputError  # noqa: E402
-from ferlib.fsutil import atomic_write_bytes  # noqa: E402
-from ferlib.inputs import TensorSet, spec_for_model  # noqa: E402
+from ferlib.fsutil import atomic_write_bytes, sha256_bytes  # noqa: E402
+from ferlib.inference.checkpoint import checkpoint_paths, make_card, save_checkpoint  # noqa: E402
+from ferlib.inputs import InputSpec, TensorSet  # noqa: E402
 from ferlib.models import count_parameters, create_model  # noqa: E402
-from ferlib.training.evaluate import evaluate, predict_outputs  # noqa: E402
 from ferlib.training.train import TrainConfig, train  # noqa: E402
 
-DEFAULT_ZIP = ROOT.parent / "shared" / "data" / "fer2013.zip"
-DEFAULT_PACK = ROOT / "data" / "fer2013_compact.npz"
-SPLITS = ("train", "val", "test")  # FER2013 Training, PublicTest, PrivateTest
+SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_SOURCES = (SHARED / "ferplus.zip", SHARED / "ckplus48.zip", ROOT / "cache" / "affectnet_subset_train.zip")
+DEFAULT_BASE = "resnet18_attention_ferplus_w32"  # its input spec and classes
+DEFAULT_PACK = ROOT / "data" / "gpu_pack.npz"
+SPLITS = ("train", "val")
+PART_BYTES = 15 * 2 ** 20  # a device returns files of at most 16 MiB
+MOSAIC_COLUMNS = 64  # JPEG's widest side is 65,535 px: 64 crops of 48 px across
 
 
 # ----------------------------------------------------------------------------- the compact copy
-def grey48(path: str) -> np.ndarray:
-    """One FER2013 sample as image models see it: ferlib's reader, grey, 48x48 uint8 (extract_crops'
-    "image" mode for small images)."""
-    from ferlib.data.importers import read_image, resize_square
+def encode_mosaic(crops: np.ndarray, quality: int) -> tuple[bytes, float]:
+    """(N, S, S) uint8 crops -> (one JPEG of them tiled MOSAIC_COLUMNS across, its PSNR in dB)."""
+    n, s = len(crops), crops.shape[1]
+    rows = -(-n // MOSAIC_COLUMNS)
+    tiles = np.zeros((rows * MOSAIC_COLUMNS, s, s), np.uint8)
+    tiles[:n] = crops
+    mosaic = tiles.reshape(rows, MOSAIC_COLUMNS, s, s).transpose(0, 2, 1, 3).reshape(rows * s, MOSAIC_COLUMNS * s)
+    ok, buf = cv2.imencode(".jpg", mosaic, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise InputError(f"could not encode {n} crops as a JPEG mosaic")
+    mse = float(np.mean((decode_mosaic(buf.tobytes(), n, s).astype(np.float64) - crops) ** 2))
+    return buf.tobytes(), float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
-    return resize_square(cv2.cvtColor(read_image(path), cv2.COLOR_BGR2GRAY), 48)
+
+def decode_mosaic(blob: bytes, n: int, size: int) -> np.ndarray:
+    """The (n, size, size) uint8 crops of a mosaic written by encode_mosaic."""
+    mosaic = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mosaic is None or mosaic.shape[1] != MOSAIC_COLUMNS * size or mosaic.shape[0] % size:
+        raise InputError("the pack's mosaic does not decode to rows of crops")
+    rows = mosaic.shape[0] // size
+    tiles = mosaic.reshape(rows, size, MOSAIC_COLUMNS, size).transpose(0, 2, 1, 3).reshape(-1, size, size)
+    if len(tiles) < n:
+        raise InputError(f"the pack's mosaic holds {len(tiles)} crops, not {n}")
+    return np.ascontiguousarray(tiles[:n])
 
 
-def pack(zip_path, out, max_train: int | None = 10000, seed: int = 0) -> dict:
-    """Write the compact copy of a FER2013 zip to `out` (.npz, compressed): `<split>_images`
-    (N, 48, 48) uint8 and `<split>_labels` (N,) uint8 FER7 indices for train/val/test, `classes`,
-    `source_sha256` and `train_total`. Training is cut to a seeded random `max_train` (None = all).
-    Returns a summary (counts, bytes)."""
-    # ferlib.data is imported here only: the GPU side needs none of the dataset/landmark stack
-    from ferlib.data.importers import import_fer2013
-    from ferlib.fsutil import sha256_file
+def pack(sources, out, base: str = DEFAULT_BASE, quality: int = 95, workers: int = 1) -> dict:
+    """Prepare `sources` with `base`'s input spec and classes as `ferlib finetune` does (train and val
+    splits, faces found), and write them to `out` (.npz): the crops as one JPEG mosaic, labels, soft
+    targets, and `meta` (JSON: spec, classes, the run's data card, counts, PSNR). Returns meta."""
+    # the data stack (MediaPipe for large images) is imported here only: the GPU side needs none of it
+    from ferlib.data.tensors import import_dataset
+    from ferlib.inference.checkpoint import card_spec, read_checkpoint
+    from ferlib.training.workflow import PrepareOptions, TrainingData, data_card, prepare_data, training_splits
 
-    df = import_fer2013(zip_path).table
-    arrays: dict[str, np.ndarray] = {"classes": np.array(FER7), "source_sha256": np.array(sha256_file(zip_path))}
-    counts = {}
+    _, _, card = read_checkpoint(base)
+    spec, classes = card_spec(card), list(card["classes"])
+    if not spec.needs_crops or spec.needs_landmarks:
+        raise InputError(f"{base}: the pack holds face crops; this model reads {list(spec.keys)}")
+    data = TrainingData([import_dataset(s) for s in sources])
+    sets = training_splits(prepare_data(data, spec, classes, PrepareOptions(workers=workers)))
+    arrays: dict[str, np.ndarray] = {}
+    crops = []
     for split in SPLITS:
-        rows = df[df["split"] == split]
-        if rows.empty:
-            raise InputError(f"{zip_path}: no {split!r} rows; not the FER2013 layout")
-        if split == "train":
-            arrays["train_total"] = np.array(len(rows))
-            if max_train is not None and len(rows) > max_train:
-                keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_train, replace=False))
-                rows = rows.iloc[keep]
-        arrays[f"{split}_images"] = np.stack([grey48(p) for p in rows["path"]])
-        arrays[f"{split}_labels"] = np.array([FER7.index(c) for c in rows["label"]], dtype=np.uint8)
-        counts[split] = len(rows)
+        p = sets[split]
+        rows = p.detected
+        assert p.crops is not None
+        crops.append(p.crops[rows])
+        arrays[f"{split}_labels"] = p.labels[rows].astype(np.int16)
+        if p.targets is not None:
+            arrays[f"{split}_targets"] = p.targets[rows].astype(np.float32)
+    every = np.concatenate(crops)
+    blob, psnr = encode_mosaic(every, quality)
+    counts = {s: len(c) for s, c in zip(SPLITS, crops)}
+    meta = {"classes": classes, "input": spec.to_dict(), "base": base, "counts": counts,
+            "data": data_card(data, {s: sets[s] for s in SPLITS}), "jpeg_quality": quality, "psnr_db": psnr,
+            "sources": [Path(s).name for s in sources]}
+    arrays["mosaic"] = np.frombuffer(blob, np.uint8)
+    arrays["meta"] = np.array(json.dumps(meta))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    buf = _npz_bytes(arrays)
-    atomic_write_bytes(out, buf)
-    return {"out": str(out), "counts": counts, "train_total": int(arrays["train_total"]), "bytes": len(buf)}
+    with tempfile.TemporaryFile() as f:  # JPEG bytes do not compress: a plain .npz
+        np.savez(f, **arrays)
+        f.seek(0)
+        atomic_write_bytes(out, f.read())
+    return {**meta, "out": str(out), "bytes": out.stat().st_size}
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """A compressed .npz of `arrays` as bytes."""
-    f = io.BytesIO()
-    np.savez_compressed(f, **arrays)
-    return f.getvalue()
-
-
-def load_pack(path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """(classes, {split: (images, labels)}) of a compact copy written by pack()."""
+def load_pack(path) -> tuple[dict, dict[str, TensorSet]]:
+    """(meta, {split: TensorSet}) of a pack written by pack()."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{p}: no compact copy here; build it with scripts/gpu_train.py --pack "
-                         "and carry it to this machine")
+        raise InputError(f"{p}: no pack here; build it with scripts/gpu_train.py --pack and carry it along")
     with np.load(p, allow_pickle=False) as z:
-        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in z]
-        if missing or "classes" not in z:
-            raise InputError(f"{p}: not a compact copy of scripts/gpu_train.py (lacks {missing or ['classes']})")
-        return [str(c) for c in z["classes"]], {s: (z[f"{s}_images"], z[f"{s}_labels"].astype(np.int64))
-                                                for s in SPLITS}
+        need = ["meta", "mosaic", *(f"{s}_labels" for s in SPLITS)]
+        missing = [k for k in need if k not in z]
+        if missing:
+            raise InputError(f"{p}: not a pack of scripts/gpu_train.py (lacks {missing})")
+        meta = json.loads(str(z["meta"]))
+        spec = InputSpec.from_dict(meta["input"])
+        counts = meta["counts"]
+        crops = decode_mosaic(z["mosaic"].tobytes(), sum(counts[s] for s in SPLITS), spec.image_size)
+        sets, start = {}, 0
+        for s in SPLITS:
+            n = counts[s]
+            ts = TensorSet.build(spec, z[f"{s}_labels"].astype(np.int64), crops=crops[start:start + n])
+            if f"{s}_targets" in z:
+                ts = replace(ts, targets=torch.from_numpy(z[f"{s}_targets"]))
+            sets[s], start = ts, start + n
+    return meta, sets
 
 
 # ----------------------------------------------------------------------------- the GPU run
-def tensor_sets(model, splits: dict) -> dict[str, TensorSet]:
-    """The model's TensorSets of every split (build_batch of the grey crops)."""
-    spec = spec_for_model(model)
-    return {s: TensorSet.build(spec, labels, crops=images) for s, (images, labels) in splits.items()}
+def _epoch_logger(limit_s: float | None, cancel: threading.Event):
+    def log(ev: dict) -> None:
+        if ev["event"] == "epoch":
+            print(f"epoch {ev['epoch']}: train_loss {ev['train_loss']:.4f} val_loss {ev['val_loss']:.4f} "
+                  f"val_acc {ev['val_acc']:.4f} val_recall {ev['val_recall']:.4f} ({ev['elapsed_s']:.1f} s)",
+                  flush=True)
+        if limit_s is not None and ev["elapsed_s"] > limit_s and not cancel.is_set():
+            print(f"time limit {limit_s:.0f} s reached: stopping with the best epoch so far", flush=True)
+            cancel.set()
+    return log
 
 
-def _log_epoch(ev: dict) -> None:
-    if ev["event"] == "epoch":
-        print(f"epoch {ev['epoch']}: train_loss {ev['train_loss']:.4f} val_loss {ev['val_loss']:.4f} "
-              f"val_acc {ev['val_acc']:.4f} ({ev['elapsed_s']:.1f} s)", flush=True)
-
-
-def heldout_accuracy(model, data: TensorSet, classes, device: str) -> dict:
-    """Accuracy and macro F1 on `data` with flip TTA, predicted on `device` (the model ends on the CPU)."""
-    model.to(device)
-    try:
-        probs = predict_outputs(model, data, tta_flip=True)
-    finally:
-        model.to("cpu")
-    m = evaluate(probs.numpy(), data.labels.numpy(), classes)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"]}
+def write_parts(weights: Path, out: Path) -> list[Path]:
+    """Cut a weights file into out/<name>.partN of at most PART_BYTES each."""
+    blob = weights.read_bytes()
+    parts = []
+    for i in range(0, max(len(blob), 1), PART_BYTES):
+        part = out / f"{weights.name}.part{i // PART_BYTES}"
+        atomic_write_bytes(part, blob[i:i + PART_BYTES])
+        parts.append(part)
+    return parts
 
 
 def run(args) -> dict:
-    """Train args.model on the compact copy on args.device; returns (and prints) times and accuracies."""
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                         schedule="cosine", weight_decay=0.01, label_smoothing=0.1, class_weights=False,
-                         tta_flip=True, patience=0, seed=args.seed, device=args.device).resolved()
-    classes, splits = load_pack(args.data)
+    """Train on the pack on args.device and write the card, the weight parts and report.json to args.out."""
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                         schedule=args.schedule, weight_decay=args.weight_decay, class_weights=True,
+                         class_weight_power=args.class_weight_power, soft_targets=True, augment=True,
+                         pose_augment=30.0, tta_flip=True, patience=0, monitor="val_recall", seed=args.seed,
+                         device=args.device).resolved()
+    meta, sets = load_pack(args.data)
+    classes, spec = meta["classes"], InputSpec.from_dict(meta["input"])
     torch.manual_seed(args.seed)
     model = create_model(args.model, num_classes=len(classes), **json.loads(args.model_kw))
-    sets = tensor_sets(model, splits)
     gpu = torch.cuda.get_device_name() if config.device == "cuda" else "none"
     print(f"torch {torch.__version__}, device {config.device} (GPU: {gpu}); {args.model} "
-          f"{count_parameters(model)} parameters; samples { {k: len(v) for k, v in sets.items()} }", flush=True)
+          f"{count_parameters(model)} parameters; samples { {k: len(v) for k, v in sets.items()} }; "
+          f"pack PSNR {meta['psnr_db']:.1f} dB", flush=True)
     if config.device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed 48x48 batches
+    cancel = threading.Event()
     t0 = time.perf_counter()
-    result = train(model, sets["train"], sets["val"], config, callback=_log_epoch)
+    result = train(model, sets["train"], sets["val"], config, callback=_epoch_logger(args.time_limit, cancel),
+                   cancel=cancel)
     train_s = time.perf_counter() - t0
-    test = heldout_accuracy(model, sets["test"], classes, config.device)
-    report = {"model": args.model, "model_kw": json.loads(args.model_kw), "device": result.device, "gpu": gpu,
-              "torch": torch.__version__, "epochs": result.epochs_run, "batch_size": config.batch_size,
-              "n": {k: len(v) for k, v in sets.items()}, "train_s": train_s,
-              "s_per_epoch": train_s / max(result.epochs_run, 1),
-              "train_samples_per_s": len(sets["train"]) * result.epochs_run / train_s,
-              "best_epoch": result.best_epoch, "val_acc": result.best.get("val_acc"),
-              "test_acc": test["accuracy"], "test_macro_f1": test["macro_f1"]}
-    print(f"trained {result.epochs_run} epochs in {train_s:.1f} s ({report['s_per_epoch']:.2f} s/epoch, "
-          f"{report['train_samples_per_s']:.0f} samples/s) on {result.device}; best epoch {result.best_epoch}: "
-          f"val (PublicTest) accuracy {report['val_acc']:.4f}; test (PrivateTest, flip TTA) accuracy "
-          f"{test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}", flush=True)
+    training = {"config": config.to_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "stopped_by_time_limit": bool(result.cancelled), "elapsed_s": train_s, "device": config.device,
+                "gpu": gpu, "torch": torch.__version__,
+                "command": "python3 scripts/gpu_train.py " + shlex.join(args.argv),
+                "data_pack": {k: meta[k] for k in ("base", "sources", "counts", "jpeg_quality", "psnr_db")}}
+    card = make_card(model, classes, spec, training=training, data=meta["data"],
+                     metrics={"val_at_best_epoch": result.best,
+                              "note": "validation: every dataset's val rows (FER+ Valid, CK+ validation subjects, "
+                                      "the AffectNet val share), flip TTA"})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, card_path = save_checkpoint(model, Path(tmp) / "model", card)
+        parts = write_parts(weights, out)
+        atomic_write_bytes(out / "model.json", card_path.read_bytes())
+    report = {"model": args.model, "model_kw": json.loads(args.model_kw), "parameters": count_parameters(model),
+              "device": config.device, "gpu": gpu, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+              "stopped_by_time_limit": bool(result.cancelled), "train_s": train_s,
+              "s_per_epoch": result.history[-1]["elapsed_s"] / len(result.history) if result.history else None, "best": result.best, "history": result.history,
+              "parts": [p.name for p in parts]}
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2).encode())
+    best = result.best
+    print(f"trained {result.epochs_run} epochs in {train_s:.1f} s ({report['s_per_epoch'] or 0:.2f} s/epoch) on "
+          f"{config.device}; best epoch {result.best_epoch}: val mean recall {best.get('val_recall', 0):.4f}, "
+          f"accuracy {best.get('val_acc', 0):.4f}; wrote {out}/model.json and {len(parts)} weight parts", flush=True)
     return report
+
+
+def assemble(folder, out_stem) -> tuple[Path, Path]:
+    """Join a GPU run's weight parts into a checkpoint at out_stem (.safetensors + .json), checked against
+    the card's sha256, and load it once to prove it reads."""
+    from ferlib.inference.checkpoint import read_checkpoint
+
+    folder = Path(folder)
+    card_file = folder / "model.json"
+    if not card_file.is_file():
+        raise InputError(f"{folder}: no model.json (a folder that scripts/gpu_train.py --out wrote)")
+    card = json.loads(card_file.read_text())
+    parts = sorted(folder.glob(f"{card['weights_file']}.part*"), key=lambda p: int(p.suffix.removeprefix(".part")))
+    if not parts:
+        raise InputError(f"{folder}: no {card['weights_file']}.partN files")
+    blob = b"".join(p.read_bytes() for p in parts)
+    if sha256_bytes(blob) != card["weights_sha256"]:
+        raise InputError(f"{folder}: the joined parts do not match the card's sha256 (a part is missing or cut)")
+    wpath, cpath = checkpoint_paths(Path(out_stem))
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    card["weights_file"] = wpath.name
+    atomic_write_bytes(wpath, blob)
+    atomic_write_bytes(cpath, json.dumps(card, indent=2).encode())
+    read_checkpoint(cpath)
+    return wpath, cpath
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pack", action="store_true", help="build the compact copy (here) instead of training")
-    ap.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="--pack: the FER2013 zip (default ../shared)")
-    ap.add_argument("--max-train", type=int, default=10000,
-                    help="--pack: Training images kept (seeded random share; 0 = all 28709, about 66 MB)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_PACK, help="the compact copy (--pack writes it here)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--pack", action="store_true", help="build the pack (here) instead of training")
+    mode.add_argument("--assemble", type=Path, metavar="FOLDER",
+                      help="join a GPU run's folder (model.json + parts) into the checkpoint --out")
+    ap.add_argument("--source", type=Path, action="append",
+                    help="--pack: a dataset (repeat; default: the three the shipped default trains on)")
+    ap.add_argument("--base", default=DEFAULT_BASE, help="--pack: the model whose input spec and classes to use")
+    ap.add_argument("--quality", type=int, default=95, help="--pack: JPEG quality of the mosaic")
+    ap.add_argument("--data", type=Path, default=DEFAULT_PACK, help="the pack (--pack writes it here)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="training: the folder for the card and weight parts; --assemble: the checkpoint stem")
     ap.add_argument("--device", default="cuda", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--model", default="resnet18_attention")
-    ap.add_argument("--model-kw", default='{"width": 64}', help="JSON keyword arguments of create_model")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--model-kw", default='{"width": 64, "se_reduction": 16, "dropout": 0.3}',
+                    help="JSON keyword arguments of create_model")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="stop after this many seconds of training, keeping the best epoch so far")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw", "adam"))
+    ap.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "linear", "constant"))
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--class-weight-power", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     return ap
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         if args.pack:
-            info = pack(args.zip, args.data, max_train=args.max_train or None, seed=args.seed)
-            print(f"wrote {info['out']}: {info['bytes'] / 1e6:.1f} MB, {info['counts']} images "
-                  f"(of {info['train_total']} Training)")
+            info = pack(args.source or DEFAULT_SOURCES, args.data, base=args.base, quality=args.quality)
+            print(f"wrote {info['out']}: {info['bytes'] / 1e6:.1f} MB, {info['counts']} crops, "
+                  f"JPEG quality {info['jpeg_quality']} (PSNR {info['psnr_db']:.1f} dB)")
             return 0
-        report = run(args)
+        if args.out is None:
+            raise InputError("--out is needed: the folder to write the card and weights to (on a device: $OUT)"
+                             if not args.assemble else "--out is needed: the checkpoint stem to write")
+        if args.assemble:
+            wpath, cpath = assemble(args.assemble, args.out)
+            print(f"wrote {wpath} and {cpath}")
+            return 0
+        run(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
     return 0
 
 

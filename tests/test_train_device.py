@@ -1,14 +1,13 @@
 """The training device option (TrainConfig.device, --device): validation, "auto" resolution, the
 device helpers on the CPU, CPU training unchanged by the option (pinned from the code before it),
-the resolved device in run folders and cards, and scripts/gpu_train.py's pack and run on the CPU."""
+the resolved device in run folders and cards, scripts/gpu_train.py's pack, run and assembly on the CPU, and the
+GPU recipe's SGD and one-cycle schedule."""
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
-import zipfile
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,16 +15,18 @@ from streamlit.testing.v1 import AppTest
 
 import ferlib.training.evaluate
 import ferlib.training.train
+from ferlib.classes import CLASSES
 from ferlib.cli import build_parser, main
 from ferlib.errors import InputError
 from ferlib.faces.normalize import canonical_face
-from ferlib.inference.checkpoint import make_card, save_checkpoint
+from ferlib.inference.checkpoint import make_card, read_checkpoint, save_checkpoint
 from ferlib.inputs import InputSpec, TensorSet, spec_for_model
 from ferlib.models import create_model, list_models
 from ferlib.training.device import autocast, model_device, resolve_device, to_device
 from ferlib.training.evaluate import predict_outputs
 from ferlib.training.train import TrainConfig, _on_device, finetune, train
 from tests.helpers import ROOT
+from tests.test_ferplus import make_ferplus, zip_folder
 from webapp import jobs
 
 HAS_CUDA = torch.cuda.is_available()
@@ -267,52 +268,73 @@ def _gpu_train():
     return mod
 
 
-def _fer_zip(path, per_class: int = 3):
-    """A tiny FER2013-layout zip: Training/PublicTest/PrivateTest x happy/sad, 48x48 JPEGs (happy:
-    bright left half, sad: bright right half). Returns {member: grey image as decoded}."""
-    rng = np.random.default_rng(0)
-    decoded = {}
-    with zipfile.ZipFile(path, "w") as zf:
-        for split in ("Training", "PublicTest", "PrivateTest"):
-            for c, label in enumerate(("happy", "sad")):
-                for i in range(per_class):
-                    img = rng.integers(0, 80, (48, 48), dtype=np.uint8)
-                    img[:, 24 * c:24 * (c + 1)] += 150
-                    ok, buf = cv2.imencode(".jpg", img)
-                    name = f"fer2013/{split}/{label}/{split}_{label}_{i}.jpg"
-                    zf.writestr(name, buf.tobytes())
-                    decoded[name] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-    return decoded
-
-
-def test_gpu_train_pack_and_cpu_run(tmp_path, capsys):
+def test_gpu_train_mosaic_round_trip():
     gt = _gpu_train()
-    decoded = _fer_zip(tmp_path / "fer2013.zip", per_class=4)
-    out = tmp_path / "pack" / "fer.npz"
-    assert gt.main(["--pack", "--zip", str(tmp_path / "fer2013.zip"), "--data", str(out), "--max-train", "5"]) == 0
+    yy, xx = np.mgrid[0:48, 0:48]
+    crops = np.stack([((xx * (i % 5 + 1) + yy * (i % 3)) % 256).astype(np.uint8) for i in range(70)])
+    blob, psnr = gt.encode_mosaic(crops, quality=95)
+    back = gt.decode_mosaic(blob, 70, 48)
+    assert back.shape == crops.shape and back.dtype == np.uint8
+    assert psnr > 35 and np.abs(back.astype(int) - crops).mean() < 2
+    with pytest.raises(InputError, match="holds"):
+        gt.decode_mosaic(blob, 64 * 2 + 1, 48)
+
+
+def test_gpu_train_packs_trains_and_assembles_on_the_cpu(tmp_path, capsys, monkeypatch):
+    """The three steps on a tiny FER+ layout: pack (the default's spec and eight classes, soft targets),
+    a 1-epoch SGD/one-cycle run on the CPU whose weights leave in parts, and the join back into a
+    checkpoint that reads and predicts as the trained model did."""
+    gt = _gpu_train()
+    src = zip_folder(make_ferplus(tmp_path / "src"), tmp_path / "ferplus.zip")
+    pack = tmp_path / "pack.npz"
+    assert gt.main(["--pack", "--source", str(src), "--data", str(pack)]) == 0
     assert "wrote" in capsys.readouterr().out
-    classes, splits = gt.load_pack(out)
-    assert classes[3:6] == ["happy", "neutral", "sad"] and len(classes) == 7
-    assert [len(splits[s][0]) for s in ("train", "val", "test")] == [5, 8, 8]
-    images, labels = splits["val"]
-    assert images.dtype == np.uint8 and images.shape[1:] == (48, 48) and set(labels) == {3, 5}
-    public = [v for k, v in decoded.items() if "/PublicTest/" in k]
-    assert all(any(np.array_equal(im, v) for v in public) for im in images), "the copy holds the decoded pixels"
-    report_path = tmp_path / "report.json"
-    rc = gt.main(["--data", str(out), "--device", "cpu", "--model-kw", '{"width": 4}', "--epochs", "1",
-                  "--batch-size", "4", "--json", str(report_path)])
+    meta, sets = gt.load_pack(pack)
+    assert meta["classes"] == list(CLASSES) and meta["counts"] == {"train": 3, "val": 1}
+    assert meta["data"]["names"] == ["ferplus.zip"] and meta["psnr_db"] > 20
+    targets = sets["train"].targets
+    assert targets is not None and targets.shape == (3, 8)
+    assert torch.allclose(targets.sum(1), torch.ones(3))
+    assert list(sets["train"].tensors["image"].shape) == [3, 1, 48, 48]
+    out = tmp_path / "out"
+    monkeypatch.setattr(gt, "PART_BYTES", 4000)  # several parts from a tiny model
+    rc = gt.main(["--data", str(pack), "--out", str(out), "--device", "cpu", "--model-kw", '{"width": 4}',
+                  "--epochs", "1", "--batch-size", "2"])
     assert rc == 0
-    printed = capsys.readouterr().out
-    assert "trained 1 epochs" in printed and "test (PrivateTest, flip TTA) accuracy" in printed
-    report = json.loads(report_path.read_text())
-    assert report["device"] == "cpu" and report["n"] == {"train": 5, "val": 8, "test": 8}
-    assert 0 <= report["test_acc"] <= 1 and report["train_s"] > 0
+    assert "trained 1 epochs" in capsys.readouterr().out
+    card = json.loads((out / "model.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    parts = sorted(out.glob("model.safetensors.part*"))
+    assert len(parts) == len(report["parts"]) > 1 and all(p.stat().st_size <= 4000 for p in parts)
+    assert card["training"]["config"]["optimizer"] == "sgd" and card["training"]["config"]["schedule"] == "onecycle"
+    assert card["training"]["epochs_run"] == 1 and card["data"]["names"] == ["ferplus.zip"]
+    wpath, cpath = gt.assemble(out, tmp_path / "ck" / "gpu")
+    _, model, card2 = read_checkpoint(cpath)
+    assert card2["classes"] == list(CLASSES) and card2["weights_file"] == wpath.name
+    probs = predict_outputs(model, sets["val"])
+    assert probs.shape == (1, 8) and torch.allclose(probs.sum(1), torch.ones(1), atol=1e-5)
+    parts[-1].unlink()
+    with pytest.raises(InputError, match="sha256"):
+        gt.assemble(out, tmp_path / "ck" / "gpu2")
+
+
+def test_onecycle_schedule_and_sgd():
+    f = ferlib.training.train._lr_factor
+    assert f("onecycle", 0, 100) == pytest.approx(0.04)
+    assert f("onecycle", 30, 100) == pytest.approx(1.0)
+    assert f("onecycle", 100, 100) == pytest.approx(1e-4)
+    assert f("onecycle", 15, 100) < f("onecycle", 29, 100) and f("onecycle", 60, 100) > f("onecycle", 90, 100)
+    opt = ferlib.training.train._optimizer(TrainConfig(optimizer="sgd", lr=0.1, weight_decay=5e-4),
+                                           [torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
 
 
 def test_gpu_train_refuses_missing_copy_and_cuda_without_gpu(tmp_path, capsys, monkeypatch):
     gt = _gpu_train()
-    assert gt.main(["--data", str(tmp_path / "none.npz"), "--device", "cpu"]) == 2
+    assert gt.main(["--data", str(tmp_path / "none.npz"), "--device", "cpu", "--out", str(tmp_path)]) == 2
     assert "--pack" in capsys.readouterr().err
+    assert gt.main(["--data", str(tmp_path / "none.npz"), "--device", "cpu"]) == 2
+    assert "--out is needed" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert gt.main(["--data", str(tmp_path / "none.npz")]) == 2
+    assert gt.main(["--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
     assert "sees no CUDA GPU" in capsys.readouterr().err

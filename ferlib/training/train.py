@@ -37,8 +37,9 @@ from ferlib.inputs import Augmenter, InputSpec, PoseAugmenter, TensorSet, spec_f
 from ferlib.models.registry import FerModel
 from ferlib.fsutil import atomic_write_bytes
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("linear", "cosine", "constant")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("linear", "cosine", "constant", "onecycle")
+ONECYCLE_WARMUP = 0.3  # share of the steps "onecycle" spends rising from lr/25 to lr
 MONITORS = ("val_acc", "val_f1", "val_recall", "val_loss")
 
 
@@ -46,7 +47,10 @@ MONITORS = ("val_acc", "val_f1", "val_recall", "val_loss")
 class TrainConfig:
     """Training settings; saved as config.json in the run folder and in the model card.
 
-    schedule "linear" decays lr to lr/10 over all steps, "cosine" anneals to lr/100.
+    schedule "linear" decays lr to lr/10 over all steps, "cosine" anneals to lr/100, "onecycle" rises
+    linearly from lr/25 to lr over the first 30 % of the steps, then anneals (cosine) to lr/10^4.
+    optimizer "sgd" is SGD with Nesterov momentum 0.9 (weight_decay as L2), the GPU recipe
+    (scripts/gpu_train.py: lr 0.1, onecycle).
     patience: epochs without improvement of `monitor` before stopping (0 = never stop early).
     weight_decay is L2 (Adam) or decoupled decay (AdamW). dropout, when set, overrides every
     nn.Dropout's rate. augment: ferlib.inputs.Augmenter during training (classification only).
@@ -200,6 +204,11 @@ def _lr_factor(schedule: str, t: int, total: int) -> float:
         return 1.0 - 0.9 * frac
     if schedule == "cosine":
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
+    if schedule == "onecycle":
+        if frac < ONECYCLE_WARMUP:
+            return 0.04 + 0.96 * frac / ONECYCLE_WARMUP
+        down = (frac - ONECYCLE_WARMUP) / (1 - ONECYCLE_WARMUP)
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * down))
     return 1.0
 
 
@@ -340,6 +349,13 @@ def _check_labels(model: FerModel, train_data: TensorSet, val_data: TensorSet) -
                              f"{model.num_classes} classes: the class list does not match the data")
 
 
+def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def _setup(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: TrainConfig, spec: InputSpec,
            teacher_probs, raw_landmarks, shard: Shard | None) -> _Loop:
     """Seeds, device, optimizer, loss and augmenters of a run (the model's trainable parameters set)."""
@@ -359,7 +375,6 @@ def _setup(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     device = torch.device(config.device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     labels = train_data.labels
     targets = train_data.targets if classify and config.soft_targets else None
     if targets is not None and targets.shape[1] != model.num_classes:
@@ -388,7 +403,7 @@ def _setup(model: FerModel, train_data: TensorSet, val_data: TensorSet, config: 
     min_last = 2 * (shard.world if shard is not None else 1)  # >= 2 rows per rank (batch norm)
     steps = n // config.batch_size + (1 if n % config.batch_size >= min_last else 0)
     return _Loop(model=model, net=model if shard is None else shard.wrap(model),
-                 opt=opt_cls(params, lr=config.lr, weight_decay=config.weight_decay), criterion=criterion,
+                 opt=_optimizer(config, params), criterion=criterion,
                  train_set=_on_device(train_data, device), val_set=_on_device(val_data, device), spec=spec,
                  classify=classify, steps=steps, total=steps * config.epochs, g=g, order_g=order_g, device=device,
                  sample_w=sample_w, augment=Augmenter(spec, turn=turn) if config.augment and classify else None,
