@@ -41,21 +41,32 @@ from ferlib.inputs import Mirror  # noqa: E402
 GRID = np.round(np.arange(-2.0, 2.0001, 0.05), 2)
 
 
-def val_logits(runner, path: str, classes: list[str], spec) -> dict:
-    """Plain and mirrored logits of the detected validation faces of one dataset, labels of every row."""
+def val_inputs(path: str, classes: list[str], spec, all_rows: bool = False) -> dict:
+    """The validation faces of one dataset (all_rows: every row of it, a folder made for validation),
+    prepared once: model inputs of the detected faces, labels of every row."""
     ds = import_dataset(path)
-    ds = ds.with_table(ds.table[ds.table["split"] == "val"].reset_index(drop=True))
+    if not all_rows:
+        ds = ds.with_table(ds.table[ds.table["split"] == "val"].reset_index(drop=True))
     prep = prepare(ds, spec, classes, drop_unknown=True, workers=1, progress=False)
     inputs = prep.eval_inputs()
+    return {"name": Path(path).stem, "labels": np.asarray(inputs["labels"]), "data": inputs["data"],
+            "detected": np.asarray(inputs["detected_mask"], bool)}
+
+
+def logits(runner, inputs: dict, spec) -> dict:
+    """`inputs` (val_inputs) with the runner's plain and mirrored logits of its detected faces."""
     mirror, plain, flipped = Mirror(spec), [], []
     data = inputs["data"]
     for i in range(0, len(data), 256):
         batch = data.batch(slice(i, i + 256))
         plain.append(runner.outputs(batch))
         flipped.append(runner.outputs(mirror(batch)))
-    labels = np.asarray(inputs["labels"])
-    return {"name": Path(path).stem, "labels": labels, "detected": np.asarray(inputs["detected_mask"], bool),
-            "plain": np.concatenate(plain), "flipped": np.concatenate(flipped)}
+    return {**inputs, "plain": np.concatenate(plain), "flipped": np.concatenate(flipped)}
+
+
+def val_logits(runner, path: str, classes: list[str], spec) -> dict:
+    """Plain and mirrored logits of the detected validation faces of one dataset, labels of every row."""
+    return logits(runner, val_inputs(path, classes, spec), spec)
 
 
 def predictions(sets: list[dict], bias: np.ndarray) -> list[np.ndarray]:

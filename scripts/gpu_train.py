@@ -9,8 +9,9 @@ compact copy of the training data included, must stay under 64 MiB. Three steps:
 
        .venv/bin/python scripts/gpu_train.py --pack          # -> data/gpu_pack.npz, about 45 MB
 
-   The grey 48x48 crops travel as one JPEG mosaic (quality 95: lossless would be 60 MB; the pack
-   records the PSNR), labels and soft targets as arrays, and the data card of the run.
+   The grey 48x48 training crops travel as one JPEG mosaic (quality 95: lossless would be 60 MB; the
+   pack records the PSNR), the validation crops as a lossless PNG mosaic, labels and soft targets as
+   arrays, and the data card of the run.
 
 2. On the GPU machine (a python3 with torch, numpy, opencv and safetensors; no MediaPipe), with the
    shipped models' weights set aside here first so that tree and pack fit (`mkdir -p /tmp/aside && mv
@@ -21,7 +22,8 @@ compact copy of the training data included, must stay under 64 MiB. Three steps:
    trains `resnet18_attention` width 64 (11.2 M parameters) from scratch: SGD lr 0.1, one-cycle, batch
    128, weight decay 5e-4, soft targets with the default's class balance (power 0.5), augmentation,
    bf16 autocast, 60 epochs or --time-limit seconds, whichever ends first (then the best epoch so far).
-   The best epoch by validation mean recall (the default's yardstick) is kept. It writes to --out:
+   The best epoch by validation mean recall (the default's yardstick) is kept; the model reads crops in
+   eval mode smoothed as the default does (eval_blur 0.5, ferlib.models.blocks.EvalBlur). It writes to --out:
    the card (model.json), the weights cut into parts of at most 15 MiB (model.safetensors.partN; a
    device returns files of at most 16 MiB) and report.json.
 
@@ -68,16 +70,18 @@ MOSAIC_COLUMNS = 64  # JPEG's widest side is 65,535 px: 64 crops of 48 px across
 
 
 # ----------------------------------------------------------------------------- the compact copy
-def encode_mosaic(crops: np.ndarray, quality: int) -> tuple[bytes, float]:
-    """(N, S, S) uint8 crops -> (one JPEG of them tiled MOSAIC_COLUMNS across, its PSNR in dB)."""
+def encode_mosaic(crops: np.ndarray, quality: int | None) -> tuple[bytes, float]:
+    """(N, S, S) uint8 crops -> (one JPEG of them tiled MOSAIC_COLUMNS across, its PSNR in dB);
+    quality None: a PNG (lossless, PSNR inf)."""
     n, s = len(crops), crops.shape[1]
     rows = -(-n // MOSAIC_COLUMNS)
     tiles = np.zeros((rows * MOSAIC_COLUMNS, s, s), np.uint8)
     tiles[:n] = crops
     mosaic = tiles.reshape(rows, MOSAIC_COLUMNS, s, s).transpose(0, 2, 1, 3).reshape(rows * s, MOSAIC_COLUMNS * s)
-    ok, buf = cv2.imencode(".jpg", mosaic, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = (cv2.imencode(".png", mosaic, [cv2.IMWRITE_PNG_COMPRESSION, 9]) if quality is None else
+               cv2.imencode(".jpg", mosaic, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]))
     if not ok:
-        raise InputError(f"could not encode {n} crops as a JPEG mosaic")
+        raise InputError(f"could not encode {n} crops as a mosaic")
     mse = float(np.mean((decode_mosaic(buf.tobytes(), n, s).astype(np.float64) - crops) ** 2))
     return buf.tobytes(), float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
@@ -110,22 +114,24 @@ def pack(sources, out, base: str = DEFAULT_BASE, quality: int = 95, workers: int
     data = TrainingData([import_dataset(s) for s in sources])
     sets = training_splits(prepare_data(data, spec, classes, PrepareOptions(workers=workers)))
     arrays: dict[str, np.ndarray] = {}
-    crops = []
+    counts, train_psnr = {}, float("nan")
     for split in SPLITS:
         p = sets[split]
         rows = p.detected
         assert p.crops is not None
-        crops.append(p.crops[rows])
+        # training crops as JPEG (they are resampled by the augmentation anyway); validation lossless,
+        # so that the best epoch is chosen on the crops as they are
+        blob, psnr = encode_mosaic(p.crops[rows], quality if split == "train" else None)
+        arrays[f"{split}_mosaic"] = np.frombuffer(blob, np.uint8)
         arrays[f"{split}_labels"] = p.labels[rows].astype(np.int16)
         if p.targets is not None:
             arrays[f"{split}_targets"] = p.targets[rows].astype(np.float32)
-    every = np.concatenate(crops)
-    blob, psnr = encode_mosaic(every, quality)
-    counts = {s: len(c) for s, c in zip(SPLITS, crops)}
+        counts[split] = int(rows.sum())
+        if split == "train":
+            train_psnr = psnr
     meta = {"classes": classes, "input": spec.to_dict(), "base": base, "counts": counts,
-            "data": data_card(data, {s: sets[s] for s in SPLITS}), "jpeg_quality": quality, "psnr_db": psnr,
+            "data": data_card(data, {s: sets[s] for s in SPLITS}), "jpeg_quality": quality, "psnr_db": train_psnr,
             "sources": [Path(s).name for s in sources]}
-    arrays["mosaic"] = np.frombuffer(blob, np.uint8)
     arrays["meta"] = np.array(json.dumps(meta))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,21 +148,19 @@ def load_pack(path) -> tuple[dict, dict[str, TensorSet]]:
     if not p.is_file():
         raise InputError(f"{p}: no pack here; build it with scripts/gpu_train.py --pack and carry it along")
     with np.load(p, allow_pickle=False) as z:
-        need = ["meta", "mosaic", *(f"{s}_labels" for s in SPLITS)]
+        need = ["meta", *(f"{s}_{k}" for s in SPLITS for k in ("mosaic", "labels"))]
         missing = [k for k in need if k not in z]
         if missing:
             raise InputError(f"{p}: not a pack of scripts/gpu_train.py (lacks {missing})")
         meta = json.loads(str(z["meta"]))
         spec = InputSpec.from_dict(meta["input"])
-        counts = meta["counts"]
-        crops = decode_mosaic(z["mosaic"].tobytes(), sum(counts[s] for s in SPLITS), spec.image_size)
-        sets, start = {}, 0
+        sets = {}
         for s in SPLITS:
-            n = counts[s]
-            ts = TensorSet.build(spec, z[f"{s}_labels"].astype(np.int64), crops=crops[start:start + n])
+            crops = decode_mosaic(z[f"{s}_mosaic"].tobytes(), meta["counts"][s], spec.image_size)
+            ts = TensorSet.build(spec, z[f"{s}_labels"].astype(np.int64), crops=crops)
             if f"{s}_targets" in z:
                 ts = replace(ts, targets=torch.from_numpy(z[f"{s}_targets"]))
-            sets[s], start = ts, start + n
+            sets[s] = ts
     return meta, sets
 
 
@@ -274,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training: the folder for the card and weight parts; --assemble: the checkpoint stem")
     ap.add_argument("--device", default="cuda", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--model", default="resnet18_attention")
-    ap.add_argument("--model-kw", default='{"width": 64, "se_reduction": 16, "dropout": 0.3}',
+    ap.add_argument("--model-kw", default='{"width": 64, "se_reduction": 16, "dropout": 0.3, "eval_blur": 0.5}',
                     help="JSON keyword arguments of create_model")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--time-limit", type=float, default=None,

@@ -104,3 +104,42 @@ def test_build_batch_feeds_every_classifier(name):
     with torch.no_grad():
         assert model(batch).shape == (3, len(FER7))
     assert set(batch) == set(model.input_keys)
+
+
+IMAGE_CLASSIFIERS = ["image_cnn", "resnet18_attention", "hybrid_fusion", "hybrid_heatmap"]
+
+
+def test_eval_blur_is_a_gaussian_in_eval_mode_only():
+    """EvalBlur: the identity at sigma 0 and in training; in eval mode a separable Gaussian with
+    replicated edges, the same as OpenCV's (an independent reference); outside the state dict."""
+    import cv2
+
+    from ferlib.models.blocks import EvalBlur
+
+    x = torch.rand(3, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    blur = EvalBlur(0.5).eval()
+    ref = np.stack([cv2.GaussianBlur(im[0], (5, 5), 0.5, borderType=cv2.BORDER_REPLICATE) for im in x.numpy()])
+    np.testing.assert_allclose(blur(x)[:, 0].numpy(), ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(blur.train()(x), x) and torch.equal(EvalBlur(0.0).eval()(x), x)
+    assert not blur.state_dict()
+    with pytest.raises(InputError, match="eval_blur"):
+        EvalBlur(-1.0)
+
+
+@pytest.mark.parametrize("name", IMAGE_CLASSIFIERS)
+def test_image_classifiers_take_eval_blur(name, tmp_path):
+    """Every classifier that reads the grey face takes eval_blur: in its kwargs (so the card
+    rebuilds it), the weights file unchanged, its image branch reading the blurred crop in eval mode."""
+    plain = create_model(name, num_classes=3).eval()
+    blurred_model = create_model(name, num_classes=3, eval_blur=0.5).eval()
+    blurred_model.load_state_dict(plain.state_dict())  # the same weights, strict
+    assert "eval_blur" not in plain.config()["kwargs"]
+    assert blurred_model.config()["kwargs"]["eval_blur"] == 0.5
+    batch = synthetic_batch(plain)
+    with torch.no_grad():
+        blurred = dict(batch, image=blurred_model.blur(batch["image"]))
+        torch.testing.assert_close(blurred_model(batch), plain(blurred))
+        assert not torch.allclose(blurred_model(batch), plain(batch))
+    save_checkpoint(blurred_model, tmp_path / "m", make_card(blurred_model, FER7[:3], spec_for_model(blurred_model)))
+    loaded, card = load_checkpoint(tmp_path / "m")
+    assert card["model"]["kwargs"]["eval_blur"] == 0.5 and loaded.blur.sigma == 0.5

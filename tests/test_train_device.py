@@ -278,6 +278,8 @@ def test_gpu_train_mosaic_round_trip():
     assert psnr > 35 and np.abs(back.astype(int) - crops).mean() < 2
     with pytest.raises(InputError, match="holds"):
         gt.decode_mosaic(blob, 64 * 2 + 1, 48)
+    lossless, inf = gt.encode_mosaic(crops, quality=None)  # the validation crops travel as they are
+    assert inf == float("inf") and np.array_equal(gt.decode_mosaic(lossless, 70, 48), crops)
 
 
 def test_gpu_train_packs_trains_and_assembles_on_the_cpu(tmp_path, capsys, monkeypatch):

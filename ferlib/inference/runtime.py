@@ -67,9 +67,10 @@ _EXPORTS_MAX = 4
 
 
 def _onnx_blob(model, card: dict, spec, cache: bool) -> bytes:
-    """ONNX bytes of a checkpoint's model, exported once per process per (weights hash, input spec)."""
+    """ONNX bytes of a checkpoint's model, exported once per process per (weights hash, input spec, model config)."""
     card = card or {}
-    key = (card.get("weights_sha256"), json.dumps(card.get("input"), sort_keys=True), export.OPSET)
+    key = (card.get("weights_sha256"), json.dumps(card.get("input"), sort_keys=True),
+           json.dumps(card.get("model"), sort_keys=True), export.OPSET)
     if cache and key[0]:
         with _EXPORTS_LOCK:
             if key in _EXPORTS:

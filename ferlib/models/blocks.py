@@ -1,9 +1,48 @@
 """Small building blocks shared by the model families."""
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ferlib.errors import InputError
 from ferlib.faces.normalize import SUBSETS
+
+
+class EvalBlur(nn.Module):
+    """Gaussian blur of an image batch (N, C, H, W) in eval mode only: `sigma` px, separable,
+    edges replicated; 0 = off (the identity, every model's default).
+
+    Why: the training augmentation (`ferlib.inputs.Augmenter`) resamples every crop bilinearly at a
+    random sub-pixel position, which smooths it (the mean bilinear kernel is [1/8, 3/4, 1/8] per axis, a
+    variance of 1/4 px^2). A model trained so has never seen a crisp crop and reads one worse; sigma
+    0.5 gives the crops it reads the same variance (docs/results.md measures it). In training mode
+    the crops are already resampled, so nothing is done. The kernel is a buffer outside the state
+    dict: the weights file does not change, the model's kwargs say the sigma."""
+
+    kernel: torch.Tensor
+
+    def __init__(self, sigma: float = 0.0):
+        super().__init__()
+        if not (sigma >= 0 and math.isfinite(sigma)):
+            raise InputError(f"eval_blur must be a finite sigma >= 0 (pixels), got {sigma!r}")
+        self.sigma = float(sigma)
+        r = math.ceil(3 * self.sigma) if self.sigma > 0 else 0
+        x = torch.arange(-r, r + 1, dtype=torch.float32)
+        w = torch.exp(-x ** 2 / (2 * self.sigma ** 2)) if self.sigma > 0 else torch.ones(1)
+        self.register_buffer("kernel", w / w.sum(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.sigma == 0:
+            return x
+        shape, r = x.shape, len(self.kernel) // 2
+        k = self.kernel.to(x.dtype)
+        y = x.reshape(-1, 1, shape[-2], shape[-1])  # every channel alike (a fixed kernel shape exports to ONNX)
+        y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+        return y.reshape(shape)
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:

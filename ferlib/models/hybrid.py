@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import default_num_points, mlp, vgg_trunk
+from .blocks import EvalBlur, default_num_points, mlp, vgg_trunk
 from .registry import FerModel, register_model
 
 
@@ -17,10 +17,13 @@ class HybridHeatmap(FerModel):
     input_kind = "hybrid"
 
     def __init__(self, num_classes: int = 7, heatmap_channels: int = 1, patches: bool = False,
-                 width: int = 32, hidden: int = 256, dropout: float = 0.4):
+                 width: int = 32, hidden: int = 256, dropout: float = 0.4, eval_blur: float = 0.0):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, heatmap_channels=heatmap_channels, patches=patches,
                             width=width, hidden=hidden, dropout=dropout)
+        self.blur = EvalBlur(eval_blur)
+        if eval_blur:
+            self.hparams["eval_blur"] = float(eval_blur)
         self.input_keys = ("image", "heatmaps") + (("patches",) if patches else ())
         self.image_branch, n_img = vgg_trunk(1, width, 3)
         self.heatmap_branch, n_hm = vgg_trunk(heatmap_channels, width // 2, 3)
@@ -33,7 +36,7 @@ class HybridHeatmap(FerModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)
-        parts = [self.image_branch(batch["image"]), self.heatmap_branch(batch["heatmaps"])]
+        parts = [self.image_branch(self.blur(batch["image"])), self.heatmap_branch(batch["heatmaps"])]
         if self.hparams["patches"]:
             parts.append(self.patch_branch(batch["patches"]))
         return self.head(self.fuse(torch.cat(parts, dim=1)))
@@ -48,11 +51,14 @@ class HybridFusion(FerModel):
     input_keys = ("image", "landmarks")
 
     def __init__(self, num_classes: int = 7, num_points: int = 0, subset: str = "default", width: int = 32,
-                 landmark_hidden: int = 256, hidden: int = 256, dropout: float = 0.4):
+                 landmark_hidden: int = 256, hidden: int = 256, dropout: float = 0.4, eval_blur: float = 0.0):
         super().__init__()
         num_points = num_points or default_num_points(subset)
         self.hparams = dict(num_classes=num_classes, num_points=num_points, subset=subset, width=width,
                             landmark_hidden=landmark_hidden, hidden=hidden, dropout=dropout)
+        self.blur = EvalBlur(eval_blur)
+        if eval_blur:
+            self.hparams["eval_blur"] = float(eval_blur)
         self.image_branch, n_img = vgg_trunk(1, width, 3)
         self.landmark_branch = nn.Sequential(nn.Flatten(), mlp([3 * num_points, landmark_hidden, landmark_hidden], 0.2))
         self.fuse = nn.Sequential(nn.Linear(n_img + landmark_hidden, hidden), nn.ReLU(inplace=True),
@@ -61,5 +67,5 @@ class HybridFusion(FerModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)
-        parts = [self.image_branch(batch["image"]), self.landmark_branch(batch["landmarks"])]
+        parts = [self.image_branch(self.blur(batch["image"])), self.landmark_branch(batch["landmarks"])]
         return self.head(self.fuse(torch.cat(parts, dim=1)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import vgg_trunk
+from .blocks import EvalBlur, vgg_trunk
 from .registry import FerModel, register_model
 
 
@@ -17,14 +17,17 @@ class ImageCNN(FerModel):
     input_keys = ("image",)
 
     def __init__(self, num_classes: int = 7, width: int = 32, stages: int = 3, hidden: int = 256,
-                 dropout: float = 0.4, conv_dropout: float = 0.1):
+                 dropout: float = 0.4, conv_dropout: float = 0.1, eval_blur: float = 0.0):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, width=width, stages=stages, hidden=hidden,
                             dropout=dropout, conv_dropout=conv_dropout)
+        self.blur = EvalBlur(eval_blur)
+        if eval_blur:
+            self.hparams["eval_blur"] = float(eval_blur)
         trunk, n = vgg_trunk(1, width, stages, conv_dropout)
         self.features = nn.Sequential(trunk, nn.Linear(n, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)
-        return self.head(self.features(batch["image"]))
+        return self.head(self.features(self.blur(batch["image"])))

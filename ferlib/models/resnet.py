@@ -6,6 +6,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from .blocks import EvalBlur
 from .registry import FerModel, create_model, register_model
 
 
@@ -45,9 +46,13 @@ class ResNet18Attention(FerModel):
     input_kind = "image"
     input_keys = ("image",)
 
-    def __init__(self, num_classes: int = 7, width: int = 64, se_reduction: int = 16, dropout: float = 0.3):
+    def __init__(self, num_classes: int = 7, width: int = 64, se_reduction: int = 16, dropout: float = 0.3,
+                 eval_blur: float = 0.0):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, width=width, se_reduction=se_reduction, dropout=dropout)
+        self.blur = EvalBlur(eval_blur)
+        if eval_blur:
+            self.hparams["eval_blur"] = float(eval_blur)
         layers: list[nn.Module] = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                    nn.ReLU(inplace=True)]
         c = width
@@ -61,7 +66,7 @@ class ResNet18Attention(FerModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_batch(batch)
-        return self.head(self.features(batch["image"]))
+        return self.head(self.features(self.blur(batch["image"])))
 
 
 def widen(model: ResNet18Attention, factor: float = 2, noise: float = 0.0, seed: int = 0) -> ResNet18Attention:
