@@ -1,6 +1,6 @@
 """Choose and check the default temporal smoothing on the committed Pexels clip, through `ferlib predict`.
 
-    .venv/bin/python scripts/eval_blur.py [--model NAME_OR_PATH] [--out results.json]
+    .venv/bin/python scripts/eval_smoothing.py [--model NAME_OR_PATH] [--out results.json]
 
 1. `python -m ferlib predict CLIP --smoothing none` gives each frame's raw probabilities.
 2. Every candidate (EMA with several alphas, the window vote with several windows) is replayed on

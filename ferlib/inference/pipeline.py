@@ -38,7 +38,7 @@ SMOOTHING = ("none", "ema", "vote")
 DEFAULT_SMOOTHING = "ema"
 DEFAULT_SMOOTHING_ALPHA = 0.1
 """Smoothing of videos in `predict` and on the Live page: chosen on the committed clip by
-scripts/eval_blur.py (docs/results.md, "Reading every emotion"): the least lag at <= 0.5 label flips
+scripts/eval_smoothing.py (docs/results.md, "Reading every emotion"): the least lag at <= 0.5 label flips
 per second for the default model (resnet18_attention_ferplus_w32: EMA 0.1, 0.31 flips/s, 0.29 s; 0.15
 gave 0.51 flips/s between sad and its neighbours while the person cries)."""
 

@@ -238,7 +238,7 @@ def video_embeddings(video, checkpoint=DEFAULT_BASE, step: int = 1, max_frames: 
                      threads: int = 1) -> VideoEmbeddings:
     """Run the real front end on every `step`-th frame of `video`: the Pipeline (default settings,
     extractor in video mode) finds the faces; the main face (lowest face id, as
-    scripts/eval_blur.py takes it) is prepared by the Pipeline (`inputs_for`: model crop, input
+    scripts/eval_smoothing.py takes it) is prepared by the Pipeline (`inputs_for`: model crop, input
     batch) and classified by it (`probabilities`: its runner, flip TTA as the card says); the same
     batch gives the embedding through the checkpoint's PyTorch model."""
     if step < 1:
