@@ -11,9 +11,14 @@ datasets, the same objective as scripts/fit_class_bias.py without a bias. It pri
 with each dataset's accuracy, mean recall and lowest class recall, and takes the best. The test sets
 are never looked at: measure them afterwards through `ferlib predict` (scripts/eval_all_sets.sh).
 
+    .venv/bin/python scripts/make_val_sets350.py --out /tmp/ferlib-val350     # once
     .venv/bin/python scripts/fit_eval_blur.py models/resnet18_attention_ferplus_w32 \\
         --data ../shared/data/ferplus.zip --data ../shared/data/ckplus48.zip \\
-        --data cache/affectnet_subset_train.zip --report runs/blur/w32.json [--write]
+        --data cache/affectnet_subset_train.zip --val-folder /tmp/ferlib-val350/affectnet_val350 \\
+        --val-folder /tmp/ferlib-val350/ck_val350 --report runs/blur/w32.json [--write]
+
+The 350 px folders matter: a small face enlarged and cut again (the 350 px sets) is already soft, and
+reads worse blurred; native 48 px crops read better. Validating on both kinds keeps that trade in view.
 
 --write sets the chosen sigma in the card's model kwargs, in place; the weights are untouched. The
 card's `training.eval_blur` records the grid, the data and the scores.
@@ -102,6 +107,10 @@ def main() -> int:
             k: report[k] for k in ("date", "chosen", "data", "val_folders", "objective")}
             | {"objective_by_sigma": {str(r["sigma"]): round(r["objective"], 4) for r in rows},
                "command": "python scripts/fit_eval_blur.py " + " ".join(sys.argv[1:])}}
+        new_card["metrics"] = {**new_card.get("metrics", {}), "eval_blur_note": (
+            f"the figures above were measured with eval_blur {card['model']['kwargs'].get('eval_blur', 0)}; "
+            f"{best['sigma']} was set on {report['date']} (training.eval_blur); measure the held-out sets "
+            "again through ferlib predict (scripts/eval_all_sets.sh)")}
         _, cpath = checkpoint_paths(path)
         atomic_write_bytes(cpath, json.dumps(new_card, indent=2, default=json_default).encode())
         read_checkpoint(cpath)

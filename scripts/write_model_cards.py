@@ -105,6 +105,9 @@ def render(name: str, model, card: dict, expert_for: str | None = None) -> str:
     if "image" in inp["keys"]:
         lines.append(f"- image: grey {inp['image_size']}x{inp['image_size']} face crop, "
                      f"(x/255 - {inp['mean']}) / {inp['std']}")
+        if sigma := card["model"].get("kwargs", {}).get("eval_blur"):
+            lines.append(f"- read blurred in eval mode (Gaussian, sigma {sigma} px; `eval_blur`, chosen on validation "
+                         "by scripts/fit_eval_blur.py): the training augmentation resampled every crop it saw")
     lines += ["", "## Data and split", ""]
     for k, v in data.items():
         lines.append(f"- {k}: `{v}`")
@@ -137,6 +140,8 @@ def render(name: str, model, card: dict, expert_for: str | None = None) -> str:
                       for c, v in per.items()]
     else:
         lines.append("No test metrics recorded.")
+    if met.get("eval_blur_note"):
+        lines += ["", f"Note: {met['eval_blur_note']}."]
     kinds = {d.get("kind") for d in data.get("datasets", [])}
     first = ("- FER+ gives FER2013's 48x48 grey, mostly frontal faces 10 taggers' votes each; disgust (116 train "
              "images with a majority) and contempt (120) stay rare, and contempt is read poorly. Figures on held-out "
