@@ -45,6 +45,13 @@ class EvalBlur(nn.Module):
         return y.reshape(shape)
 
 
+def eval_blur_of(hparams: dict, sigma: float) -> EvalBlur:
+    """The EvalBlur of an image model, its sigma recorded in `hparams` (the card's kwargs) when not 0."""
+    if sigma:
+        hparams["eval_blur"] = float(sigma)
+    return EvalBlur(sigma)
+
+
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import EvalBlur, default_num_points, mlp, vgg_trunk
+from .blocks import default_num_points, eval_blur_of, mlp, vgg_trunk
 from .registry import FerModel, register_model
 
 
@@ -21,9 +21,7 @@ class HybridHeatmap(FerModel):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, heatmap_channels=heatmap_channels, patches=patches,
                             width=width, hidden=hidden, dropout=dropout)
-        self.blur = EvalBlur(eval_blur)
-        if eval_blur:
-            self.hparams["eval_blur"] = float(eval_blur)
+        self.blur = eval_blur_of(self.hparams, eval_blur)
         self.input_keys = ("image", "heatmaps") + (("patches",) if patches else ())
         self.image_branch, n_img = vgg_trunk(1, width, 3)
         self.heatmap_branch, n_hm = vgg_trunk(heatmap_channels, width // 2, 3)
@@ -56,9 +54,7 @@ class HybridFusion(FerModel):
         num_points = num_points or default_num_points(subset)
         self.hparams = dict(num_classes=num_classes, num_points=num_points, subset=subset, width=width,
                             landmark_hidden=landmark_hidden, hidden=hidden, dropout=dropout)
-        self.blur = EvalBlur(eval_blur)
-        if eval_blur:
-            self.hparams["eval_blur"] = float(eval_blur)
+        self.blur = eval_blur_of(self.hparams, eval_blur)
         self.image_branch, n_img = vgg_trunk(1, width, 3)
         self.landmark_branch = nn.Sequential(nn.Flatten(), mlp([3 * num_points, landmark_hidden, landmark_hidden], 0.2))
         self.fuse = nn.Sequential(nn.Linear(n_img + landmark_hidden, hidden), nn.ReLU(inplace=True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import EvalBlur, vgg_trunk
+from .blocks import eval_blur_of, vgg_trunk
 from .registry import FerModel, register_model
 
 
@@ -21,9 +21,7 @@ class ImageCNN(FerModel):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, width=width, stages=stages, hidden=hidden,
                             dropout=dropout, conv_dropout=conv_dropout)
-        self.blur = EvalBlur(eval_blur)
-        if eval_blur:
-            self.hparams["eval_blur"] = float(eval_blur)
+        self.blur = eval_blur_of(self.hparams, eval_blur)
         trunk, n = vgg_trunk(1, width, stages, conv_dropout)
         self.features = nn.Sequential(trunk, nn.Linear(n, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.head = nn.Linear(hidden, num_classes)

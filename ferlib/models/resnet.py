@@ -6,7 +6,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from .blocks import EvalBlur
+from .blocks import eval_blur_of
 from .registry import FerModel, create_model, register_model
 
 
@@ -50,9 +50,7 @@ class ResNet18Attention(FerModel):
                  eval_blur: float = 0.0):
         super().__init__()
         self.hparams = dict(num_classes=num_classes, width=width, se_reduction=se_reduction, dropout=dropout)
-        self.blur = EvalBlur(eval_blur)
-        if eval_blur:
-            self.hparams["eval_blur"] = float(eval_blur)
+        self.blur = eval_blur_of(self.hparams, eval_blur)
         layers: list[nn.Module] = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                    nn.ReLU(inplace=True)]
         c = width
