@@ -7,7 +7,7 @@ compact copy of the training data included, must stay under 64 MiB. Three steps:
    classes; FER+ vote distributions, CK+ train subjects, the AffectNet subset less its held-out part;
    every dataset's train and val rows, no test rows):
 
-       .venv/bin/python scripts/gpu_train.py --pack          # -> data/gpu_pack.npz, about 45 MB
+       .venv/bin/python scripts/gpu_train.py --pack          # -> data/gpu_pack.npz, about 47 MB
 
    The grey 48x48 training crops travel as one JPEG mosaic (quality 95: lossless would be 60 MB; the
    pack records the PSNR), the validation crops as a lossless PNG mosaic, labels and soft targets as
@@ -23,7 +23,7 @@ compact copy of the training data included, must stay under 64 MiB. Three steps:
    128, weight decay 5e-4, soft targets with the default's class balance (power 0.5), augmentation,
    bf16 autocast, 60 epochs or --time-limit seconds, whichever ends first (then the best epoch so far).
    The best epoch by validation mean recall (the default's yardstick) is kept; the model reads crops in
-   eval mode smoothed as the default does (eval_blur 0.5, ferlib.models.blocks.EvalBlur). It writes to --out:
+   eval mode blurred as the default does (eval_blur 0.45, ferlib.models.blocks.EvalBlur). It writes to --out:
    the card (model.json), the weights cut into parts of at most 15 MiB (model.safetensors.partN; a
    device returns files of at most 16 MiB) and report.json.
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training: the folder for the card and weight parts; --assemble: the checkpoint stem")
     ap.add_argument("--device", default="cuda", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--model", default="resnet18_attention")
-    ap.add_argument("--model-kw", default='{"width": 64, "se_reduction": 16, "dropout": 0.3, "eval_blur": 0.5}',
+    ap.add_argument("--model-kw", default='{"width": 64, "se_reduction": 16, "dropout": 0.3, "eval_blur": 0.45}',
                     help="JSON keyword arguments of create_model")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--time-limit", type=float, default=None,
