@@ -30,6 +30,7 @@ compact copy of the training data included, must stay under 64 MiB. Three steps:
 3. Here, join the parts into a checkpoint (the card's sha256 is checked) and measure it as users do:
 
        .venv/bin/python scripts/gpu_train.py --assemble FOLDER --out runs/gpu/model
+       .venv/bin/python scripts/fit_eval_blur.py runs/gpu/model --data ... --val-folder ... --write
        scripts/eval_all_sets.sh runs/gpu/model gpu
 
 `--device cpu` runs the same on the CPU (the tests do, on a tiny pack).
@@ -100,8 +101,9 @@ def decode_mosaic(blob: bytes, n: int, size: int) -> np.ndarray:
 
 def pack(sources, out, base: str = DEFAULT_BASE, quality: int = 95, workers: int = 1) -> dict:
     """Prepare `sources` with `base`'s input spec and classes as `ferlib finetune` does (train and val
-    splits, faces found), and write them to `out` (.npz): the crops as one JPEG mosaic, labels, soft
-    targets, and `meta` (JSON: spec, classes, the run's data card, counts, PSNR). Returns meta."""
+    splits, faces found), and write them to `out` (.npz): per split the crops as one mosaic (train: JPEG at
+    `quality`; val: PNG, lossless), labels and soft targets, and `meta` (JSON: spec, classes, the run's data
+    card, counts, the training mosaic's PSNR). Returns meta."""
     # the data stack (MediaPipe for large images) is imported here only: the GPU side needs none of it
     from ferlib.data.tensors import import_dataset
     from ferlib.inference.checkpoint import card_spec, read_checkpoint
