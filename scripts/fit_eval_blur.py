@@ -70,7 +70,7 @@ def main() -> int:
         ap.error("give --data or --val-folder")
     torch.set_num_threads(1)
     path, model, card = read_checkpoint(args.model)
-    if "image" not in model.input_keys:
+    if "image" not in model.input_keys or model.task != "classification":
         ap.error(f"{args.model} reads {list(model.input_keys)}: eval blur is for image models")
     classes, n = list(card["classes"]), len(card["classes"])
     spec = card_spec(card)

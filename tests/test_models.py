@@ -143,3 +143,45 @@ def test_image_classifiers_take_eval_blur(name, tmp_path):
     save_checkpoint(blurred_model, tmp_path / "m", make_card(blurred_model, FER7[:3], spec_for_model(blurred_model)))
     loaded, card = load_checkpoint(tmp_path / "m")
     assert card["model"]["kwargs"]["eval_blur"] == 0.5 and loaded.blur.sigma == 0.5
+
+
+def test_fit_eval_blur_writes_the_chosen_sigma_into_the_card(tmp_path):
+    """scripts/fit_eval_blur.py on a tiny checkpoint and a tiny folder read whole as validation (frames of the
+    committed Pexels clip, crying and laughing): it scores each sigma, and --write puts the chosen one in the
+    card's kwargs (with the fit's record) while the weights file stays byte for byte the same."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    from ferlib.classes import CLASSES
+    from tests.helpers import ROOT
+
+    cap = cv2.VideoCapture(str(ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"))  # 24 fps
+    for i in range(470):  # 472 frames
+        ok, frame = cap.read()
+        assert ok
+        if i % 80 == 40:  # crying until about 9 s, laughing after 11 s
+            label = "sad" if i < 216 else "happy" if i > 264 else None
+            if label:
+                (tmp_path / "val" / label).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(tmp_path / "val" / label / f"{i}.png"), frame)
+    model = create_model("resnet18_attention", num_classes=8, width=4).eval()
+    spec = spec_for_model(model)
+    wpath, cpath = save_checkpoint(model, tmp_path / "m", make_card(model, CLASSES, spec,
+                                                                   training={"config": {"tta_flip": True}}))
+    before = wpath.read_bytes()
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_eval_blur.py"), str(cpath),
+                          "--val-folder", str(tmp_path / "val"), "--grid", "0", "0.5",
+                          "--report", str(tmp_path / "r.json"), "--write"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [r["sigma"] for r in report["grid"]] == [0.0, 0.5] and report["chosen"] in (0.0, 0.5)
+    card = json.loads(cpath.read_text())
+    assert card["model"]["kwargs"].get("eval_blur", 0.0) == report["chosen"]
+    assert card["training"]["eval_blur"]["val_folders"] == ["val"] and "eval_blur_note" in card["metrics"]
+    assert wpath.read_bytes() == before
+    loaded, _ = load_checkpoint(cpath)
+    assert loaded.blur.sigma == report["chosen"]
