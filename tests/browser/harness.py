@@ -331,51 +331,47 @@ def read_number(page, label: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def wait_for_text(page, pattern: str, timeout: float = 60.0, shot: str | None = None) -> re.Match:
-    """Poll until the page text matches regex `pattern`; returns the match. On timeout saves a
-    screenshot (test-artifacts/<shot>-timeout.png) and fails with the page text."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = re.search(pattern, body_text(page))
-        if m:
-            return m
-        page.wait_for_timeout(250)
-    if shot:
-        screenshot(page, f"{shot}-timeout")
-    pytest.fail(f"no text matching {pattern!r} within {timeout:.0f} s; page text:\n{body_text(page)[:3000]}",
-                pytrace=False)
-
-
-def wait_for_number(page, label: str, above: float, timeout: float = 60.0, shot: str | None = None) -> float:
-    """Poll until the number after `label` exceeds `above`; returns it. On timeout saves a screenshot
-    (test-artifacts/<shot>-timeout.png) and fails with the page text."""
+def _poll(page, probe, timeout: float, shot: str | None, failure):
+    """Call probe() every 250 ms until it returns (True, value); returns value. On timeout saves a
+    screenshot (test-artifacts/<shot>-timeout.png) and fails with failure(last value) and the page text."""
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
-        value = read_number(page, label)
-        if value is not None and value > above:
+        done, value = probe()
+        if done:
             return value
         page.wait_for_timeout(250)
     if shot:
         screenshot(page, f"{shot}-timeout")
-    pytest.fail(f"'{label}' did not exceed {above} within {timeout:.0f} s (last: {value}); page text:\n"
-                f"{body_text(page)[:3000]}", pytrace=False)
+    pytest.fail(f"{failure(value)} within {timeout:.0f} s; page text:\n{body_text(page)[:3000]}", pytrace=False)
+
+
+def wait_for_text(page, pattern: str, timeout: float = 60.0, shot: str | None = None) -> re.Match:
+    """Poll until the page text matches regex `pattern`; returns the match (fails as `_poll`)."""
+    def probe():
+        m = re.search(pattern, body_text(page))
+        return m is not None, m
+    return _poll(page, probe, timeout, shot, lambda _: f"no text matching {pattern!r}")
+
+
+def wait_for_number(page, label: str, above: float, timeout: float = 60.0, shot: str | None = None) -> float:
+    """Poll until the number after `label` exceeds `above`; returns it (fails as `_poll`)."""
+    def probe():
+        value = read_number(page, label)
+        return value is not None and value > above, value
+    return _poll(page, probe, timeout, shot, lambda last: f"'{label}' did not exceed {above} (last: {last})")
 
 
 def wait_for_count(page, selector: str, n: int, timeout: float = 30.0, shot: str | None = None):
     """Poll until at least `n` elements match CSS `selector` (charts draw after the text beside them:
-    plotly renders asynchronously, and a rerun redraws them); returns the locator. On timeout saves a
-    screenshot (test-artifacts/<shot>-timeout.png) and fails with the page text."""
+    plotly renders asynchronously, and a rerun redraws them); returns the locator (fails as `_poll`)."""
     found = page.locator(selector)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found.count() >= n:
-            return found
-        page.wait_for_timeout(250)
-    if shot:
-        screenshot(page, f"{shot}-timeout")
-    pytest.fail(f"fewer than {n} elements matching {selector!r} within {timeout:.0f} s (last: {found.count()}); "
-                f"page text:\n{body_text(page)[:3000]}", pytrace=False)
+
+    def probe():
+        count = found.count()
+        return count >= n, count
+    _poll(page, probe, timeout, shot, lambda last: f"fewer than {n} elements matching {selector!r} (last: {last})")
+    return found
 
 
 def prepare_studio(page, session: str, emotion: str) -> None:
