@@ -52,6 +52,11 @@ def _write(path: Path, img: np.ndarray) -> None:
     cv2.imwrite(str(path), img)
 
 
+def write_enlarged(src: str, dest: Path) -> None:
+    """A dataset image enlarged to SIDE x SIDE (INTER_CUBIC), as every 350 px set is made, written to dest."""
+    _write(dest, cv2.resize(read_image(src), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC))
+
+
 def fer_private(shared: Path, out: Path) -> None:
     with zipfile.ZipFile(shared / "data" / "fer2013.zip") as z:
         for n in z.namelist():
@@ -66,8 +71,7 @@ def tight(shared: Path, out: Path, per_class: int) -> None:
     df = import_affectnet(shared / "data" / "affectnet_subset.zip").table
     held = df[first_per_class(df, per_class)]  # the rows make_affectnet_train_zip.py leaves out of training
     for path, c in zip(held["path"], held["label"]):
-        img = cv2.resize(read_image(path), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
-        _write(out / "affectnet_tight350" / c / (Path(split_zip_path(path)[1]).stem + ".png"), img)
+        write_enlarged(path, out / "affectnet_tight350" / c / (Path(split_zip_path(path)[1]).stem + ".png"))
 
 
 def ckplus_test(shared: Path, out: Path) -> None:
@@ -76,8 +80,7 @@ def ckplus_test(shared: Path, out: Path) -> None:
     df = df[df["split"] == "test"].sort_values("path")
     last = df.groupby("group").tail(1)  # sorted: the last frame of the sequence
     for path, c in zip(last["path"], last["label"]):
-        img = cv2.resize(read_image(path), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
-        _write(out / "ckplus_test350" / c / (Path(split_zip_path(path)[1]).stem + ".png"), img)
+        write_enlarged(path, out / "ckplus_test350" / c / (Path(split_zip_path(path)[1]).stem + ".png"))
 
 
 def ferplus_test(shared: Path, out: Path) -> None:

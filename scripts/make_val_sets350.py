@@ -4,9 +4,10 @@ at the test sets (outside the repo: dataset images with research-only licences, 
     .venv/bin/python scripts/make_val_sets350.py --out /tmp/ferlib-val350 [--shared ../shared]
 
 Writes `affectnet_val350/<class>/` (the val rows `ferlib finetune --data cache/affectnet_subset_train.zip`
-makes: a seeded 10 % per class) and `ck_val350/<class>/` (the CK+ validation subjects; not named "ckplus…", which would be read as the CK+ layout), each image
-resized to 350x350 with INTER_CUBIC exactly as scripts/make_eval_sets.py builds affectnet_tight350 and
-ckplus_test350 from other rows. scripts/fit_eval_blur.py reads them with --val-folder.
+makes: a seeded 10 % per class) and `ck_val350/<class>/` (the CK+ validation subjects; not named
+"ckplus…", which would be read as the CK+ layout). Each image is enlarged by scripts/make_eval_sets.py's
+`write_enlarged`, as affectnet_tight350 and ckplus_test350 are from other rows.
+scripts/fit_eval_blur.py reads them with --val-folder.
 """
 from __future__ import annotations
 
@@ -14,13 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ferlib.data import read_image  # noqa: E402
-from ferlib.data.tensors import import_dataset  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_eval_sets import write_enlarged  # noqa: E402
 
-SIDE = 350  # as scripts/make_eval_sets.py
+from ferlib.data.tensors import import_dataset  # noqa: E402
 
 
 def main() -> int:
@@ -34,10 +33,7 @@ def main() -> int:
         table = import_dataset(path).table
         rows = table[table["split"] == "val"]
         for i, r in enumerate(rows.itertuples()):
-            img = cv2.resize(read_image(r.path), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
-            out = Path(args.out) / name / str(r.label) / f"{i:05d}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out), img)
+            write_enlarged(r.path, Path(args.out) / name / str(r.label) / f"{i:05d}.png")
         print(f"{name}: {len(rows)} images from the val rows of {path}")
     return 0
 

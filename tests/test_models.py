@@ -1,15 +1,23 @@
-"""One parametrised test over every registered model: forward, backward, save/load round trip."""
+"""One parametrised test over every registered model: forward, backward, save/load round trip; the eval blur
+of the image classifiers and scripts/fit_eval_blur.py."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from ferlib.classes import FER7
+from ferlib.classes import CLASSES, FER7
 from ferlib.errors import InputError
 from ferlib.inference.checkpoint import load_checkpoint, make_card, save_checkpoint
 from ferlib.inputs import build_batch, spec_for_model
 from ferlib.models import count_parameters, create_model, list_models
+from ferlib.models.blocks import EvalBlur
+from tests.helpers import ROOT
 
 VARIANTS = [("hybrid_heatmap", {"patches": True, "heatmap_channels": 10}),  # one per iris point
             ("distance_mlp", {"n_strata": 3, "num_features": 45}),
@@ -112,10 +120,6 @@ IMAGE_CLASSIFIERS = ["image_cnn", "resnet18_attention", "hybrid_fusion", "hybrid
 def test_eval_blur_is_a_gaussian_in_eval_mode_only():
     """EvalBlur: the identity at sigma 0 and in training; in eval mode a separable Gaussian with
     replicated edges, the same as OpenCV's (an independent reference); outside the state dict."""
-    import cv2
-
-    from ferlib.models.blocks import EvalBlur
-
     x = torch.rand(3, 1, 48, 48, generator=torch.Generator().manual_seed(0))
     blur = EvalBlur(0.5).eval()
     ref = np.stack([cv2.GaussianBlur(im[0], (5, 5), 0.5, borderType=cv2.BORDER_REPLICATE) for im in x.numpy()])
@@ -149,15 +153,6 @@ def test_fit_eval_blur_writes_the_chosen_sigma_into_the_card(tmp_path):
     """scripts/fit_eval_blur.py on a tiny checkpoint and a tiny folder read whole as validation (frames of the
     committed Pexels clip, crying and laughing): it scores each sigma, and --write puts the chosen one in the
     card's kwargs (with the fit's record) while the weights file stays byte for byte the same."""
-    import json
-    import subprocess
-    import sys
-
-    import cv2
-
-    from ferlib.classes import CLASSES
-    from tests.helpers import ROOT
-
     cap = cv2.VideoCapture(str(ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"))  # 24 fps
     for i in range(470):  # 472 frames
         ok, frame = cap.read()
