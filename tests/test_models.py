@@ -149,19 +149,26 @@ def test_image_classifiers_take_eval_blur(name, tmp_path):
     assert card["model"]["kwargs"]["eval_blur"] == 0.5 and loaded.blur.sigma == 0.5
 
 
-def test_fit_eval_blur_writes_the_chosen_sigma_into_the_card(tmp_path):
-    """scripts/fit_eval_blur.py on a tiny checkpoint and a tiny folder read whole as validation (frames of the
-    committed Pexels clip, crying and laughing): it scores each sigma, and --write puts the chosen one in the
-    card's kwargs (with the fit's record) while the weights file stays byte for byte the same."""
+def clip_val_folder(folder):
+    """A tiny class-folder validation set: frames of the committed Pexels clip (crying until about 9 s,
+    laughing after 11 s), one every 80."""
     cap = cv2.VideoCapture(str(ROOT / "tests" / "fixtures" / "WolfgangLanger_Pexels.mp4"))  # 24 fps
     for i in range(470):  # 472 frames
         ok, frame = cap.read()
         assert ok
-        if i % 80 == 40:  # crying until about 9 s, laughing after 11 s
+        if i % 80 == 40:
             label = "sad" if i < 216 else "happy" if i > 264 else None
             if label:
-                (tmp_path / "val" / label).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(tmp_path / "val" / label / f"{i}.png"), frame)
+                (folder / label).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / label / f"{i}.png"), frame)
+    return folder
+
+
+def test_fit_eval_blur_writes_the_chosen_sigma_into_the_card(tmp_path):
+    """scripts/fit_eval_blur.py on a tiny checkpoint and a tiny folder read whole as validation (frames of the
+    committed Pexels clip, crying and laughing): it scores each sigma, and --write puts the chosen one in the
+    card's kwargs (with the fit's record) while the weights file stays byte for byte the same."""
+    clip_val_folder(tmp_path / "val")
     model = create_model("resnet18_attention", num_classes=8, width=4).eval()
     spec = spec_for_model(model)
     wpath, cpath = save_checkpoint(model, tmp_path / "m", make_card(model, CLASSES, spec,
@@ -180,3 +187,39 @@ def test_fit_eval_blur_writes_the_chosen_sigma_into_the_card(tmp_path):
     assert wpath.read_bytes() == before
     loaded, _ = load_checkpoint(cpath)
     assert loaded.blur.sigma == report["chosen"]
+
+
+def test_average_weights_is_the_mean_of_float_tensors_and_keeps_the_first_models_counters():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from val_ensembles import average_weights
+    a = create_model("resnet18_attention", num_classes=3, width=4)
+    b = create_model("resnet18_attention", num_classes=3, width=4)
+    with torch.no_grad():
+        for value in b.state_dict().values():
+            value.add_(1) if value.is_floating_point() else value.fill_(7)
+    avg = average_weights([a, b], weights=[3, 1])
+    assert avg.keys() == a.state_dict().keys()
+    for key, value in a.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(avg[key], 0.75 * value + 0.25 * b.state_dict()[key])
+        else:
+            assert torch.equal(avg[key], value) and not torch.equal(avg[key], b.state_dict()[key])
+
+
+def test_val_ensembles_of_one_model_twice_score_as_the_model(tmp_path):
+    """scripts/val_ensembles.py on two copies of one tiny checkpoint: their ensemble and both weight averages
+    compute exactly what the model computes, so every row of the report has the model's objective."""
+    model = create_model("resnet18_attention", num_classes=8, width=4, eval_blur=0.5).eval()
+    card = make_card(model, CLASSES, spec_for_model(model), training={"config": {"tta_flip": True}})
+    paths = [str(save_checkpoint(model, tmp_path / name, card)[1]) for name in ("m1", "m2")]
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "val_ensembles.py"), *paths,
+                          "--val-folder", str(clip_val_folder(tmp_path / "val")), "--report", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["eval_blur"] == 0.5 and report["val_folders"] == ["val"]
+    assert list(report["members_and_ensembles"]) == [*paths, " + ".join(paths)]
+    assert [k.split(":")[0] for k in report["weight_averages"]] == ["uniform", "greedy"]
+    one = report["members_and_ensembles"][paths[0]]["objective"]
+    rows = [*report["members_and_ensembles"].values(), *report["weight_averages"].values()]
+    assert all(abs(r["objective"] - one) < 1e-6 for r in rows)
