@@ -114,6 +114,8 @@ def render(name: str, model, card: dict, expert_for: str | None = None) -> str:
     lines += ["", "## Training", "", f"- command: `{tr.get('command', 'n/a')}`"]
     if steps := lineage(card):
         lines.append(f"- lineage: {steps}")
+    if tr.get("note"):
+        lines.append(f"- note: {tr['note']}")
     for k in ("epochs", "batch_size", "optimizer", "lr", "schedule", "weight_decay", "class_weights",
               "class_weight_power", "soft_targets", "label_smoothing", "weighted_sampler", "augment", "tta_flip",
               "patience", "monitor", "seed"):
