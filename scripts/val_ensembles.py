@@ -3,7 +3,7 @@
 
 Two ways of combining classifiers with the same classes and input are scored, on the same validation
 faces and with the same objective as scripts/fit_eval_blur.py (per dataset mean recall + accuracy,
-averaged over the datasets; flip averaging; misses wrong):
+averaged over the datasets; flip averaging as the first card says; misses wrong):
 
 - **ensembles**: the class probabilities of 2..--max-members models averaged (every combination);
   a model call per member for each face;
@@ -40,7 +40,7 @@ from fit_eval_blur import with_sigma  # noqa: E402
 
 from ferlib.errors import InputError  # noqa: E402
 from ferlib.fsutil import atomic_write_bytes, json_default  # noqa: E402
-from ferlib.inference.checkpoint import card_spec, read_checkpoint  # noqa: E402
+from ferlib.inference.checkpoint import card_spec, card_tta_flip, read_checkpoint  # noqa: E402
 from ferlib.inference.runtime import load_runner, softmax  # noqa: E402
 from ferlib.models import create_model  # noqa: E402
 
@@ -104,11 +104,18 @@ def main() -> int:
             raise InputError(f"{ref}: its classes or input differ from {args.models[0]}'s")
     inputs = [val_inputs(d, classes, spec) for d in args.data]
     inputs += [val_inputs(d, classes, spec, all_rows=True) for d in args.val_folder]
+    flip = card_tta_flip(card0)
+
+    def read(runner) -> list[dict]:
+        """The runner's logits of every validation set; without flip averaging the plain ones stand twice."""
+        sets = [logits(runner, i, spec) for i in inputs]
+        return sets if flip else [{**s, "flipped": s["plain"]} for s in sets]
+
     n, models, outputs, rows = len(classes), [], {}, {}
     for ref, (_, model, card) in zip(args.models, loaded):
         model, card = with_sigma(model, card, sigma)
         models.append((ref, model, card))
-        outputs[ref] = [logits(load_runner((model, card), backend="onnx"), i, spec) for i in inputs]
+        outputs[ref] = read(load_runner((model, card), backend="onnx"))
         rows[ref] = summary(outputs[ref], n)
         print(line(ref, rows[ref]), flush=True)
     for k in range(2, min(args.max_members, len(args.models)) + 1):
@@ -121,8 +128,7 @@ def main() -> int:
         chosen = [m for r, m, _ in models if r in refs]
         soup = create_model(card0["model"]["name"], **models[0][2]["model"]["kwargs"])
         soup.load_state_dict(average_weights(chosen))
-        runner = load_runner((soup.eval(), models[0][2]), backend="onnx")
-        return summary([logits(runner, i, spec) for i in inputs], n)
+        return summary(read(load_runner((soup.eval(), models[0][2]), backend="onnx")), n)
 
     same = [r for r, m, c in models if c["model"] == models[0][2]["model"]]
     soups = {}
@@ -143,7 +149,7 @@ def main() -> int:
     if args.report:
         report = {"date": datetime.date.today().isoformat(), "models": args.models, "eval_blur": sigma,
                   "data": [Path(d).name for d in args.data], "val_folders": [Path(d).name for d in args.val_folder],
-                  "objective": "mean over datasets of (mean recall + accuracy), flip averaging, misses wrong",
+                  "objective": "mean over datasets of (mean recall + accuracy), flip averaging as the first card says, misses wrong",
                   "members_and_ensembles": rows, "weight_averages": soups,
                   "command": "python scripts/val_ensembles.py " + " ".join(sys.argv[1:])}
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
