@@ -53,15 +53,17 @@ def val_inputs(path: str, classes: list[str], spec, all_rows: bool = False) -> d
             "detected": np.asarray(inputs["detected_mask"], bool)}
 
 
-def logits(runner, inputs: dict, spec) -> dict:
-    """`inputs` (val_inputs) with the runner's plain and mirrored logits of its detected faces."""
+def logits(runner, inputs: dict, spec, flip: bool = True) -> dict:
+    """`inputs` (val_inputs) with the runner's plain and mirrored logits of its detected faces; flip False
+    (a card without flip averaging): the plain logits stand for the mirrored ones too."""
     mirror, plain, flipped = Mirror(spec), [], []
     data = inputs["data"]
     for i in range(0, len(data), 256):
         batch = data.batch(slice(i, i + 256))
         plain.append(runner.outputs(batch))
-        flipped.append(runner.outputs(mirror(batch)))
-    return {**inputs, "plain": np.concatenate(plain), "flipped": np.concatenate(flipped)}
+        if flip:
+            flipped.append(runner.outputs(mirror(batch)))
+    return {**inputs, "plain": np.concatenate(plain), "flipped": np.concatenate(flipped if flip else plain)}
 
 
 def val_logits(runner, path: str, classes: list[str], spec) -> dict:
@@ -100,6 +102,11 @@ def objective(sets: list[dict], bias: np.ndarray, n_classes: int, acc_weight: fl
             for c, r in per[s["name"]]["recall"].items():
                 if (s["labels"] == c).sum() >= min_support and r < floor[s["name"]]["recall"][c] - max_drop:
                     return float("-inf")
+    return mean_score(per, acc_weight)
+
+
+def mean_score(per: dict, acc_weight: float = 1.0) -> float:
+    """The mean over the datasets of `scores` of mean recall + acc_weight x accuracy."""
     return float(np.mean([v["mean_recall"] + acc_weight * v["accuracy"] for v in per.values()]))
 
 

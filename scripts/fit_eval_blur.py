@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit_class_bias import logits, scores, val_inputs  # noqa: E402
+from fit_class_bias import logits, mean_score, scores, val_inputs  # noqa: E402
 
 from ferlib.fsutil import atomic_write_bytes, json_default  # noqa: E402
 from ferlib.inference.checkpoint import card_spec, card_tta_flip, checkpoint_paths, read_checkpoint  # noqa: E402
@@ -80,12 +80,9 @@ def main() -> int:
     for sigma in args.grid:
         twin, twin_card = with_sigma(model, card, sigma)
         runner = load_runner((twin, twin_card), backend="onnx")
-        sets = [logits(runner, i, spec) for i in inputs]
-        if not card_tta_flip(card):  # no flip averaging: read the plain logits twice
-            for s in sets:
-                s["flipped"] = s["plain"]
+        sets = [logits(runner, i, spec, flip=card_tta_flip(card)) for i in inputs]
         per = scores(sets, np.zeros(n, np.float32), n)
-        objective = float(np.mean([v["mean_recall"] + v["accuracy"] for v in per.values()]))
+        objective = mean_score(per)
         rows.append({"sigma": sigma, "objective": objective, "sets": per})
         cells = " | ".join(f"{k} {v['accuracy']:.4f} / {v['mean_recall']:.4f} / min "
                            f"{min(v['recall'].values()):.2f} ({classes[min(v['recall'], key=v['recall'].get)]})"

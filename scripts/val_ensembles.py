@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit_class_bias import logits, scores, val_inputs  # noqa: E402
+from fit_class_bias import logits, mean_score, scores, val_inputs  # noqa: E402
 from fit_eval_blur import with_sigma  # noqa: E402
 
 from ferlib.errors import InputError  # noqa: E402
@@ -74,7 +74,7 @@ def combined(members: list[list[dict]]) -> list[dict]:
 
 def summary(sets: list[dict], n: int) -> dict:
     per = scores(sets, np.zeros(n, np.float32), n)
-    return {"objective": float(np.mean([v["mean_recall"] + v["accuracy"] for v in per.values()])), "sets": per}
+    return {"objective": mean_score(per), "sets": per}
 
 
 def line(name: str, row: dict) -> str:
@@ -107,9 +107,7 @@ def main() -> int:
     flip = card_tta_flip(card0)
 
     def read(runner) -> list[dict]:
-        """The runner's logits of every validation set; without flip averaging the plain ones stand twice."""
-        sets = [logits(runner, i, spec) for i in inputs]
-        return sets if flip else [{**s, "flipped": s["plain"]} for s in sets]
+        return [logits(runner, i, spec, flip=flip) for i in inputs]
 
     n, models, outputs, rows = len(classes), [], {}, {}
     for ref, (_, model, card) in zip(args.models, loaded):
